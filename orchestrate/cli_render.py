@@ -1,0 +1,176 @@
+"""What the CLI prints: DESIGN's JSON shapes and compact tables for an 80-column terminal."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from orchestrate.store import PRIORITY_NAMES, Head, Slot, Task, task_name
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(ts))
+
+
+def task_json(task: Task) -> dict[str, Any]:
+    """The task shape in DESIGN.md, which scripts rely on (plus the derived `blocked`)."""
+    return {
+        "id": task.name,
+        "description": task.description,
+        "status": task.status,
+        "priority": PRIORITY_NAMES[task.priority],
+        "agent_type": task.agent_type,
+        "agent": task.agent,
+        "attempts": task.attempts,
+        "max_retries": task.max_retries,
+        "depends_on": [task_name(d) for d in task.depends_on],
+        "created_at": iso(task.created_at),
+        "started_at": iso(task.started_at),
+        "finished_at": iso(task.finished_at),
+        "output_file": task.output_file,
+        "log_file": task.log_file,
+        "error": task.error,
+        "cost_usd": task.cost_usd,
+        "blocked": task.blocked,
+    }
+
+
+def head_json(head: Head) -> dict[str, Any]:
+    return {"running": head.running, "pid": head.pid, "started_at": iso(head.started_at)}
+
+
+def slot_json(slot: Slot) -> dict[str, Any]:
+    return {
+        "id": slot.id,
+        "type": slot.type,
+        "state": slot.state,
+        "task": task_name(slot.task_id) if slot.task_id else None,
+        "pid": slot.pid,
+        "rss_mb": slot.rss_mb,
+        "tasks_done": slot.tasks_done,
+    }
+
+
+def duration(seconds: float) -> str:
+    """A short human duration: 45s, 12m, 3h05m, 2d."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s" if s < 600 else f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d"
+
+
+def shorten(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: max(width - 1, 0)] + "…"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: int | None = None) -> str:
+    """Left-aligned columns; the last one is shortened so each line fits `width`."""
+    width = width or shutil.get_terminal_size((80, 24)).columns
+    cols = list(zip(headers, *rows, strict=True))
+    widths = [max(len(c) for c in col) for col in cols[:-1]]
+    room = max(width - sum(widths) - 2 * len(widths), 20)
+    lines = []
+    for row in [headers, *rows]:
+        cells = [c.ljust(w) for c, w in zip(row, widths, strict=False)]
+        lines.append("  ".join([*cells, shorten(row[-1], room)]).rstrip())
+    return "\n".join(lines)
+
+
+def task_agent(task: Task) -> str:
+    """The slot that ran it, else the preferred agent in parentheses."""
+    if task.agent:
+        return task.agent
+    return f"({task.agent_type})" if task.agent_type else "-"
+
+
+def tasks_table(tasks: Sequence[Task], now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    rows = [
+        (
+            t.name,
+            t.shown_status,
+            PRIORITY_NAMES[t.priority],
+            task_agent(t),
+            duration(now - t.created_at),
+            t.description,
+        )
+        for t in tasks
+    ]
+    return table(("ID", "STATUS", "PRIORITY", "AGENT", "AGE", "DESCRIPTION"), rows)
+
+
+def slots_table(slots: Sequence[Slot], now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    rows = [
+        (
+            s.id,
+            s.state,
+            task_name(s.task_id) if s.task_id else "-",
+            str(s.pid or "-"),
+            duration(now - s.since) if s.since and s.state == "busy" else "-",
+            f"{s.rss_mb:.0f} MB" if s.rss_mb is not None else "-",
+            str(s.tasks_done),
+            f"${s.cost_usd:.2f}",
+            s.note or "",
+        )
+        for s in slots
+    ]
+    return table(("AGENT", "STATE", "TASK", "PID", "ELAPSED", "MEMORY", "DONE", "COST", "NOTE"), rows)
+
+
+def head_line(head: Head, now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    if head.running and head.started_at is not None:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(head.started_at))
+        return f"running, pid {head.pid}, since {since} (up {duration(now - head.started_at)})"
+    if head.pid is not None:
+        return f"not running (pid {head.pid} stopped without cleaning up; `orchestrate start` recovers)"
+    return "not running (`orchestrate start` starts it)"
+
+
+def counts_line(counts: dict[str, int]) -> str:
+    total = sum(counts.values())
+    parts = ", ".join(f"{n} {state}" for state, n in counts.items())
+    return f"{total} tasks: {parts}"
+
+
+def show_task(task: Task, now: float | None = None) -> str:
+    """Everything about one task, one `label: value` per line."""
+    now = time.time() if now is None else now
+    fields: list[tuple[str, Any]] = [
+        ("status", task.shown_status),
+        ("priority", PRIORITY_NAMES[task.priority]),
+        ("agent", task_agent(task)),
+        ("attempts", f"{task.attempts} (up to {task.max_retries} retries after the first)"),
+        ("depends on", ", ".join(task_name(d) for d in task.depends_on)),
+        ("context", ", ".join(task.context_files)),
+        ("timeout", f"{task.timeout_seconds / 60:g} min" if task.timeout_seconds else ""),
+        ("created", f"{iso(task.created_at)} ({duration(now - task.created_at)} ago)"),
+        ("started", iso(task.started_at)),
+        ("finished", iso(task.finished_at)),
+        ("retry after", iso(task.not_before) if task.not_before > now else ""),
+        ("cost", f"${task.cost_usd:.4f}" if task.cost_usd is not None else ""),
+        ("tokens", _tokens(task)),
+        ("session", task.session_id),
+        ("output", task.output_file),
+        ("log", task.log_file),
+        ("error", task.error),
+    ]
+    lines = [f"{task.name}  {task.description}"]
+    lines += [f"  {label + ':':<12} {value}" for label, value in fields if value]
+    return "\n".join(lines)
+
+
+def _tokens(task: Task) -> str:
+    if task.input_tokens is None and task.output_tokens is None:
+        return ""
+    return f"{task.input_tokens or 0} in, {task.output_tokens or 0} out"

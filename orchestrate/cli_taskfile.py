@@ -1,0 +1,139 @@
+"""Turn what a user typed (options, or a tasks.yaml in the seed's Appendix A format) into NewTasks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrate.errors import UsageError
+from orchestrate.store import PRIORITIES, NewTask, parse_task_id
+
+FIELDS = (
+    "id",
+    "description",
+    "priority",
+    "preferred_agent",
+    "timeout_minutes",
+    "context_files",
+    "depends_on",
+    "max_retries",
+    "subtasks",  # appended to the description as a checklist
+    "context_required",  # accepted from the seed's examples; context is always given
+)
+
+
+def priority(text: str) -> int:
+    try:
+        return PRIORITIES[text.strip().lower()]
+    except KeyError:
+        raise UsageError(f"priority must be high, normal or low, not {text!r}") from None
+
+
+def timeout_seconds(minutes: Any) -> float | None:
+    if minutes is None:
+        return None
+    if isinstance(minutes, (int, float)) and not isinstance(minutes, bool) and minutes > 0:
+        return float(minutes) * 60
+    raise UsageError(f"timeout must be a positive number of minutes, not {minutes!r}")
+
+
+def context_file(name: str, base: Path, root: Path) -> str:
+    """Check that a context file exists; keep it relative to the project when it is inside it."""
+    path = (base / name).resolve()
+    if not path.is_file():
+        raise UsageError(f"context file {name} does not exist (looked for {path})")
+    return str(path.relative_to(root.resolve())) if path.is_relative_to(root.resolve()) else str(path)
+
+
+def dependencies(refs: Sequence[str]) -> tuple[int, ...]:
+    """Task ids from `--after` values, which may also be comma-separated."""
+    return tuple(parse_task_id(part) for ref in refs for part in ref.split(",") if part.strip())
+
+
+def load(path: Path, root: Path, max_retries: int) -> list[NewTask]:
+    """Read a task file: a list of tasks, a mapping with `tasks:`, or one task."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the task file: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise UsageError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if isinstance(data, dict):
+        data = data["tasks"] if set(data) == {"tasks"} else [data]
+    if not isinstance(data, list) or not data:
+        raise UsageError(f"{path}: expected a list of tasks, each with at least a description")
+    entries = [_entry(item, n, path) for n, item in enumerate(data, start=1)]
+    local = {str(e["id"]): n for n, e in enumerate(entries) if e.get("id") is not None}
+    if len(local) != sum(1 for e in entries if e.get("id") is not None):
+        raise UsageError(f"{path}: two tasks share an id; ids must be unique within the file")
+    return [_task(e, n, path, root, local, max_retries) for n, e in enumerate(entries)]
+
+
+def _entry(item: Any, n: int, path: Path) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise UsageError(f"{path}: task {n}: expected a mapping with a description, got {item!r}")
+    unknown = [k for k in item if k not in FIELDS]
+    if unknown:
+        raise UsageError(f"{path}: task {n}: unknown field {unknown[0]!r} (known: {', '.join(FIELDS)})")
+    return item
+
+
+def _task(e: dict[str, Any], n: int, path: Path, root: Path, local: dict[str, int], retries: int) -> NewTask:
+    label = str(e.get("id", n + 1))
+    where = f"{path}: task {label}"
+    try:
+        return _build(e, label, path, root, local, retries)
+    except UsageError as exc:
+        raise UsageError(f"{where}: {exc}") from None
+
+
+def _build(
+    e: dict[str, Any], label: str, path: Path, root: Path, local: dict[str, int], retries: int
+) -> NewTask:
+    description = e.get("description")
+    if not isinstance(description, str) or not description.strip():
+        raise UsageError("needs a description (a non-empty string)")
+    subtasks = _strings(e.get("subtasks"), "subtasks")
+    if subtasks:
+        description = description.rstrip() + "\n" + "\n".join(f"- {s}" for s in subtasks)
+    refs = [str(r) for r in _strings(e.get("depends_on"), "depends_on")]
+    max_retries = e.get("max_retries", retries)
+    if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+        raise UsageError(f"max_retries must be a whole number, 0 or more, not {max_retries!r}")
+    agent = e.get("preferred_agent")
+    if agent is not None and not isinstance(agent, str):
+        raise UsageError(f"preferred_agent must be an agent name, not {agent!r}")
+    return NewTask(
+        description=description,
+        priority=priority(str(e.get("priority", "normal"))),
+        agent_type=agent,
+        timeout_seconds=timeout_seconds(e.get("timeout_minutes")),
+        max_retries=max_retries,
+        context_files=tuple(
+            context_file(f, path.parent, root) for f in _strings(e.get("context_files"), "context_files")
+        ),
+        depends_on=tuple(_existing(r) for r in refs if r not in local),
+        after_new=tuple(local[r] for r in refs if r in local),
+        label=label,
+    )
+
+
+def _existing(ref: str) -> int:
+    try:
+        return parse_task_id(ref)
+    except UsageError:
+        raise UsageError(f"depends_on: {ref!r} is neither a task in this file nor a task id") from None
+
+
+def _strings(value: Any, name: str) -> list[Any]:
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in items):
+        raise UsageError(f"{name} must be a list of strings, not {value!r}")
+    return items
