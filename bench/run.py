@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import compileall
 import os
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -88,7 +89,7 @@ def main() -> int:
     args = parser.parse_args()
     compileall.compile_dir(Path(orchestrate.__file__).parent, quiet=1)
     rows = client_rows(args.runs)
-    print(f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, SQLite {store.sqlite3.sqlite_version}\n")
+    print(f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}\n")
     print("| measurement | median | against the budget | within |")
     print("| --- | ---: | --- | --- |")
     for name, seconds, budget, ok in rows:

@@ -6,8 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from orchestrate.config import read_yaml
 from orchestrate.errors import UsageError
 from orchestrate.store import PRIORITIES, NewTask, parse_task_id
 
@@ -55,14 +54,7 @@ def dependencies(refs: Sequence[str]) -> tuple[int, ...]:
 
 def load(path: Path, root: Path, max_retries: int) -> list[NewTask]:
     """Read a task file: a list of tasks, a mapping with `tasks:`, or one task."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read the task file: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise UsageError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    data = read_yaml(path, UsageError)
     if isinstance(data, dict):
         data = data["tasks"] if set(data) == {"tasks"} else [data]
     if not isinstance(data, list) or not data:

@@ -195,25 +195,34 @@ def _path(root: Path) -> Check:
     return lambda value, where: root / _text(value, where)
 
 
-def load(path: Path, *, required: bool = False) -> Config:
-    """Read and validate `path`; a missing optional file gives the defaults."""
-    label = str(path)
+def read_yaml(path: Path, error: type[Exception] = ConfigError, missing_ok: bool = False) -> Any:
+    """The YAML data in `path`, or `error` with one line that says what is wrong and where."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        if required:
-            raise ConfigError(f"{label}: no such configuration file") from None
-        text = ""
+        if missing_ok:
+            return None
+        raise error(f"{path}: no such file") from None
     except OSError as exc:
-        raise ConfigError(f"{label}: cannot read it: {exc.strerror}") from None
+        raise error(f"{path}: cannot read it: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
         # safe_load's rules, with libyaml's speed when present: every command loads this file
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f"line {mark.line + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise ConfigError(f"{label}: {line}invalid YAML: {problem}") from None
+        where = f"line {mark.line + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise error(f"{path}: {where}invalid YAML: {problem}") from None
+
+
+def load(path: Path, *, required: bool = False) -> Config:
+    """Read and validate `path`; a missing optional file gives the defaults."""
+    label = str(path)
+    if required and not path.exists():
+        raise ConfigError(f"{label}: no such configuration file")
+    data = read_yaml(path, missing_ok=True)
     return parse(_mapping(data, label), label, path.resolve().parent, path)
 
 

@@ -165,7 +165,6 @@ def test_config_errors_are_one_line_with_the_key_path(text: str, message: str) -
     assert line == message if "three" in text else line.startswith(message), line
 
 
-@pytest.mark.xfail(reason="BUG: a config.yaml that is not UTF-8 crashes with UnicodeDecodeError", strict=True)
 def test_a_config_that_is_not_utf8_is_a_one_line_error() -> None:
     Path("c.yaml").write_bytes(b"agents:\n  caf\xe9: {}\n")
     assert "c.yaml" in assert_one_line_error(orchestrate("--config", "c.yaml", "status"))
