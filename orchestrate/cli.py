@@ -294,6 +294,53 @@ def cancel(ctx: typer.Context, task: str) -> None:
         typer.echo(f"note: {names} wait(s) for it and stay blocked until it is retried", err=True)
 
 
+AGENTS_HELP = "Agent slots for this run, overriding the configuration, e.g. claude:2,codex:2."
+
+
+def _head_config(ctx: typer.Context, agents: str | None) -> config_file.Config:
+    cfg = _session(ctx).config
+    return cfg.with_slots(agents) if agents else cfg
+
+
+@app.command()
+def start(
+    ctx: typer.Context,
+    agents: str | None = typer.Option(None, "--agents", help=AGENTS_HELP),
+    foreground: bool = typer.Option(False, "--foreground", help="Stay attached; Ctrl-C stops like `stop`."),
+) -> None:
+    """Start the head node in the background and return once it is up."""
+    from orchestrate import cli_lifecycle, head
+
+    cfg = _head_config(ctx, agents)
+    if foreground:
+        raise typer.Exit(head.serve(cfg))
+    session = _session(ctx)
+    argv = cli_lifecycle.child_argv(session.config_path if session.explicit else None, session.db, agents)
+    pid, log = cli_lifecycle.start_background(cfg, argv)
+    typer.echo(f"head running, pid {pid}; log: {log}")
+
+
+@app.command()
+def run(ctx: typer.Context, agents: str | None = typer.Option(None, "--agents", help=AGENTS_HELP)) -> None:
+    """Work the queue in the foreground until nothing is left: exit 0 if all completed, 1 if any failed."""
+    from orchestrate import head
+
+    raise typer.Exit(head.serve(_head_config(ctx, agents), until_idle=True))
+
+
+@app.command()
+def stop(
+    ctx: typer.Context, wait: bool = typer.Option(False, "--wait", help="Let running tasks finish.")
+) -> None:
+    """Stop the head: running tasks go back to the queue, or with --wait finish first."""
+    from orchestrate import cli_lifecycle
+
+    if wait:
+        typer.echo("stopping once the running tasks finish...")
+    pid = cli_lifecycle.stop(_session(ctx).config, wait)
+    typer.echo(f"head {pid} stopped")
+
+
 def main() -> None:
     """Console entry point."""
     app(prog_name="orchestrate")

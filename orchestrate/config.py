@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from orchestrate.errors import ConfigError
+from orchestrate.errors import ConfigError, UsageError
 
 AGENT_TYPES = ("claude", "codex", "gemini", "command")
 DEFAULT_COMMANDS = {
@@ -65,6 +65,21 @@ class Config:
 
     def with_database(self, database: Path) -> Config:
         return replace(self, task_queue=replace(self.task_queue, database=database))
+
+    def with_slots(self, spec: str) -> Config:
+        """Replace the agents by `--agents claude:2,codex:1`: these agents, with this many slots each."""
+        agents = []
+        for part in spec.split(","):
+            name, _, count = part.strip().partition(":")
+            if not count.isdigit() or int(count) < 1:
+                raise UsageError(f"--agents: expected NAME:COUNT with COUNT 1 or more, got {part.strip()!r}")
+            agent = next((a for a in self.agents if a.name == name), None)
+            if agent is None and name not in DEFAULT_COMMANDS:
+                known = ", ".join(sorted({a.name for a in self.agents} | set(DEFAULT_COMMANDS)))
+                raise UsageError(f"--agents: no agent {name!r} is configured (known: {known})")
+            agent = agent or AgentConfig(name, name, tuple(shlex.split(DEFAULT_COMMANDS[name])))
+            agents.append(replace(agent, max_instances=int(count)))
+        return replace(self, agents=tuple(agents))
 
     def agent_names(self) -> set[str]:
         """Every value a task's preferred agent can match: entry names and adapter types."""

@@ -219,7 +219,7 @@ class Task(NamedTuple):
 
 
 _TASK_COLUMNS = [f for f in Task._fields if f not in ("depends_on", "blocked", "context_files")]
-_SELECT_TASKS = f"""
+SELECT_TASKS = f"""
     SELECT {", ".join("t." + c for c in _TASK_COLUMNS)}, t.context_files,
         (SELECT group_concat(d.depends_on) FROM deps d WHERE d.task_id = t.id) AS depends_on,
         t.status = 'pending' AND EXISTS (
@@ -228,7 +228,7 @@ _SELECT_TASKS = f"""
     FROM tasks t"""
 
 
-def _task(row: sqlite3.Row) -> Task:
+def task_from_row(row: sqlite3.Row) -> Task:
     import json  # imported where used: `status` never needs it and must start fast
 
     deps = tuple(sorted(int(d) for d in row["depends_on"].split(","))) if row["depends_on"] else ()
@@ -241,10 +241,10 @@ def _task(row: sqlite3.Row) -> Task:
 
 
 def get_task(conn: sqlite3.Connection, task_id: int) -> Task:
-    row = conn.execute(_SELECT_TASKS + " WHERE t.id = ?", (task_id,)).fetchone()
+    row = conn.execute(SELECT_TASKS + " WHERE t.id = ?", (task_id,)).fetchone()
     if row is None:
         raise TaskNotFound(f"{task_name(task_id)} does not exist; `orchestrate tasks` lists the queue")
-    return _task(row)
+    return task_from_row(row)
 
 
 LIST_FILTERS = {
@@ -258,7 +258,7 @@ LIST_FILTERS = {
 def list_tasks(conn: sqlite3.Connection, status: str = "all") -> list[Task]:
     """Tasks in the order they were added; `status` is a key of LIST_FILTERS."""
     where = LIST_FILTERS[status]
-    return [_task(r) for r in conn.execute(f"{_SELECT_TASKS} WHERE {where} ORDER BY t.id")]
+    return [task_from_row(r) for r in conn.execute(f"{SELECT_TASKS} WHERE {where} ORDER BY t.id")]
 
 
 def counts(conn: sqlite3.Connection) -> dict[str, int]:
@@ -268,9 +268,9 @@ def counts(conn: sqlite3.Connection) -> dict[str, int]:
 
 def recent_failures(conn: sqlite3.Connection, limit: int = 5) -> list[Task]:
     rows = conn.execute(
-        f"{_SELECT_TASKS} WHERE t.status = 'failed' ORDER BY t.finished_at DESC LIMIT ?", (limit,)
+        f"{SELECT_TASKS} WHERE t.status = 'failed' ORDER BY t.finished_at DESC LIMIT ?", (limit,)
     )
-    return [_task(r) for r in rows]
+    return [task_from_row(r) for r in rows]
 
 
 def _transition(

@@ -1,0 +1,49 @@
+"""Claude Code: `claude -p --output-format stream-json --verbose -- PROMPT`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrate.agents import JsonLines, Result
+
+ROOT_REFUSAL = "cannot be used with root/sudo privileges"
+
+
+def argv(command: tuple[str, ...], prompt: str | None) -> list[str]:
+    # `--` keeps a prompt that starts with "-" from being read as an option
+    tail = ["--", prompt] if prompt is not None else []
+    return [*command, "-p", "--output-format", "stream-json", "--verbose", *tail]
+
+
+class Reader(JsonLines):
+    def __init__(self) -> None:
+        super().__init__()
+        self.result: dict[str, Any] | None = None
+
+    def event(self, event: dict[str, Any], stderr: bool) -> None:
+        self.session_id = event.get("session_id") or self.session_id
+        if event.get("type") == "result":
+            self.result = event
+
+    def finish(self, exit_code: int) -> Result:
+        if any(ROOT_REFUSAL in line for line in self.tail):
+            return self.failure(
+                exit_code,
+                'Claude Code refuses --dangerously-skip-permissions as root: add IS_SANDBOX: "1" to'
+                " this agent's env: in config.yaml (inside a sandbox only), or use --permission-mode acceptEdits",
+            )
+        r = self.result
+        if r is None:
+            return self.failure(exit_code, None)
+        usage = r.get("usage") or {}
+        counts = {
+            "cost_usd": r.get("total_cost_usd"),
+            "input_tokens": usage.get("input_tokens"),
+            "output_tokens": usage.get("output_tokens"),
+        }
+        message = r.get("result") or "; ".join(map(str, r.get("errors") or []))
+        if exit_code == 0 and not r.get("is_error") and r.get("subtype") == "success":
+            return Result(True, message, session_id=self.session_id, **counts)
+        status = r.get("api_error_status")
+        error = f"{r.get('subtype')}: {message}" if r.get("subtype") != "success" else message
+        return self.failure(exit_code, f"{error} (HTTP {status})" if status else error, **counts)

@@ -1,0 +1,38 @@
+"""Codex: `codex [flags] exec --json --skip-git-repo-check -- PROMPT` (or `-` to read stdin)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrate.agents import JsonLines, Result
+
+
+def argv(command: tuple[str, ...], prompt: str | None) -> list[str]:
+    base = list(command) if "exec" in command else [*command, "exec"]
+    return [*base, "--json", "--skip-git-repo-check", *(["--", prompt] if prompt is not None else ["-"])]
+
+
+class Reader(JsonLines):
+    def __init__(self) -> None:
+        super().__init__()
+        self.message = ""
+        self.usage: dict[str, Any] | None = None
+        self.error: str | None = None
+
+    def event(self, event: dict[str, Any], stderr: bool) -> None:
+        kind, item = event.get("type"), event.get("item") or {}
+        if kind == "thread.started":
+            self.session_id = event.get("thread_id")
+        elif kind == "item.completed" and item.get("type") == "agent_message":
+            self.message = item.get("text", "")
+        elif kind == "turn.completed":
+            self.usage = event.get("usage") or {}
+        elif kind == "turn.failed":
+            self.error = (event.get("error") or {}).get("message") or "turn failed"
+
+    def finish(self, exit_code: int) -> Result:
+        usage = self.usage or {}
+        counts = {"input_tokens": usage.get("input_tokens"), "output_tokens": usage.get("output_tokens")}
+        if exit_code == 0 and self.usage is not None and self.error is None:
+            return Result(True, self.message, session_id=self.session_id, **counts)
+        return self.failure(exit_code, self.error, **counts)

@@ -1,0 +1,43 @@
+"""Gemini CLI: `gemini [flags] --output-format stream-json --prompt=PROMPT` (or the prompt on stdin)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrate.agents import JsonLines, Result
+
+
+def argv(command: tuple[str, ...], prompt: str | None) -> list[str]:
+    # --prompt=TEXT, not -p TEXT, so that a prompt starting with "-" stays a value
+    return [
+        *command,
+        "--output-format",
+        "stream-json",
+        *([f"--prompt={prompt}"] if prompt is not None else []),
+    ]
+
+
+class Reader(JsonLines):
+    def __init__(self) -> None:
+        super().__init__()
+        self.chunks: list[str] = []
+        self.result: dict[str, Any] | None = None
+        self.error: str | None = None
+
+    def event(self, event: dict[str, Any], stderr: bool) -> None:
+        self.session_id = event.get("session_id") or self.session_id
+        kind, error = event.get("type"), event.get("error")
+        if kind == "message" and event.get("role") == "assistant":
+            self.chunks.append(str(event.get("content", "")))
+        elif kind == "result":
+            self.result = event
+        if isinstance(error, dict):  # fatal errors come on stderr; a broken stream says so on stdout
+            self.error = f"{error.get('type', 'Error')}: {error.get('message', '')}"
+
+    def finish(self, exit_code: int) -> Result:
+        stats = (self.result or {}).get("stats") or {}
+        counts = {"input_tokens": stats.get("input_tokens"), "output_tokens": stats.get("output_tokens")}
+        succeeded = self.result is not None and self.result.get("status") == "success"
+        if exit_code == 0 and succeeded and self.error is None:
+            return Result(True, "".join(self.chunks), session_id=self.session_id, **counts)
+        return self.failure(exit_code, self.error, **counts)

@@ -1,0 +1,71 @@
+"""Starting and stopping the head node from the command line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from orchestrate import store
+from orchestrate.config import Config
+from orchestrate.errors import OrchestrateError
+
+START_WAIT_S = 15.0
+
+
+def _head(cfg: Config) -> store.Head:
+    with store.opened(cfg.task_queue.database, create=False) as conn:
+        return store.head(conn)
+
+
+def start_background(cfg: Config, child_argv: list[str]) -> tuple[int, Path]:
+    """Launch the head detached, and return once it has registered in the queue: (pid, log)."""
+    if (head := _head(cfg)).running:
+        raise OrchestrateError(f"a head is already running on {cfg.task_queue.database} (pid {head.pid})")
+    cfg.runtime_dir.mkdir(parents=True, exist_ok=True)
+    log = cfg.runtime_dir / "head.log"
+    with log.open("ab") as out:
+        child = subprocess.Popen(
+            child_argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+        )
+    deadline = time.monotonic() + START_WAIT_S
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            last = [line for line in log.read_text(errors="replace").splitlines() if line.strip()][-1:]
+            raise OrchestrateError(f"the head exited at start ({child.returncode}): {' '.join(last)}")
+        head = _head(cfg)
+        if head.running and head.pid == child.pid:
+            return child.pid, log
+        time.sleep(0.05)
+    child.terminate()
+    raise OrchestrateError(f"the head did not come up within {START_WAIT_S:g} s; see {log}")
+
+
+def stop(cfg: Config, wait: bool) -> int:
+    """Signal the head (SIGTERM stops now, SIGUSR1 lets running tasks finish) and wait for it to exit."""
+    head = _head(cfg)
+    if not head.running or head.pid is None:
+        raise OrchestrateError(f"no head is running on {cfg.task_queue.database}")
+    os.kill(head.pid, signal.SIGUSR1 if wait else signal.SIGTERM)
+    while _alive(head.pid):
+        time.sleep(0.05)
+    return head.pid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"  # a zombie has exited
+    except (OSError, IndexError):
+        return False
+
+
+def child_argv(config: Path | None, db: Path | None, agents: str | None) -> list[str]:
+    """The command that runs the head in the foreground, with this invocation's options."""
+    argv = [sys.executable, "-m", "orchestrate"]
+    argv += ["--config", str(config.resolve())] if config else []
+    argv += ["--db", str(db.resolve())] if db else []
+    return [*argv, "start", "--foreground", *(["--agents", agents] if agents else [])]

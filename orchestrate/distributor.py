@@ -1,0 +1,75 @@
+"""Agent slots and who takes the next task: type affinity, then the least-loaded, round-robin."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrate.config import AgentConfig
+
+
+@dataclass
+class Slot:
+    id: str  # claude-1, claude-2, codex-1...
+    agent: AgentConfig
+    task: int | None = None
+    pid: int | None = None
+    since: float | None = None
+    rss_mb: float | None = None
+    tasks_done: int = 0
+    cost_usd: float = 0.0
+
+
+class Distributor:
+    def __init__(self, agents: tuple[AgentConfig, ...]) -> None:
+        self.slots = [Slot(f"{a.name}-{n}", a) for a in agents for n in range(1, a.max_instances + 1)]
+        self.cooling: dict[str, float] = {}  # agent name -> until when
+        self.unavailable: dict[str, str] = {}  # agent name -> why
+        self.turn = 0
+
+    def state(self, slot: Slot, now: float) -> tuple[str, str | None]:
+        """The slot's state for `status`, and a note that explains it."""
+        name = slot.agent.name
+        if slot.task is not None:
+            return "busy", None
+        if name in self.unavailable:
+            return "unavailable", self.unavailable[name]
+        if self.cooling.get(name, 0) > now:
+            return "cooling", "rate limited"
+        return "idle", None
+
+    def free(self, now: float) -> list[Slot]:
+        return [s for s in self.slots if self.state(s, now)[0] == "idle"]
+
+    def takers(self, now: float) -> set[str]:
+        """What tasks may prefer to be taken now: the names and types of agents with a free slot."""
+        return {key for s in self.free(now) for key in (s.agent.name, s.agent.type)}
+
+    def known(self) -> set[str]:
+        """Agents a task may wait for; one preferring any other goes to whoever is free."""
+        return {
+            k
+            for s in self.slots
+            if s.agent.name not in self.unavailable
+            for k in (s.agent.name, s.agent.type)
+        }
+
+    def pick(self, preferred: str | None, now: float) -> Slot:
+        """The free slot for a task: of the preferred agent if it is known, the least loaded, in turn."""
+        free = self.free(now)
+        if preferred in self.known():
+            free = [s for s in free if preferred in (s.agent.name, s.agent.type)]
+        busy = {
+            name: sum(1 for s in self.slots if s.task and s.agent.name == name)
+            for name in {s.agent.name for s in free}
+        }
+        self.turn += 1
+        order = {s.id: (i - self.turn) % len(self.slots) for i, s in enumerate(self.slots)}
+        return min(free, key=lambda s: (busy[s.agent.name], order[s.id]))
+
+    def rows(self, now: float) -> list[tuple[Any, ...]]:
+        """Each slot as the agents table stores it."""
+        return [
+            (*self.state(s, now), s.task, s.pid, s.rss_mb, s.since, s.tasks_done, s.cost_usd, s.id)
+            for s in self.slots
+        ]

@@ -1,0 +1,136 @@
+"""Agent processes: spawned in their own session, streamed to a log, stopped with their whole tree."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from typing import Any, BinaryIO
+
+from orchestrate.agents import Output
+from orchestrate.errors import AgentUnavailable
+
+# Every agent and everything it starts inherit these variables. Descendants that start their
+# own session escape the process group, but not their environment: that is how strays are found.
+QUEUE_VAR, TASK_VAR = "ORCHESTRATE_QUEUE", "ORCHESTRATE_TASK"
+LINE_MAX = 16_000_000  # a longer line is logged in full but not parsed
+DRAIN_S = 5.0  # after exit, how long a pipe held open by a stray may delay the end of a run
+
+
+async def run(
+    argv: list[str],
+    *,
+    cwd: str,
+    env: dict[str, str],
+    stdin: bytes | None,
+    log: BinaryIO,
+    parser: Output,
+    timeout: float,
+    grace: float,
+    stop: asyncio.Future[str],
+) -> tuple[int, str | None]:
+    """Run an agent to its end: (exit code, why it was stopped: timeout or `stop`'s reason, or None)."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=cwd,
+            env=env,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+    except (FileNotFoundError, PermissionError) as exc:
+        raise AgentUnavailable(f"cannot run {argv[0]!r}: {exc.strerror}") from None
+    assert proc.stdout and proc.stderr
+    pumps = [
+        asyncio.ensure_future(_pump(s, log, parser, s is proc.stderr)) for s in (proc.stdout, proc.stderr)
+    ]
+    if stdin is not None and proc.stdin:
+        pumps.append(asyncio.ensure_future(_feed(proc.stdin, stdin)))
+    exited = asyncio.ensure_future(proc.wait())
+    either: set[asyncio.Future[Any]] = {exited, stop}
+    done, _ = await asyncio.wait(either, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    reason = None
+    if exited not in done:
+        reason = stop.result() if stop.done() else "timeout"
+        # a cancelled task must be gone within a second; others get the configured grace
+        await terminate(proc.pid, exited, min(grace, 0.5) if reason == "cancelled" else grace)
+    signal_group(proc.pid, signal.SIGKILL)  # whatever it left behind in its group
+    _, slow = await asyncio.wait(pumps, timeout=DRAIN_S)
+    for pump in slow:
+        pump.cancel()
+    return await exited, reason
+
+
+async def terminate(pgid: int, exited: asyncio.Future[int], grace: float) -> None:
+    """SIGTERM the group (the CLIs stop their own children on it), then SIGKILL after `grace`."""
+    signal_group(pgid, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(asyncio.shield(exited), grace)
+    except TimeoutError:
+        signal_group(pgid, signal.SIGKILL)
+        await exited
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+async def _pump(stream: asyncio.StreamReader, log: BinaryIO, parser: Output, stderr: bool) -> None:
+    partial = b""
+    while chunk := await stream.read(65536):
+        log.write(chunk)
+        lines = (partial + chunk).split(b"\n")
+        partial = lines.pop()
+        if len(partial) > LINE_MAX:
+            partial = b""
+        for line in lines:
+            parser.feed(line.decode(errors="replace"), stderr)
+    if partial:
+        parser.feed(partial.decode(errors="replace"), stderr)
+
+
+async def _feed(pipe: asyncio.StreamWriter, data: bytes) -> None:
+    # A program may exit without reading its prompt: that is its business, not an error.
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        pipe.write(data)
+        await pipe.drain()
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        pipe.close()
+
+
+def strays(queue: str) -> dict[str, list[tuple[int, int]]]:
+    """Live processes started for `queue`, by task name: [(pid, resident KiB)]."""
+    found: dict[str, list[tuple[int, int]]] = {}
+    needle = f"{QUEUE_VAR}={queue}\0".encode()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                environ = f.read()
+            if needle not in environ:
+                continue
+            with open(f"/proc/{entry.name}/statm", "rb") as f:
+                pages = int(f.read().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile, or not ours to read
+        task = next(
+            (
+                v[len(TASK_VAR) + 1 :].decode()
+                for v in environ.split(b"\0")
+                if v.startswith(f"{TASK_VAR}=".encode())
+            ),
+            "",
+        )
+        found.setdefault(task, []).append((int(entry.name), pages * os.sysconf("SC_PAGE_SIZE") // 1024))
+    return found
+
+
+def kill(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
