@@ -180,11 +180,14 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
         return
     typer.echo(f"head     {render.head_line(head)}")
     typer.echo(f"queue    {render.counts_line(counts)}")
-    busy = [s for s in slots if s.state != "idle"]
+    busy = [s for s in slots if s.state == "busy"]
     if slots:
         typer.echo(f"agents   {len(busy)} of {len(slots)} busy")
     if busy:
         typer.echo(render.slots_table(busy))
+    for slot in slots:
+        if slot.state in ("cooling", "unavailable"):
+            typer.echo(f"{slot.state:<8} {slot.id}: {slot.note}")
     for task in failures:
         typer.echo(f"failed   {task.name}  {render.shorten(task.error or 'no error recorded', 60)}")
 

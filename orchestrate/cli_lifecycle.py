@@ -50,17 +50,9 @@ def stop(cfg: Config, wait: bool) -> int:
     if not head.running or head.pid is None:
         raise OrchestrateError(f"no head is running on {cfg.task_queue.database}")
     os.kill(head.pid, signal.SIGUSR1 if wait else signal.SIGTERM)
-    while _alive(head.pid):
+    while store.alive(head.pid):
         time.sleep(0.05)
     return head.pid
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"  # a zombie has exited
-    except (OSError, IndexError):
-        return False
 
 
 def child_argv(config: Path | None, db: Path | None, agents: str | None) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +35,8 @@ class Distributor:
             return "busy", None
         if name in self.unavailable:
             return "unavailable", self.unavailable[name]
-        if self.cooling.get(name, 0) > now:
-            return "cooling", "rate limited"
+        if (until := self.cooling.get(name, 0)) > now:
+            return "cooling", f"rate limited until {time.strftime('%H:%M:%S', time.localtime(until))}"
         return "idle", None
 
     def free(self, now: float) -> list[Slot]:

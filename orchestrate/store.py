@@ -335,14 +335,13 @@ class Head(NamedTuple):
     log_file: str | None = None
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """True while `pid` runs; a zombie (exited, not yet reaped) counts as gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
         return False
-    except PermissionError:
-        return True
-    return True
 
 
 def head(conn: sqlite3.Connection, now: float | None = None) -> Head:
@@ -352,7 +351,7 @@ def head(conn: sqlite3.Connection, now: float | None = None) -> Head:
         return Head(running=False)
     now = time.time() if now is None else now
     beating = now - row["heartbeat_at"] < HEARTBEAT_STALE_S
-    live = row["host"] == os.uname().nodename and _alive(row["pid"]) and beating
+    live = row["host"] == os.uname().nodename and alive(row["pid"]) and beating
     return Head(live, row["pid"], row["started_at"], row["heartbeat_at"], row["log_file"])
 
 

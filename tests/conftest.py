@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -58,3 +60,56 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message}")
         time.sleep(interval)
+
+
+FAKES = Path(__file__).parent / "fakes"
+
+
+@pytest.fixture
+def fakes(project: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Fake claude, codex and gemini first on PATH; each records its runs in fake_runs.jsonl.
+
+    Whatever the test leaves running (a head, agents) is stopped at teardown.
+    """
+    record = project / "fake_runs.jsonl"
+    monkeypatch.setenv("PATH", f"{FAKES}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_RECORD", str(record))
+    monkeypatch.setenv("FAKE_STATE_DIR", str(project))
+    monkeypatch.setenv("FAKE_CHILD_PIDS", str(project / "fake_children.txt"))
+    monkeypatch.setenv("IS_SANDBOX", "1")  # the fake claude, like the real one, refuses root without it
+    yield record
+    _stop_everything(project)
+
+
+def _stop_everything(project: Path) -> None:
+    for pid_file in project.glob(".orchestrate/head.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    marker = f"ORCHESTRATE_QUEUE={project}".encode()
+    for pid in live_pids(marker):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def live_pids(marker: bytes) -> list[int]:
+    """Processes (not zombies) whose environment contains `marker`."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                if marker in f.read():
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie has exited)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False

@@ -40,4 +40,5 @@ class Reader(JsonLines):
         succeeded = self.result is not None and self.result.get("status") == "success"
         if exit_code == 0 and succeeded and self.error is None:
             return Result(True, "".join(self.chunks), session_id=self.session_id, **counts)
-        return self.failure(exit_code, self.error, **counts)
+        ended = f"gemini ended with status {self.result.get('status')!r}" if self.result else None
+        return self.failure(exit_code, self.error or ended, **counts)
