@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from orchestrate.config import AgentConfig
+from orchestrate.store import Task
 
 
 @dataclass
 class Slot:
     id: str  # claude-1, claude-2, codex-1...
     agent: AgentConfig
-    task: int | None = None
+    task: Task | None = None
+    stop: asyncio.Future[str] | None = None  # resolved with a reason to interrupt the agent
+    work: asyncio.Future[None] | None = None
     pid: int | None = None
     since: float | None = None
     rss_mb: float | None = None
@@ -69,8 +73,21 @@ class Distributor:
         return min(free, key=lambda s: (busy[s.agent.name], order[s.id]))
 
     def rows(self, now: float) -> list[tuple[Any, ...]]:
-        """Each slot as the agents table stores it."""
-        return [
-            (*self.state(s, now), s.task, s.pid, s.rss_mb, s.since, s.tasks_done, s.cost_usd, s.id)
-            for s in self.slots
-        ]
+        """Each slot as the agents table stores it (the column order of queue.PUT_SLOT)."""
+        rows = []
+        for s in self.slots:
+            task = s.task and s.task.id
+            rows.append(
+                (
+                    *self.state(s, now),
+                    task,
+                    s.pid,
+                    s.rss_mb,
+                    s.since,
+                    s.tasks_done,
+                    s.cost_usd,
+                    s.id,
+                    s.agent.type,
+                )
+            )
+        return rows

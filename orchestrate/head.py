@@ -9,12 +9,8 @@ import logging
 import os
 import shutil
 import signal
-import sys
 import time
-import warnings
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
 
 from orchestrate import agents, context, process
 from orchestrate.agents import Result
@@ -32,77 +28,66 @@ DETACHING = ("claude", "gemini")  # CLIs known to leave tool processes running i
 
 
 class Head:
-    def __init__(
-        self, cfg: Config, *, until_idle: bool = False, clock: Callable[[], float] = time.time
-    ) -> None:
-        self.cfg, self.until_idle, self.now = cfg, until_idle, clock
+    def __init__(self, cfg: Config, *, until_idle: bool = False) -> None:
+        self.cfg, self.until_idle, self.now = cfg, until_idle, time.time
         self.db = cfg.task_queue.database.resolve()
         self.distributor = Distributor(cfg.agents)
-        self.running: dict[int, tuple[asyncio.Task[None], asyncio.Future[str], Slot]] = {}
         self.wake = asyncio.Event()
         self.stopping: str | None = None  # "now" or "drain"
         self.failures = 0
 
+    @property
+    def busy(self) -> dict[int, Slot]:
+        return {s.task.id: s for s in self.distributor.slots if s.task}
+
     async def run(self) -> int:
         """Work the queue until stopped (or, with until_idle, until nothing is left): the exit status."""
-        lock = _lock(self.db)
+        lock, pid_file = _lock(self.db), self.cfg.runtime_dir / "head.pid"
         self.cfg.runtime_dir.mkdir(parents=True, exist_ok=True)
-        pid_file = self.cfg.runtime_dir / "head.pid"
+        self.queue = await Queue.open(self.db)
         try:
-            self.queue = await Queue.open(self.db)
-            self._sweep(set())  # a dead head's agents die before their tasks are handed out again
-            self._check_commands()
-            slots = [
-                (s.id, s.agent.type, *self.distributor.state(s, self.now())) for s in self.distributor.slots
-            ]
+            self._sweep()  # a dead head's agents die before their tasks are handed out again
+            for agent in {s.agent.name: s.agent for s in self.distributor.slots}.values():
+                if shutil.which(agent.command[0], path=agent.env.get("PATH", os.environ.get("PATH"))) is None:
+                    self._unavailable(agent.name, f"{agent.command[0]!r} is not installed or not on PATH")
             log_file = str(self.cfg.runtime_dir / "head.log")
-            recovered = await self.queue.register(os.getpid(), log_file, slots, self.now())
-            if recovered:
-                log.info(
-                    "recovered %d task(s) left running by a head that stopped; they are pending again",
-                    recovered,
-                )
+            if recovered := await self.queue.register(os.getpid(), log_file, self._slots(), self.now()):
+                log.info("%d task(s) left running by a head that died are pending again", recovered)
             pid_file.write_text(f"{os.getpid()}\n")
             log.info(
-                "head %d working %s with %s",
-                os.getpid(),
-                self.db,
-                ", ".join(s.id for s in self.distributor.slots),
+                "head %d on %s: %s", os.getpid(), self.db, ", ".join(s.id for s in self.distributor.slots)
             )
-            loop = asyncio.get_running_loop()
             for sig, how in ((signal.SIGTERM, "now"), (signal.SIGINT, "now"), (signal.SIGUSR1, "drain")):
-                loop.add_signal_handler(sig, self.stop, how)
+                asyncio.get_running_loop().add_signal_handler(sig, self.stop, how)
             beat = asyncio.ensure_future(self._heartbeat())
             try:
                 await self._loop()
             finally:
                 beat.cancel()
-                await self._wind_down()
-            left = self.until_idle and await self.queue.pending()
-            return 1 if self.failures or left else 0
+                await asyncio.gather(*(s.work for s in self.busy.values() if s.work), return_exceptions=True)
+                self._sweep()
+                await self.queue.unregister()
+                log.info("head %d stopped", os.getpid())
+            return 1 if self.failures or (self.until_idle and await self.queue.pending()) else 0
         finally:
-            with contextlib.suppress(OSError):
-                pid_file.unlink()
-            if hasattr(self, "queue"):
-                await self.queue.close()
+            pid_file.unlink(missing_ok=True)
+            await self.queue.close()
             os.close(lock)
 
     def stop(self, how: str) -> None:
         """Stop claiming; "now" interrupts running agents (their tasks go back to pending), "drain" waits."""
-        if self.stopping != "now":
-            log.info("stopping (%s): %d task(s) running", how, len(self.running))
-            self.stopping = how
-        if how == "now":
-            for _, stop, _ in self.running.values():
-                if not stop.done():
-                    stop.set_result("stopped")
+        log.info("stopping (%s) with %d task(s) running", how, len(self.busy))
+        self.stopping = "now" if "now" in (how, self.stopping) else how
+        for slot in self.busy.values():
+            if how == "now" and slot.stop and not slot.stop.done():
+                slot.stop.set_result("stopped")
         self.wake.set()
 
     async def _loop(self) -> None:
         version = await self.queue.data_version()
         while not self.stopping:
             await self._fill()
-            if self.until_idle and not self.running and not await self._can_progress():
+            if self.until_idle and not self.busy and not await self._can_progress():
                 return
             deadline = time.monotonic() + 1.0  # also re-check backoffs, cooling and aging now and then
             while not self.wake.is_set() and time.monotonic() < deadline:
@@ -110,12 +95,13 @@ class Head:
                     await asyncio.wait_for(self.wake.wait(), WATCH_S)
                 if (latest := await self.queue.data_version()) != version:
                     version = latest
-                    await self._stop_cancelled()
+                    for task_id, status in (await self.queue.statuses(self.busy)).items():
+                        self._interrupt(self.busy[task_id], "cancelled" if status == "cancelled" else None)
                     break
             self.wake.clear()
 
     async def _can_progress(self) -> bool:
-        if not any(s.agent.name not in self.distributor.unavailable for s in self.distributor.slots):
+        if all(s.agent.name in self.distributor.unavailable for s in self.distributor.slots):
             log.error("no agent can run: every configured agent is unavailable")
             self.failures += 1
             return False
@@ -123,98 +109,95 @@ class Head:
 
     async def _fill(self) -> None:
         while not self.stopping and (takers := self.distributor.takers(self.now())):
-            task = await self.queue.claim(takers, self.distributor.known(), self.now(), self._assign)
-            if task is None:
+            if not (
+                task := await self.queue.claim(takers, self.distributor.known(), self.now(), self._assign)
+            ):
                 return
             slot = self.picked
-            slot.task, slot.since, slot.pid = task.id, self.now(), None
-            stop: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-            self.running[task.id] = (asyncio.ensure_future(self._work(task, slot, stop)), stop, slot)
+            slot.task, slot.since, slot.stop = task, self.now(), asyncio.get_running_loop().create_future()
+            slot.work = asyncio.ensure_future(self._work(slot))
 
     def _assign(self, task: Task) -> tuple[str, str]:
         """Inside the claim's transaction: the slot that runs `task`, and its log file."""
         self.picked = self.distributor.pick(task.agent_type, self.now())
         return self.picked.id, self._relative(self._log_path(task))
 
-    async def _stop_cancelled(self) -> None:
-        if self.running:
-            for task_id, status in (await self.queue.statuses(self.running)).items():
-                stop = self.running[task_id][1]
-                if status == "cancelled" and not stop.done():
-                    stop.set_result("cancelled")
+    def _interrupt(self, slot: Slot, why: str | None) -> None:
+        if why and slot.stop and not slot.stop.done():
+            slot.stop.set_result(why)
 
-    async def _work(self, task: Task, slot: Slot, stop: asyncio.Future[str]) -> None:
+    async def _work(self, slot: Slot) -> None:
+        assert slot.task
+        task = slot.task
         try:
-            await self._attempt(task, slot, stop)
+            await self._attempt(task, slot)
         except Exception:
             log.exception("%s: unexpected error; the task goes back to pending", task.name)
-            slot.task = None
             with contextlib.suppress(Exception):
                 await self._requeue(task, None)
         finally:
-            slot.task = slot.pid = slot.rss_mb = None
-            del self.running[task.id]
+            slot.task = slot.pid = slot.rss_mb = slot.stop = slot.work = None
             self.wake.set()
 
-    async def _attempt(self, task: Task, slot: Slot, stop: asyncio.Future[str]) -> None:
-        agent = slot.agent
-        adapter = agents.adapter(agent.type)
+    async def _attempt(self, task: Task, slot: Slot) -> None:
+        agent, adapter, stop = slot.agent, agents.adapter(slot.agent.type), slot.stop
+        assert stop is not None
         text = context.prompt(task, self.cfg)
         on_stdin = agents.prompt_on_stdin(agent.type, agent.command, text)
-        argv = adapter.argv(agent.command, None if on_stdin else text)
-        log_path = self._log_path(task)
         timeout = task.timeout_seconds or agent.timeout_seconds or self.cfg.task_queue.timeout_minutes * 60
         env = {**os.environ, **agent.env, process.QUEUE_VAR: str(self.db), process.TASK_VAR: task.name}
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab", buffering=0) as out:
+        self._log_path(task).parent.mkdir(parents=True, exist_ok=True)
+        with open(self._log_path(task), "ab", buffering=0) as out:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             out.write(f"=== orchestrate: attempt {task.attempts + 1} on {slot.id} at {stamp} ===\n".encode())
-            parser = adapter.Reader()
+            reader = adapter.Reader()
             try:
                 code, why = await process.run(
-                    argv,
+                    adapter.argv(agent.command, None if on_stdin else text),
                     cwd=str(self.cfg.root),
                     env=env,
                     stdin=text.encode() if on_stdin else None,
                     log=out,
-                    parser=parser,
+                    reader=reader,
                     timeout=timeout,
                     grace=self.cfg.task_queue.kill_grace_seconds,
                     stop=stop,
                 )
             except AgentUnavailable as exc:
                 self._unavailable(agent.name, str(exc))
-                await self._requeue(task, str(exc))
-                return
+                return await self._requeue(task, str(exc))
         if why or agent.type in DETACHING:
-            self._sweep({task.name})  # at once; other strays are found by the next heartbeat
-        await self._settle(task, slot, parser.finish(code), why, timeout)
+            self._sweep(task.name)  # at once; other strays are found by the next heartbeat
+        await self._settle(task, slot, reader.finish(code), why, timeout)
 
     async def _settle(self, task: Task, slot: Slot, result: Result, why: str | None, timeout: float) -> None:
-        now, name = self.now(), task.name
+        now = self.now()
         slot.cost_usd += result.cost_usd or 0
-        if why == "cancelled":
-            log.info("%s: cancelled; its agent was stopped", name)
-            return
-        if why == "stopped":
-            return await self._requeue(task, None)
+        if why in ("cancelled", "stopped"):
+            log.info("%s: %s; its agent was stopped", task.name, why)
+            return await self._requeue(task, None) if why == "stopped" else None
         if result.limited_until is not None and why is None:
-            until = max(result.limited_until, now + 5) if result.limited_until else now + COOLING_S
-            self.distributor.cooling[slot.agent.name] = until
-            log.warning("%s: %s hit a rate limit; cooling until %s", name, slot.agent.name, time.ctime(until))
+            reset = max(result.limited_until, now + 1) if result.limited_until else now + COOLING_S
+            until = self.distributor.cooling[slot.agent.name] = reset
+            log.warning(
+                "%s: %s hit a rate limit; cooling until %s", task.name, slot.agent.name, time.ctime(until)
+            )
             return await self._requeue(task, result.error)
-        error = {"timeout": f"timed out after {timeout:g} s", "memory": self._memory_error(slot)}.get(
-            why or "", result.error
+        limit = self.cfg.performance.max_memory_mb
+        error = {
+            "timeout": f"timed out after {timeout:g} s",
+            "memory": f"used {slot.rss_mb or 0:.0f} MB, over performance.max_memory_mb ({limit})",
+        }.get(why or "", result.error)
+        attempts = task.attempts + 1
+        status = (
+            "completed" if result.ok and not why else "pending" if attempts <= task.max_retries else "failed"
         )
-        attempts, ok = task.attempts + 1, result.ok and why is None
-        status = "completed" if ok else "pending" if attempts <= task.max_retries else "failed"
-        delay = self.cfg.task_queue.retry_delay_seconds * 2 ** (attempts - 1)
         slot.tasks_done += 1
         self.failures += status == "failed"
-        output = None
-        if status != "pending":
-            output = self._write_output(task, slot, status, attempts, result, error)
-        log.info("%s: %s on %s%s", name, status, slot.id, f": {error}" if error else "")
+        output = (
+            None if status == "pending" else self._write_output(task, slot, status, attempts, result, error)
+        )
+        log.info("%s: %s on %s%s", task.name, status, slot.id, f": {error}" if error else "")
         await self.queue.update(
             task.id,
             status=status,
@@ -227,37 +210,27 @@ class Head:
             session_id=result.session_id,
             output_file=output,
             pid=None,
-            not_before=now + delay if status == "pending" else 0,
+            not_before=now + self.cfg.task_queue.retry_delay_seconds * 2 ** (attempts - 1),
             finished_at=None if status == "pending" else now,
         )
 
     def _write_output(
-        self, task: Task, slot: Slot, status: str, attempts: int, result: Result, error: str | None
+        self, task: Task, slot: Slot, status: str, n: int, result: Result, error: str | None
     ) -> str | None:
         try:
-            path = context.write_output(
-                task,
-                self.cfg,
-                status,
-                slot.id,
-                result.message,
-                attempts=attempts,
-                error=error,
-                cost_usd=result.cost_usd,
+            facts = {"attempts": n, "error": error, "cost_usd": result.cost_usd}
+            return self._relative(
+                context.write_output(task, self.cfg, status, slot.id, result.message, **facts)
             )
         except OSError as exc:
             log.error("%s: cannot write its output file: %s", task.name, exc)
             return None
-        return self._relative(path)
 
     def _log_path(self, task: Task) -> Path:
         return self.cfg.runtime_dir / "logs" / f"{task.name}.log"
 
     def _relative(self, path: Path) -> str:
         return str(path.relative_to(self.cfg.root)) if path.is_relative_to(self.cfg.root) else str(path)
-
-    def _memory_error(self, slot: Slot) -> str:
-        return f"used {slot.rss_mb or 0:.0f} MB, over performance.max_memory_mb ({self.cfg.performance.max_memory_mb})"
 
     async def _requeue(self, task: Task, error: str | None) -> None:
         """Back to pending without spending an attempt: the run was not the task's fault."""
@@ -272,44 +245,26 @@ class Head:
             log.error("agent %s is unavailable: %s", name, why)
             self.distributor.unavailable[name] = why
 
-    def _check_commands(self) -> None:
-        for agent in {s.agent.name: s.agent for s in self.distributor.slots}.values():
-            path = os.environ.get("PATH") if "PATH" not in agent.env else agent.env["PATH"]
-            if shutil.which(agent.command[0], path=path) is None:
-                self._unavailable(agent.name, f"{agent.command[0]!r} is not installed or not on PATH")
-
-    def _sweep(self, finished: set[str]) -> None:
-        """Sample the agents' memory and kill what no running task owns (or what `finished` left)."""
-        owners = {t: s for t, (_, _, s) in self.running.items()}
-        by_name = {f"task_{t:03d}": t for t in owners}
-        limit = self.cfg.performance.max_memory_mb
+    def _sweep(self, finished: str = "") -> None:
+        """Sample the agents' memory; kill processes no running task owns (or that `finished` left)."""
+        owners = {s.task.name: s for s in self.busy.values() if s.task and s.task.name != finished}
         for name, procs in process.strays(str(self.db)).items():
-            task_id = by_name.get(name)
-            if task_id is None or name in finished:
+            if (slot := owners.get(name)) is None:
                 log.info("killing %d process(es) left behind by %s", len(procs), name or "an agent")
                 process.kill([pid for pid, _ in procs])
                 continue
-            slot = owners[task_id]
-            slot.rss_mb = sum(kib for _, kib in procs) / 1024
-            slot.pid = slot.pid or min(pid for pid, _ in procs)
-            stop = self.running[task_id][1]
-            if limit and slot.rss_mb > limit and not stop.done():
-                stop.set_result("memory")
+            slot.rss_mb, slot.pid = sum(kib for _, kib in procs) / 1024, min(pid for pid, _ in procs)
+            if (limit := self.cfg.performance.max_memory_mb) and slot.rss_mb > limit:
+                self._interrupt(slot, "memory")
 
     async def _heartbeat(self) -> None:
         while True:
-            with contextlib.suppress(Exception):
-                self._sweep(set())
-                await self.queue.heartbeat(self.now(), list(self.running), self._slots())
+            try:
+                self._sweep()
+                await self.queue.heartbeat(self.now(), list(self.busy), self._slots())
+            except Exception:  # a busy queue or a full disk: say so, and beat again
+                log.exception("heartbeat failed")
             await asyncio.sleep(HEARTBEAT_S)
-
-    async def _wind_down(self) -> None:
-        if self.running and self.stopping == "drain":
-            log.info("waiting for %d running task(s) to finish", len(self.running))
-        await asyncio.gather(*(work for work, _, _ in self.running.values()), return_exceptions=True)
-        self._sweep(set())
-        await self.queue.unregister()
-        log.info("head %d stopped", os.getpid())
 
 
 def _lock(db: Path) -> int:
@@ -330,15 +285,4 @@ def _lock(db: Path) -> int:
 def serve(cfg: Config, *, until_idle: bool = False) -> int:
     """Run a head node in this process until it stops; its exit status."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    return asyncio.run(_with_pidfd_watcher(Head(cfg, until_idle=until_idle).run()))
-
-
-async def _with_pidfd_watcher(work: Coroutine[Any, Any, int]) -> int:
-    """Before 3.12, asyncio waits for each child from a thread of its own; pidfds are cheaper."""
-    if sys.version_info < (3, 12) and hasattr(os, "pidfd_open"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            watcher = asyncio.PidfdChildWatcher()
-            watcher.attach_loop(asyncio.get_running_loop())
-            asyncio.set_child_watcher(watcher)
-    return await work
+    return asyncio.run(Head(cfg, until_idle=until_idle).run())

@@ -25,7 +25,7 @@ async def run(
     env: dict[str, str],
     stdin: bytes | None,
     log: BinaryIO,
-    parser: Output,
+    reader: Output,
     timeout: float,
     grace: float,
     stop: asyncio.Future[str],
@@ -45,7 +45,7 @@ async def run(
         raise AgentUnavailable(f"cannot run {argv[0]!r}: {exc.strerror}") from None
     assert proc.stdout and proc.stderr
     pumps = [
-        asyncio.ensure_future(_pump(s, log, parser, s is proc.stderr)) for s in (proc.stdout, proc.stderr)
+        asyncio.ensure_future(_pump(s, log, reader, s is proc.stderr)) for s in (proc.stdout, proc.stderr)
     ]
     if stdin is not None and proc.stdin:
         pumps.append(asyncio.ensure_future(_feed(proc.stdin, stdin)))
@@ -79,7 +79,7 @@ def signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-async def _pump(stream: asyncio.StreamReader, log: BinaryIO, parser: Output, stderr: bool) -> None:
+async def _pump(stream: asyncio.StreamReader, log: BinaryIO, reader: Output, stderr: bool) -> None:
     partial = b""
     while chunk := await stream.read(65536):
         log.write(chunk)
@@ -88,9 +88,9 @@ async def _pump(stream: asyncio.StreamReader, log: BinaryIO, parser: Output, std
         if len(partial) > LINE_MAX:
             partial = b""
         for line in lines:
-            parser.feed(line.decode(errors="replace"), stderr)
+            reader.feed(line.decode(errors="replace"), stderr)
     if partial:
-        parser.feed(partial.decode(errors="replace"), stderr)
+        reader.feed(partial.decode(errors="replace"), stderr)
 
 
 async def _feed(pipe: asyncio.StreamWriter, data: bytes) -> None:

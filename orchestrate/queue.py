@@ -14,8 +14,8 @@ from orchestrate import store
 
 LEASE_S = 30.0  # a running task's lease; the head renews it with every heartbeat
 AGING_S = 30 * 60  # a low task waiting this long is claimed as a normal one
-UPDATE_SLOT = """UPDATE agents SET state = ?, note = ?, task_id = ?, pid = ?, rss_mb = ?, since = ?,
-    tasks_done = ?, cost_usd = ? WHERE id = ?"""  # the order of Distributor.rows()
+PUT_SLOT = """INSERT OR REPLACE INTO agents (state, note, task_id, pid, rss_mb, since, tasks_done, cost_usd, id, type)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""  # the order of Distributor.rows()
 
 
 class Queue:
@@ -50,15 +50,13 @@ class Queue:
             await self.conn.execute("COMMIT")
             return rows
 
-    async def register(
-        self, pid: int, log_file: str, slots: list[tuple[str, str, str, str | None]], now: float
-    ) -> int:
+    async def register(self, pid: int, log_file: str, slots: Iterable[tuple[Any, ...]], now: float) -> int:
         """Take over the queue: tasks a dead head left running go back to pending, unspent."""
         rows = await self._write(
             ("DELETE FROM head", ()),
             ("INSERT INTO head VALUES (1, ?, ?, ?, ?, ?)", (pid, os.uname().nodename, now, now, log_file)),
             ("DELETE FROM agents", ()),
-            *(("INSERT INTO agents (id, type, state, note) VALUES (?, ?, ?, ?)", s) for s in slots),
+            *((PUT_SLOT, s) for s in slots),
             (
                 """UPDATE tasks SET status = 'pending', agent = NULL, pid = NULL, lease_until = NULL,
                    started_at = NULL WHERE status = 'running' RETURNING id""",
@@ -80,7 +78,7 @@ class Queue:
                 "UPDATE tasks SET rank = 1 WHERE status = 'pending' AND rank = 2 AND created_at <= ?",
                 (now - AGING_S,),
             ),
-            *((UPDATE_SLOT, s) for s in slots),
+            *((PUT_SLOT, s) for s in slots),
         )
 
     async def claim(

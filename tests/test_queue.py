@@ -1,0 +1,249 @@
+"""The head's claim logic: priority, aging, dependencies, backoff, affinity, atomicity; and pick."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Collection
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrate import queue, store
+from orchestrate.config import AgentConfig
+from orchestrate.distributor import Distributor
+from orchestrate.queue import Queue
+
+ANY = {"claude", "codex", "gemini"}
+LOW, NORMAL, HIGH = store.PRIORITIES["low"], store.PRIORITIES["normal"], store.PRIORITIES["high"]
+
+
+def assign(task: store.Task) -> tuple[str, str]:
+    return f"slot-{task.id}", f"logs/{task.id}.log"
+
+
+def add(db: Path, *batch: store.NewTask, now: float = 0.0) -> list[int]:
+    with store.opened(db) as conn:
+        return store.add_tasks(conn, list(batch), now=now)
+
+
+def sql(db: Path, statement: str, *args: object) -> None:
+    with store.opened(db) as conn:
+        conn.execute(statement, args)
+
+
+def running(task_id: int) -> store.Task:
+    """A task for a busy Distributor slot (it only asks whether a slot has one)."""
+    blank: dict[str, Any] = dict.fromkeys(store.Task._fields)
+    return store.Task(**{**blank, "id": task_id, "description": "x", "status": "running"})
+
+
+def get(db: Path, task_id: int) -> store.Task:
+    with store.opened(db) as conn:
+        return store.get_task(conn, task_id)
+
+
+async def drain(
+    q: Queue, now: float = 1.0, takers: Collection[str] = ANY, known: Collection[str] = ANY
+) -> list[int]:
+    """Claim until nothing is claimable; the ids in claim order."""
+    ids = []
+    while task := await q.claim(takers, known, now, assign):
+        ids.append(task.id)
+    return ids
+
+
+@pytest.fixture
+def db(project: Path) -> Path:
+    return project / "q.db"
+
+
+@pytest.fixture
+async def q(db: Path) -> AsyncIterator[Queue]:
+    opened = await Queue.open(db)
+    yield opened
+    await opened.close()
+
+
+async def test_high_before_normal_before_low_and_fifo_within_a_level(q: Queue, db: Path) -> None:
+    prios = [LOW, NORMAL, HIGH, LOW, HIGH, NORMAL]
+    ids = add(db, *(store.NewTask(f"t{i}", priority=p) for i, p in enumerate(prios)))
+    expected = sorted(ids, key=lambda i: (prios[ids.index(i)], i))
+    assert await drain(q) == expected == [ids[2], ids[4], ids[1], ids[5], ids[0], ids[3]]
+
+
+async def test_an_old_low_task_is_promoted_to_normal_by_the_heartbeat(q: Queue, db: Path) -> None:
+    [normal_before] = add(db, store.NewTask("normal before"), now=0)
+    [old_low] = add(db, store.NewTask("old low", priority=LOW), now=100)
+    [normal_after] = add(db, store.NewTask("normal after"), now=200)
+    [young_low] = add(db, store.NewTask("young low", priority=LOW), now=queue.AGING_S + 50)
+    [normal_latest] = add(db, store.NewTask("normal latest"), now=queue.AGING_S + 60)
+    now = queue.AGING_S + 150  # old_low waited AGING_S + 50 s; young_low only 100 s
+    await q.heartbeat(now, [], [])
+    order = await drain(q, now=now)
+    assert order == [normal_before, old_low, normal_after, normal_latest, young_low]
+    assert get(db, old_low).priority == LOW  # the rank changes, the priority the user gave does not
+
+
+async def test_without_the_heartbeat_a_low_task_keeps_its_rank(q: Queue, db: Path) -> None:
+    [old_low] = add(db, store.NewTask("old low", priority=LOW), now=0)
+    [normal] = add(db, store.NewTask("normal"), now=10)
+    assert await drain(q, now=queue.AGING_S * 3) == [normal, old_low]
+
+
+async def test_a_task_waits_for_its_dependency_to_complete(q: Queue, db: Path) -> None:
+    dep, child = add(db, store.NewTask("dep"), store.NewTask("child", priority=HIGH, after_new=(0,)))
+    assert get(db, child).blocked
+    first = await q.claim(ANY, ANY, 1.0, assign)
+    assert first is not None and first.id == dep  # the high child is blocked, the normal dep goes
+    assert await q.claim(ANY, ANY, 2.0, assign) is None  # dep running, not completed
+    assert await q.update(dep, status="completed", finished_at=3.0)
+    assert await drain(q, now=4.0) == [child]
+
+
+async def test_a_dependency_completed_by_another_connection_unblocks(q: Queue, db: Path) -> None:
+    [dep] = add(db, store.NewTask("dep"))
+    sql(db, "UPDATE tasks SET status = 'running' WHERE id = ?", dep)
+    [child] = add(db, store.NewTask("child", depends_on=(dep,)))
+    assert await drain(q) == []
+    sql(db, "UPDATE tasks SET status = 'completed' WHERE id = ?", dep)
+    assert await drain(q) == [child]
+
+
+async def test_runnable_excludes_tasks_behind_a_failed_or_cancelled_dependency(q: Queue, db: Path) -> None:
+    a, _b, _c, _d, _e, x, _y = add(
+        db,
+        store.NewTask("A"),
+        store.NewTask("B", after_new=(0,)),
+        store.NewTask("C", after_new=(1,)),  # behind A only through B
+        store.NewTask("D"),
+        store.NewTask("E", after_new=(3,)),  # blocked, but D can still run
+        store.NewTask("X"),
+        store.NewTask("Y", after_new=(5,)),
+    )
+    assert await q.runnable() == await q.pending() == 7
+    sql(db, "UPDATE tasks SET status = 'failed' WHERE id = ?", a)
+    with store.opened(db) as conn:
+        store.cancel(conn, x, now=1.0)
+    assert await q.pending() == 5  # B, C, D, E, Y
+    assert await q.runnable() == 2  # D and E
+
+
+async def test_a_task_in_retry_backoff_is_skipped_until_its_time(q: Queue, db: Path) -> None:
+    waiting, ready = add(db, store.NewTask("backing off", priority=HIGH), store.NewTask("ready"))
+    sql(db, "UPDATE tasks SET not_before = 100 WHERE id = ?", waiting)
+    assert await drain(q, now=50) == [ready]
+    assert await drain(q, now=99.9) == []
+    assert await drain(q, now=100.1) == [waiting]
+
+
+async def test_a_task_waits_for_its_preferred_agent_only_when_it_is_known(q: Queue, db: Path) -> None:
+    claude, codex, anyone, cursor = add(
+        db,
+        store.NewTask("for claude", agent_type="claude"),
+        store.NewTask("for codex", agent_type="codex"),
+        store.NewTask("for anyone"),
+        store.NewTask("for cursor", agent_type="cursor"),  # not configured: anyone takes it
+    )
+    known = {"claude", "codex"}
+    assert await drain(q, takers={"codex"}, known=known) == [codex, anyone, cursor]
+    assert await drain(q, takers={"claude"}, known=known) == [claude]
+
+
+async def test_the_distributors_takers_and_known_drive_the_claim(q: Queue, db: Path) -> None:
+    dist = Distributor((AgentConfig("claude", "claude", ("x",)), AgentConfig("fast", "codex", ("x",))))
+    dist.slots[0].task = running(99)  # claude is busy
+    by_name, by_type, claude = add(
+        db,
+        store.NewTask("fast", agent_type="fast"),
+        store.NewTask("codex", agent_type="codex"),
+        store.NewTask("claude", agent_type="claude"),
+    )
+    assert dist.takers(0) == {"fast", "codex"} and dist.known() == {"claude", "fast", "codex"}
+    assert await drain(q, takers=dist.takers(0), known=dist.known()) == [by_name, by_type]
+    dist.slots[0].task = None  # claude is free again
+    assert await drain(q, takers=dist.takers(0), known=dist.known()) == [claude]
+
+
+async def test_claim_marks_the_task_running_once(q: Queue, db: Path) -> None:
+    assert await q.claim(ANY, ANY, 1.0, assign) is None  # empty queue
+    [tid] = add(db, store.NewTask("only"))
+    seen: list[store.Task] = []
+
+    def recording(task: store.Task) -> tuple[str, str]:
+        seen.append(task)
+        return "codex-2", "logs/x.log"
+
+    task = await q.claim(ANY, ANY, 42.0, recording)
+    assert task is not None and task.id == tid and [t.id for t in seen] == [tid]
+    stored = get(db, tid)
+    assert (stored.status, stored.started_at) == ("running", 42.0)
+    assert (stored.agent, stored.log_file) == ("codex-2", "logs/x.log")
+    assert await q.claim(ANY, ANY, 43.0, assign) is None  # not claimed twice
+
+
+async def test_a_failing_assign_rolls_the_claim_back(q: Queue, db: Path) -> None:
+    [tid] = add(db, store.NewTask("only"))
+
+    def broken(task: store.Task) -> tuple[str, str]:
+        raise RuntimeError("no slot after all")
+
+    with pytest.raises(RuntimeError):
+        await q.claim(ANY, ANY, 1.0, broken)
+    assert (get(db, tid).status, get(db, tid).started_at) == ("pending", None)
+    assert await drain(q) == [tid]
+
+
+async def test_two_queues_never_claim_the_same_task(q: Queue, db: Path) -> None:
+    ids = add(db, *(store.NewTask(f"t{i}", priority=i % 3) for i in range(40)))
+    other = await Queue.open(db)
+    try:
+        claims = [q.claim(ANY, ANY, 1.0, assign) for _ in range(30)]
+        claims += [other.claim(ANY, ANY, 1.0, assign) for _ in range(30)]
+        results = await asyncio.gather(*claims)
+    finally:
+        await other.close()
+    got = [t.id for t in results if t is not None]
+    assert Counter(got).most_common(1)[0][1] == 1
+    assert sorted(got) == ids
+    assert {get(db, i).status for i in ids} == {"running"}
+
+
+async def test_update_leaves_a_task_that_is_no_longer_running_alone(q: Queue, db: Path) -> None:
+    keep, gone = add(db, store.NewTask("keep"), store.NewTask("gone"))
+    assert await drain(q) == [keep, gone]
+    with store.opened(db) as conn:
+        store.cancel(conn, gone, now=5.0)
+    assert not await q.update(gone, status="completed", finished_at=6.0, error=None)
+    assert (get(db, gone).status, get(db, gone).finished_at) == ("cancelled", 5.0)
+    assert await q.update(keep, status="completed", finished_at=6.0)
+    assert get(db, keep).status == "completed"
+
+
+def distributor(*agents: tuple[str, str, int]) -> Distributor:
+    return Distributor(tuple(AgentConfig(n, t, ("x",), max_instances=m) for n, t, m in agents))
+
+
+def test_pick_prefers_the_least_loaded_agent() -> None:
+    dist = distributor(("claude", "claude", 3), ("codex", "codex", 2))
+    dist.slots[0].task = running(1)  # claude runs one task; codex none
+    assert {dist.pick(None, 0).id for _ in range(6)} == {"codex-1", "codex-2"}
+    dist.slots[3].task = running(2)  # now one each: every free slot competes again
+    assert {dist.pick(None, 0).id for _ in range(6)} == {"claude-2", "claude-3", "codex-2"}
+
+
+def test_pick_rotates_among_tied_slots() -> None:
+    dist = distributor(("claude", "claude", 1), ("codex", "codex", 1), ("gemini", "gemini", 1))
+    picks = [dist.pick(None, 0).id for _ in range(6)]
+    assert all(a != b for a, b in pairwise(picks))
+    assert Counter(picks) == {"claude-1": 2, "codex-1": 2, "gemini-1": 2}
+
+
+def test_pick_keeps_to_a_preferred_known_agent() -> None:
+    dist = distributor(("claude", "claude", 2), ("fast", "codex", 1))
+    assert {dist.pick("codex", 0).id for _ in range(4)} == {"fast-1"}  # by type
+    assert {dist.pick("fast", 0).id for _ in range(4)} == {"fast-1"}  # by entry name
+    assert {dist.pick("claude", 0).id for _ in range(4)} == {"claude-1", "claude-2"}
+    assert {dist.pick("cursor", 0).id for _ in range(6)} == {"claude-1", "claude-2", "fast-1"}
