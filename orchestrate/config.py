@@ -86,128 +86,81 @@ class Config:
         return {a.name for a in self.agents} | {a.type for a in self.agents}
 
 
-Check = Callable[[Any, str], Any]
-
-
-def _fail(where: str, expected: str, value: Any) -> ConfigError:
-    return ConfigError(f"{where}: expected {expected}, got {value!r}")
-
-
-def _positive_int(value: Any, where: str) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    raise _fail(where, "a positive integer", value)
-
-
-def _non_negative_int(value: Any, where: str) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    raise _fail(where, "a whole number, 0 or more", value)
-
-
-def _number(minimum: float, strict: bool) -> Check:
-    def check(value: Any, where: str) -> float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if ok and (value > minimum if strict else value >= minimum):
-            return float(value)
-        raise _fail(where, "a positive number" if strict else "a number, 0 or more", value)
-
-    return check
-
-
-def _optional(check: Check) -> Check:
-    return lambda value, where: None if value is None else check(value, where)
-
-
-def _bool(value: Any, where: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    raise _fail(where, "true or false", value)
-
-
-def _text(value: Any, where: str) -> str:
-    if isinstance(value, str) and value.strip():
-        return value
-    raise _fail(where, "a non-empty string", value)
-
-
-def _command(value: Any, where: str) -> tuple[str, ...]:
-    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-        return tuple(value)
-    try:
-        argv = tuple(shlex.split(_text(value, where)))
-    except ValueError as exc:  # unbalanced quotes
-        raise ConfigError(f"{where}: cannot split the command: {exc}") from None
-    return argv
-
-
-def _env(value: Any, where: str) -> dict[str, str]:
-    if not isinstance(value, dict):
-        raise _fail(where, "a mapping of variable names to values", value)
-    env = {}
-    for key, val in value.items():
-        if not isinstance(val, (str, int, float)) or isinstance(val, bool):
-            raise _fail(f"{where}.{key}", "a string or number (quote it)", val)
-        env[str(key)] = str(val)
-    return env
-
-
-def _mapping(data: Any, where: str) -> dict[str, Any]:
-    if data is None:
-        return {}
-    if isinstance(data, dict):
-        return data
-    raise _fail(where, "a mapping", data)
-
-
-def _fields(data: Any, where: str, spec: dict[str, tuple[Check, Any]]) -> dict[str, Any]:
-    """Check `data` against `spec` (name: (check, default)), naming the key path on error."""
-    data = _mapping(data, where)
-    for key in data:
-        if key not in spec:
-            raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(spec)})")
-    out = {}
-    for key, (check, default) in spec.items():
-        out[key] = check(data[key], f"{where}.{key}") if key in data else default
-    return out
-
-
-AGENT_FIELDS: dict[str, tuple[Check, Any]] = {
-    "type": (_text, None),
-    "command": (_command, None),
-    "max_instances": (_positive_int, 1),
-    "timeout_seconds": (_optional(_number(0, strict=True)), None),
-    "env": (_env, {}),
+# The kinds of value a key may hold: a test, and what to tell a user whose value fails it.
+KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "count": (lambda v: type(v) is int and v > 0, "a positive integer"),
+    "count0": (lambda v: type(v) is int and v >= 0, "a whole number, 0 or more"),
+    "number": (lambda v: type(v) in (int, float) and v > 0, "a positive number"),
+    "number0": (lambda v: type(v) in (int, float) and v >= 0, "a number, 0 or more"),
+    "flag": (lambda v: type(v) is bool, "true or false"),
+    "text": (lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty string"),
+    "command": (
+        lambda v: bool(v) and (isinstance(v, str) or (type(v) is list and all(type(x) is str for x in v))),
+        "a command: a string, or a list of strings",
+    ),
+    "env": (lambda v: type(v) is dict, "a mapping of variable names to values"),
+}
+SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {  # key: (kind, default); "?" allows null
+    "task_queue": {
+        "database": ("text", "tasks.db"),
+        "timeout_minutes": ("number", 30.0),
+        "max_retries": ("count0", 3),
+        "retry_delay_seconds": ("number0", 60.0),
+        "kill_grace_seconds": ("number0", 30.0),
+    },
+    "context": {"directory": ("text", "context"), "update_on_completion": ("flag", True)},
+    "performance": {"max_memory_mb": ("count?", 4096)},
+}
+AGENT_KEYS: dict[str, tuple[str, Any]] = {
+    "type": ("text?", None),
+    "command": ("command?", None),
+    "max_instances": ("count", 1),
+    "timeout_seconds": ("number?", None),
+    "env": ("env", {}),
 }
 
 
+def _values(data: Any, where: str, spec: dict[str, tuple[str, Any]]) -> dict[str, Any]:
+    """Check `data` against `spec`, naming the key path of the first thing wrong."""
+    data = {} if data is None else data
+    if type(data) is not dict:
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    for key in data:
+        if key not in spec:
+            raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(spec)})")
+    values = {}
+    for key, (kind, default) in spec.items():
+        value = data.get(key, default)
+        test, expected = KINDS[kind.rstrip("?")]
+        if not (value is default or (value is None and kind.endswith("?")) or test(value)):
+            raise ConfigError(f"{where}.{key}: expected {expected}, got {value!r}")
+        values[key] = value
+    return values
+
+
 def _agent(name: str, data: Any, where: str) -> AgentConfig:
-    values = _fields(data, where, AGENT_FIELDS)
-    explicit = values.pop("type")
-    kind = explicit or name
+    values = _values(data, where, AGENT_KEYS)
+    kind = values.pop("type") or name
     if kind not in AGENT_TYPES:
-        if explicit:
-            raise _fail(f"{where}.type", f"one of {', '.join(AGENT_TYPES)}", explicit)
+        if kind != name:
+            raise ConfigError(f"{where}.type: expected one of {', '.join(AGENT_TYPES)}, got {kind!r}")
         raise ConfigError(
-            f"{where}: {name!r} is not an agent type, so the entry needs"
-            f" type: (one of {', '.join(AGENT_TYPES)})"
+            f"{where}: {name!r} is not an agent type, so the entry needs type: ({'|'.join(AGENT_TYPES)})"
         )
-    if values["command"] is None:
-        if kind == "command":
-            raise ConfigError(f"{where}.command: required for a command agent")
-        values["command"] = tuple(shlex.split(DEFAULT_COMMANDS[kind]))
-    return AgentConfig(name=name, type=kind, **values)
-
-
-def _agents(data: Any, where: str) -> tuple[AgentConfig, ...]:
-    entries = _mapping(data, where) if data is not None else {"claude": {}}
-    if not entries:
-        raise ConfigError(f"{where}: no agents configured; add at least one (e.g. claude: {{}})")
-    return tuple(_agent(str(name), spec, f"{where}.{name}") for name, spec in entries.items())
-
-
-def _path(root: Path) -> Check:
-    return lambda value, where: root / _text(value, where)
+    command = values.pop("command") or DEFAULT_COMMANDS.get(kind)
+    if not command:
+        raise ConfigError(f"{where}.command: required for a command agent")
+    try:
+        argv = tuple(shlex.split(command) if isinstance(command, str) else command)
+    except ValueError as exc:  # unbalanced quotes
+        raise ConfigError(f"{where}.command: cannot split it: {exc}") from None
+    env = values.pop("env")
+    for key, value in env.items():
+        if type(value) not in (str, int, float):
+            raise ConfigError(f"{where}.env.{key}: expected a string or number (quote it), got {value!r}")
+    return AgentConfig(
+        name=name, type=kind, command=argv, env={str(k): str(v) for k, v in env.items()}, **values
+    )
 
 
 def read_yaml(path: Path, error: type[Exception] = ConfigError, missing_ok: bool = False) -> Any:
@@ -238,41 +191,25 @@ def load(path: Path, *, required: bool = False) -> Config:
     if required and not path.exists():
         raise ConfigError(f"{label}: no such configuration file")
     data = read_yaml(path, missing_ok=True)
-    return parse(_mapping(data, label), label, path.resolve().parent, path)
+    if data is not None and type(data) is not dict:
+        raise ConfigError(f"{label}: expected a mapping, got {data!r}")
+    return parse(data or {}, label, path.resolve().parent, path)
 
 
 def parse(data: dict[str, Any], label: str, root: Path, path: Path) -> Config:
     """Build a Config from already-loaded YAML data."""
-    sections = {"agents", "task_queue", "context", "performance"}
     for key in data:
-        if key not in sections:
-            raise ConfigError(f"{label}: {key}: unknown section (known: {', '.join(sorted(sections))})")
-    queue = _fields(
-        data.get("task_queue"),
-        f"{label}: task_queue",
-        {
-            "database": (_path(root), root / "tasks.db"),
-            "timeout_minutes": (_number(0, strict=True), 30.0),
-            "max_retries": (_non_negative_int, 3),
-            "retry_delay_seconds": (_number(0, strict=False), 60.0),
-            "kill_grace_seconds": (_number(0, strict=False), 30.0),
-        },
-    )
-    context = _fields(
-        data.get("context"),
-        f"{label}: context",
-        {"directory": (_path(root), root / "context"), "update_on_completion": (_bool, True)},
-    )
-    performance = _fields(
-        data.get("performance"),
-        f"{label}: performance",
-        {"max_memory_mb": (_optional(_positive_int), 4096)},
-    )
+        if key not in (*SECTIONS, "agents"):
+            raise ConfigError(f"{label}: {key}: unknown section (known: agents, {', '.join(SECTIONS)})")
+    queue, context, performance = (_values(data.get(s), f"{label}: {s}", SECTIONS[s]) for s in SECTIONS)
+    agents = data.get("agents", {"claude": {}})
+    if not agents or type(agents) is not dict:
+        raise ConfigError(f"{label}: agents: no agents configured; add at least one (e.g. claude: {{}})")
     return Config(
         path=path,
         root=root,
-        agents=_agents(data.get("agents"), f"{label}: agents"),
-        task_queue=TaskQueueConfig(**queue),
-        context=ContextConfig(**context),
+        agents=tuple(_agent(str(name), spec, f"{label}: agents.{name}") for name, spec in agents.items()),
+        task_queue=TaskQueueConfig(**queue | {"database": root / queue["database"]}),
+        context=ContextConfig(**context | {"directory": root / context["directory"]}),
         performance=PerformanceConfig(**performance),
     )
