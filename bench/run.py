@@ -150,7 +150,7 @@ def throughput_rows(rounds: int) -> list[Row]:
     base, ours = statistics.median(xargs), statistics.median(runs)
     ratio = ours / base
     return [
-        Row("`seq 1000 | xargs -P5 -I{} true` (baseline)", ms(base), "-", True),
+        Row(r"`seq 1000 \| xargs -P5 -I{} true` (baseline)", ms(base), "-", True),
         Row(
             "`orchestrate run`: 1,000 `true` tasks, 5 slots",
             ms(ours),

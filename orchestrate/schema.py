@@ -37,6 +37,7 @@ def m001_initial(conn: sqlite3.Connection) -> None:
             output_tokens INTEGER
         )""",
         "CREATE INDEX tasks_by_status ON tasks (status, rank, id)",
+        "CREATE INDEX tasks_by_finish ON tasks (status, finished_at)",  # status: the latest failures
         """CREATE TABLE deps (
             task_id INTEGER NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
             depends_on INTEGER NOT NULL REFERENCES tasks (id),
