@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrate.cli import app
+from orchestrate.store import alive  # noqa: F401 - re-exported for the tests
 
 ORCHESTRATE = str(Path(sys.executable).parent / "orchestrate")  # the installed entry point
 
@@ -104,12 +105,3 @@ def live_pids(marker: bytes) -> list[int]:
         except OSError:
             continue
     return found
-
-
-def alive(pid: int) -> bool:
-    """True while `pid` runs (a zombie has exited)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False
