@@ -53,12 +53,14 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
         )
     if version == len(MIGRATIONS):
         return
-    if version == 0:
-        if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-            raise ConfigError(f"{path}: an SQLite file that is not an orchestrate queue")
-        conn.execute("PRAGMA journal_mode=WAL")
+    tables = "SELECT count(*) FROM sqlite_master"
+    if version == 0 and not conn.execute(tables).fetchone()[0]:
+        conn.execute("PRAGMA journal_mode=WAL")  # only on a new, empty file: never on someone else's
     with transaction(conn):
-        version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have won
+        # Read again under the write lock: another process may have migrated meanwhile.
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0 and conn.execute(tables).fetchone()[0]:
+            raise ConfigError(f"{path}: an SQLite file that is not an orchestrate queue")
         for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
             migration(conn)
             conn.execute(f"PRAGMA user_version={number}")
