@@ -105,7 +105,7 @@ async def _feed(pipe: asyncio.StreamWriter, data: bytes) -> None:
 def strays(queue: str) -> dict[str, list[tuple[int, int]]]:
     """Live processes started for `queue`, by task name: [(pid, resident KiB)]."""
     found: dict[str, list[tuple[int, int]]] = {}
-    needle = f"{QUEUE_VAR}={queue}\0".encode()
+    needle, page_kib = f"{QUEUE_VAR}={queue}\0".encode(), os.sysconf("SC_PAGE_SIZE") // 1024
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
@@ -126,7 +126,7 @@ def strays(queue: str) -> dict[str, list[tuple[int, int]]]:
             ),
             "",
         )
-        found.setdefault(task, []).append((int(entry.name), pages * os.sysconf("SC_PAGE_SIZE") // 1024))
+        found.setdefault(task, []).append((int(entry.name), pages * page_kib))
     return found
 
 

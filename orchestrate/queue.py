@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,25 +31,30 @@ class Queue:
         conn = await aiosqlite.connect(path, timeout=store.BUSY_TIMEOUT_S, isolation_level=None)
         conn.row_factory = aiosqlite.Row
         await conn.execute("PRAGMA foreign_keys=ON")
-        await conn.execute("PRAGMA synchronous=NORMAL")
         return cls(conn)
 
     async def close(self) -> None:
         await self.conn.close()
 
-    async def _write(self, *statements: tuple[str, Iterable[Any]]) -> list[Any]:
-        """Run statements in one BEGIN IMMEDIATE transaction; the rows of the last one."""
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        """BEGIN IMMEDIATE on the shared connection, one transaction at a time."""
         async with self.writing:
             await self.conn.execute("BEGIN IMMEDIATE")
             try:
-                rows: list[Any] = []
-                for sql, args in statements:
-                    rows = list(await self.conn.execute_fetchall(sql, tuple(args)))
+                yield
             except BaseException:
                 await self.conn.execute("ROLLBACK")
                 raise
             await self.conn.execute("COMMIT")
-            return rows
+
+    async def _write(self, *statements: tuple[str, Iterable[Any]]) -> list[Any]:
+        """Run statements in one transaction; the rows of the last one."""
+        rows: list[Any] = []
+        async with self._transaction():
+            for sql, args in statements:
+                rows = list(await self.conn.execute_fetchall(sql, tuple(args)))
+        return rows
 
     async def register(self, pid: int, log_file: str, slots: Iterable[tuple[Any, ...]], now: float) -> int:
         """Take over the queue: tasks a dead head left running go back to pending, unspent."""
@@ -94,32 +100,26 @@ class Queue:
         in `known` waits for it, one preferring an agent not configured goes to anyone.
         `assign` names the slot and the log file, inside the same transaction.
         """
-        async with self.writing:
-            await self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                rows = await self.conn.execute_fetchall(
-                    f"""UPDATE tasks SET status = 'running', started_at = ?, finished_at = NULL, lease_until = ?
-                    WHERE id = (
-                        SELECT t.id FROM tasks t
-                        WHERE t.status = 'pending' AND t.not_before <= ?
-                          AND (t.agent_type IS NULL OR t.agent_type IN ({",".join("?" * len(takers))})
-                               OR t.agent_type NOT IN ({",".join("?" * len(known))}))
-                          AND NOT EXISTS (SELECT 1 FROM deps d JOIN tasks p ON p.id = d.depends_on
-                                          WHERE d.task_id = t.id AND p.status <> 'completed')
-                        ORDER BY t.rank, t.id LIMIT 1)
-                    RETURNING id""",
-                    (now, now + LEASE_S, now, *takers, *known),
+        async with self._transaction():
+            rows = await self.conn.execute_fetchall(
+                f"""UPDATE tasks SET status = 'running', started_at = ?, finished_at = NULL, lease_until = ?
+                WHERE id = (
+                    SELECT t.id FROM tasks t
+                    WHERE t.status = 'pending' AND t.not_before <= ?
+                      AND (t.agent_type IS NULL OR t.agent_type IN ({",".join("?" * len(takers))})
+                           OR t.agent_type NOT IN ({",".join("?" * len(known))}))
+                      AND NOT EXISTS (SELECT 1 FROM deps d JOIN tasks p ON p.id = d.depends_on
+                                      WHERE d.task_id = t.id AND p.status <> 'completed')
+                    ORDER BY t.rank, t.id LIMIT 1)
+                RETURNING id""",
+                (now, now + LEASE_S, now, *takers, *known),
+            )
+            task = await self.task(next(iter(rows))[0]) if rows else None
+            if task:
+                slot, log_file = assign(task)
+                await self.conn.execute(
+                    "UPDATE tasks SET agent = ?, log_file = ? WHERE id = ?", (slot, log_file, task.id)
                 )
-                task = await self.task(next(iter(rows))[0]) if rows else None
-                if task:
-                    slot, log_file = assign(task)
-                    await self.conn.execute(
-                        "UPDATE tasks SET agent = ?, log_file = ? WHERE id = ?", (slot, log_file, task.id)
-                    )
-            except BaseException:
-                await self.conn.execute("ROLLBACK")
-                raise
-            await self.conn.execute("COMMIT")
         return task
 
     async def task(self, task_id: int) -> store.Task:
