@@ -248,7 +248,8 @@ def show(ctx: typer.Context, task: str, as_json: bool = typer.Option(False, "--j
 
 
 def _log_path(session: Session, task: store.Task) -> Path:
-    return Path(task.log_file) if task.log_file else session.config.runtime_dir / "logs" / f"{task.name}.log"
+    logs = session.config.runtime_dir / "logs"
+    return session.config.root / task.log_file if task.log_file else logs / f"{task.name}.log"
 
 
 @app.command()

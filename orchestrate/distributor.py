@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,11 @@ class Slot:
     rss_mb: float | None = None
     tasks_done: int = 0
     cost_usd: float = 0.0
+
+    @property
+    def takes(self) -> tuple[str, str]:
+        """What a task may prefer to run here: the agent's entry name or its type."""
+        return self.agent.name, self.agent.type
 
 
 class Distributor:
@@ -44,11 +50,12 @@ class Distributor:
         return "idle", None
 
     def free(self, now: float) -> list[Slot]:
-        return [s for s in self.slots if self.state(s, now)[0] == "idle"]
-
-    def takers(self, now: float) -> set[str]:
-        """What tasks may prefer to be taken now: the names and types of agents with a free slot."""
-        return {key for s in self.free(now) for key in (s.agent.name, s.agent.type)}
+        """The idle slots in the order they take tasks: least-loaded agent first, in turn among ties."""
+        idle = [s for s in self.slots if self.state(s, now)[0] == "idle"]
+        load = Counter(s.agent.name for s in self.slots if s.task)
+        self.turn += 1
+        turn = {s.id: (i - self.turn) % len(self.slots) for i, s in enumerate(self.slots)}
+        return sorted(idle, key=lambda s: (load[s.agent.name], turn[s.id]))
 
     def known(self) -> set[str]:
         """Agents a task may wait for; one preferring any other goes to whoever is free."""
@@ -58,19 +65,6 @@ class Distributor:
             if s.agent.name not in self.unavailable
             for k in (s.agent.name, s.agent.type)
         }
-
-    def pick(self, preferred: str | None, now: float) -> Slot:
-        """The free slot for a task: of the preferred agent if it is known, the least loaded, in turn."""
-        free = self.free(now)
-        if preferred in self.known():
-            free = [s for s in free if preferred in (s.agent.name, s.agent.type)]
-        busy = {
-            name: sum(1 for s in self.slots if s.task and s.agent.name == name)
-            for name in {s.agent.name for s in free}
-        }
-        self.turn += 1
-        order = {s.id: (i - self.turn) % len(self.slots) for i, s in enumerate(self.slots)}
-        return min(free, key=lambda s: (busy[s.agent.name], order[s.id]))
 
     def rows(self, now: float) -> list[tuple[Any, ...]]:
         """Each slot as the agents table stores it (the column order of queue.PUT_SLOT)."""

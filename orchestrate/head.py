@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from orchestrate import agents, context, process
 from orchestrate.agents import Result
 from orchestrate.config import Config
 from orchestrate.distributor import Distributor, Slot
-from orchestrate.errors import AgentUnavailable, OrchestrateError
+from orchestrate.errors import AgentUnavailable, OrchestrateError, QueueBusy
 from orchestrate.queue import Queue
 from orchestrate.store import Task
 
@@ -86,7 +87,10 @@ class Head:
     async def _loop(self) -> None:
         version = await self.queue.data_version()
         while not self.stopping:
-            await self._fill()
+            try:
+                await self._fill()
+            except QueueBusy as exc:  # another process holds the queue; claim again on the next round
+                log.warning("cannot claim: %s", exc)
             if self.until_idle and not self.busy and not await self._can_progress():
                 return
             deadline = time.monotonic() + 1.0  # also re-check backoffs, cooling and aging now and then
@@ -108,19 +112,17 @@ class Head:
         return await self.queue.runnable() > 0
 
     async def _fill(self) -> None:
-        while not self.stopping and (takers := self.distributor.takers(self.now())):
-            if not (
-                task := await self.queue.claim(takers, self.distributor.known(), self.now(), self._assign)
-            ):
+        nothing_for: set[str] = set()  # agents that found no task they may run, this round
+        while not self.stopping:
+            free = (s for s in self.distributor.free(self.now()) if s.agent.name not in nothing_for)
+            if (slot := next(free, None)) is None:
                 return
-            slot = self.picked
+            known, logs = self.distributor.known(), self._relative(self.cfg.runtime_dir / "logs")
+            if (task := await self.queue.claim(slot.id, slot.takes, known, self.now(), logs)) is None:
+                nothing_for.add(slot.agent.name)
+                continue
             slot.task, slot.since, slot.stop = task, self.now(), asyncio.get_running_loop().create_future()
             slot.work = asyncio.ensure_future(self._work(slot))
-
-    def _assign(self, task: Task) -> tuple[str, str]:
-        """Inside the claim's transaction: the slot that runs `task`, and its log file."""
-        self.picked = self.distributor.pick(task.agent_type, self.now())
-        return self.picked.id, self._relative(self._log_path(task))
 
     def _interrupt(self, slot: Slot, why: str | None) -> None:
         if why and slot.stop and not slot.stop.done():
@@ -146,8 +148,9 @@ class Head:
         on_stdin = agents.prompt_on_stdin(agent.type, agent.command, text)
         timeout = task.timeout_seconds or agent.timeout_seconds or self.cfg.task_queue.timeout_minutes * 60
         env = {**os.environ, **agent.env, process.QUEUE_VAR: str(self.db), process.TASK_VAR: task.name}
-        self._log_path(task).parent.mkdir(parents=True, exist_ok=True)
-        with open(self._log_path(task), "ab", buffering=0) as out:
+        log_path = self.cfg.root / str(task.log_file)  # set by the claim
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab", buffering=0) as out:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             out.write(f"=== orchestrate: attempt {task.attempts + 1} on {slot.id} at {stamp} ===\n".encode())
             reader = adapter.Reader()
@@ -226,9 +229,6 @@ class Head:
             log.error("%s: cannot write its output file: %s", task.name, exc)
             return None
 
-    def _log_path(self, task: Task) -> Path:
-        return self.cfg.runtime_dir / "logs" / f"{task.name}.log"
-
     def _relative(self, path: Path) -> str:
         return str(path.relative_to(self.cfg.root)) if path.is_relative_to(self.cfg.root) else str(path)
 
@@ -285,4 +285,7 @@ def _lock(db: Path) -> int:
 def serve(cfg: Config, *, until_idle: bool = False) -> int:
     """Run a head node in this process until it stops; its exit status."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if sys.version_info < (3, 12) and hasattr(os, "pidfd_open"):
+        # 3.12 does this itself; the default before it starts a thread per agent to wait for it
+        asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
     return asyncio.run(Head(cfg, until_idle=until_idle).run())

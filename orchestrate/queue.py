@@ -1,60 +1,83 @@
-"""The head's side of the queue: claim, record, requeue and heartbeat, on aiosqlite."""
+"""The head's side of the queue: claim, record, requeue and heartbeat, one transaction per call."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-from collections.abc import AsyncIterator, Callable, Collection, Iterable
+import sqlite3
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
-from typing import Any
-
-import aiosqlite
+from typing import Any, TypeVar
 
 from orchestrate import store
+from orchestrate.errors import QueueBusy
 
+T = TypeVar("T")
 LEASE_S = 30.0  # a running task's lease; the head renews it with every heartbeat
 AGING_S = 30 * 60  # a low task waiting this long is claimed as a normal one
+LOOP_BUSY_MS = 20  # how long a statement on the event loop may wait for another writer
+LOG_DIR = ".orchestrate/logs"  # relative to the project, where the head writes agents' output
 PUT_SLOT = """INSERT OR REPLACE INTO agents (state, note, task_id, pid, rss_mb, since, tasks_done, cost_usd, id, type)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""  # the order of Distributor.rows()
 
 
 class Queue:
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    """The queue as the head uses it: one connection, and each call one transaction.
+
+    Statements run on the event loop itself: they take microseconds, while a hop to a worker
+    thread costs a millisecond when the machine is busy starting agents. Only when another
+    process holds the write lock does a call wait for it in a thread, so the loop stays free.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
-        self.writing = asyncio.Lock()  # one transaction at a time on the shared connection
+        self.lock = asyncio.Lock()  # one transaction at a time, even while one waits in a thread
 
     @classmethod
     async def open(cls, path: Path) -> Queue:
-        with store.opened(path):  # create and migrate with the same code as the CLI
-            pass
-        conn = await aiosqlite.connect(path, timeout=store.BUSY_TIMEOUT_S, isolation_level=None)
-        conn.row_factory = aiosqlite.Row
-        await conn.execute("PRAGMA foreign_keys=ON")
+        conn = store.connect(path)
+        conn.execute(f"PRAGMA busy_timeout = {LOOP_BUSY_MS}")
+        # Durable across a crash of any process; a power cut may undo the last commits (README).
+        conn.execute("PRAGMA synchronous = NORMAL")
         return cls(conn)
 
     async def close(self) -> None:
-        await self.conn.close()
+        self.conn.close()
 
-    @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[None]:
-        """BEGIN IMMEDIATE on the shared connection, one transaction at a time."""
-        async with self.writing:
-            await self.conn.execute("BEGIN IMMEDIATE")
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        async with self.lock:
             try:
-                yield
-            except BaseException:
-                await self.conn.execute("ROLLBACK")
-                raise
-            await self.conn.execute("COMMIT")
+                return work(self.conn)
+            except sqlite3.OperationalError as exc:
+                if not store.is_busy(exc):
+                    raise
+            return await asyncio.to_thread(self._wait_and_run, work)
+
+    def _wait_and_run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        self.conn.execute(f"PRAGMA busy_timeout = {store.BUSY_TIMEOUT_S * 1000:.0f}")
+        try:
+            return work(self.conn)
+        except sqlite3.OperationalError as exc:
+            if store.is_busy(exc):
+                raise QueueBusy(f"the queue stayed locked for over {store.BUSY_TIMEOUT_S:g} s") from None
+            raise
+        finally:
+            self.conn.execute(f"PRAGMA busy_timeout = {LOOP_BUSY_MS}")
 
     async def _write(self, *statements: tuple[str, Iterable[Any]]) -> list[Any]:
-        """Run statements in one transaction; the rows of the last one."""
-        rows: list[Any] = []
-        async with self._transaction():
-            for sql, args in statements:
-                rows = list(await self.conn.execute_fetchall(sql, tuple(args)))
-        return rows
+        """Run statements in one BEGIN IMMEDIATE transaction; the rows of the last one."""
+
+        def write(conn: sqlite3.Connection) -> list[Any]:
+            rows: list[Any] = []
+            with store.transaction(conn):
+                for sql, args in statements:
+                    rows = conn.execute(sql, tuple(args)).fetchall()
+            return rows
+
+        return await self._run(write)
+
+    async def _read(self, sql: str, *args: Any) -> list[Any]:
+        return await self._run(lambda conn: conn.execute(sql, args).fetchall())
 
     async def register(self, pid: int, log_file: str, slots: Iterable[tuple[Any, ...]], now: float) -> int:
         """Take over the queue: tasks a dead head left running go back to pending, unspent."""
@@ -88,43 +111,30 @@ class Queue:
         )
 
     async def claim(
-        self,
-        takers: Collection[str],
-        known: Collection[str],
-        now: float,
-        assign: Callable[[store.Task], tuple[str, str]],
+        self, slot: str, takes: Collection[str], known: Collection[str], now: float, log_dir: str = LOG_DIR
     ) -> store.Task | None:
-        """Atomically take the next task a free slot may run: priority, then age; deps done; no backoff.
+        """Atomically give `slot` the next task it may run: priority, then age; deps done; no backoff.
 
-        `takers` are the names and types of agents with a free slot; a task preferring an agent
-        in `known` waits for it, one preferring an agent not configured goes to anyone.
-        `assign` names the slot and the log file, inside the same transaction.
+        `takes` are the slot's agent name and type; a task preferring an agent in `known` waits
+        for it, one preferring an agent not configured goes to anyone.
         """
-        async with self._transaction():
-            rows = await self.conn.execute_fetchall(
-                f"""UPDATE tasks SET status = 'running', started_at = ?, finished_at = NULL, lease_until = ?
+        rows = await self._write(
+            (
+                f"""UPDATE tasks SET status = 'running', started_at = ?, finished_at = NULL, lease_until = ?,
+                    agent = ?, log_file = ? || '/' || printf('task_%03d.log', id)  -- as store.task_name
                 WHERE id = (
                     SELECT t.id FROM tasks t
                     WHERE t.status = 'pending' AND t.not_before <= ?
-                      AND (t.agent_type IS NULL OR t.agent_type IN ({",".join("?" * len(takers))})
+                      AND (t.agent_type IS NULL OR t.agent_type IN ({",".join("?" * len(takes))})
                            OR t.agent_type NOT IN ({",".join("?" * len(known))}))
                       AND NOT EXISTS (SELECT 1 FROM deps d JOIN tasks p ON p.id = d.depends_on
                                       WHERE d.task_id = t.id AND p.status <> 'completed')
                     ORDER BY t.rank, t.id LIMIT 1)
-                RETURNING id""",
-                (now, now + LEASE_S, now, *takers, *known),
+                RETURNING {store.task_columns("tasks")}""",
+                (now, now + LEASE_S, slot, log_dir, now, *takes, *known),
             )
-            task = await self.task(next(iter(rows))[0]) if rows else None
-            if task:
-                slot, log_file = assign(task)
-                await self.conn.execute(
-                    "UPDATE tasks SET agent = ?, log_file = ? WHERE id = ?", (slot, log_file, task.id)
-                )
-        return task
-
-    async def task(self, task_id: int) -> store.Task:
-        rows = await self.conn.execute_fetchall(store.SELECT_TASKS + " WHERE t.id = ?", (task_id,))
-        return store.task_from_row(next(iter(rows)))
+        )
+        return store.task_from_row(rows[0]) if rows else None
 
     async def update(self, task_id: int, **fields: Any) -> bool:
         """Change a running task; False if it is no longer running (cancelled meanwhile)."""
@@ -133,27 +143,25 @@ class Queue:
         return bool(await self._write((sql, (*fields.values(), task_id))))
 
     async def statuses(self, ids: Collection[int]) -> dict[int, str]:
-        rows = await self.conn.execute_fetchall(
-            f"SELECT id, status FROM tasks WHERE id IN ({','.join('?' * len(ids))})", tuple(ids)
+        rows = await self._read(
+            f"SELECT id, status FROM tasks WHERE id IN ({','.join('?' * len(ids))})", *ids
         )
         return {r[0]: r[1] for r in rows}
 
     async def data_version(self) -> int:
         """Changes whenever another connection commits: how the head notices `add` and `cancel`."""
-        rows = await self.conn.execute_fetchall("PRAGMA data_version")
-        return int(next(iter(rows))[0])
+        return int((await self._read("PRAGMA data_version"))[0][0])
 
     async def pending(self) -> int:
-        rows = await self.conn.execute_fetchall("SELECT n FROM task_counts WHERE status = 'pending'")
-        return int(next(iter(rows))[0])
+        return int((await self._read("SELECT n FROM task_counts WHERE status = 'pending'"))[0][0])
 
     async def runnable(self) -> int:
         """Pending tasks that can still run: none of their dependencies, however indirect, failed."""
-        rows = await self.conn.execute_fetchall(
+        rows = await self._read(
             """WITH RECURSIVE stuck(id) AS (
                    SELECT d.task_id FROM deps d JOIN tasks p ON p.id = d.depends_on
                    WHERE p.status IN ('failed', 'cancelled')
                    UNION SELECT d.task_id FROM deps d JOIN stuck s ON d.depends_on = s.id)
                SELECT count(*) FROM tasks WHERE status = 'pending' AND id NOT IN stuck"""
         )
-        return int(next(iter(rows))[0])
+        return int(rows[0][0])

@@ -66,12 +66,18 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
             conn.execute(f"PRAGMA user_version={number}")
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection to the queue at `path`, migrated to this version's schema."""
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA foreign_keys=ON")
     _migrate(conn, path)
     return conn
+
+
+def is_busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite gave up waiting for another connection's lock."""
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 @contextmanager
@@ -82,13 +88,13 @@ def opened(path: Path, *, create: bool = True) -> Iterator[sqlite3.Connection]:
     """
     target = path if create or path.exists() else Path(":memory:")
     try:
-        conn = _connect(target)
+        conn = connect(target)
         try:
             yield conn
         finally:
             conn.close()
     except sqlite3.OperationalError as exc:
-        if "locked" in str(exc) or "busy" in str(exc):
+        if is_busy(exc):
             raise QueueBusy(
                 f"{path}: the queue is busy (another process held it locked for over"
                 f" {BUSY_TIMEOUT_S:g} s); try again"
@@ -221,13 +227,18 @@ class Task(NamedTuple):
 
 
 _TASK_COLUMNS = [f for f in Task._fields if f not in ("depends_on", "blocked", "context_files")]
-SELECT_TASKS = f"""
-    SELECT {", ".join("t." + c for c in _TASK_COLUMNS)}, t.context_files,
-        (SELECT group_concat(d.depends_on) FROM deps d WHERE d.task_id = t.id) AS depends_on,
-        t.status = 'pending' AND EXISTS (
+
+
+def task_columns(table: str) -> str:
+    """The columns task_from_row reads, from `table` (an alias, or `tasks` in a RETURNING clause)."""
+    return f"""{", ".join(f"{table}.{c}" for c in _TASK_COLUMNS)}, {table}.context_files,
+        (SELECT group_concat(d.depends_on) FROM deps d WHERE d.task_id = {table}.id) AS depends_on,
+        {table}.status = 'pending' AND EXISTS (
             SELECT 1 FROM deps d JOIN tasks p ON p.id = d.depends_on
-            WHERE d.task_id = t.id AND p.status <> 'completed') AS blocked
-    FROM tasks t"""
+            WHERE d.task_id = {table}.id AND p.status <> 'completed') AS blocked"""
+
+
+SELECT_TASKS = f"SELECT {task_columns('t')} FROM tasks t"
 
 
 def task_from_row(row: sqlite3.Row) -> Task:

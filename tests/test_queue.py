@@ -1,10 +1,11 @@
-"""The head's claim logic: priority, aging, dependencies, backoff, affinity, atomicity; and pick."""
+"""The head's claim logic: priority, aging, dependencies, backoff, affinity, atomicity; and slot order."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Collection
+from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,6 @@ from orchestrate.queue import Queue
 
 ANY = {"claude", "codex", "gemini"}
 LOW, NORMAL, HIGH = store.PRIORITIES["low"], store.PRIORITIES["normal"], store.PRIORITIES["high"]
-
-
-def assign(task: store.Task) -> tuple[str, str]:
-    return f"slot-{task.id}", f"logs/{task.id}.log"
 
 
 def add(db: Path, *batch: store.NewTask, now: float = 0.0) -> list[int]:
@@ -46,11 +43,11 @@ def get(db: Path, task_id: int) -> store.Task:
 
 
 async def drain(
-    q: Queue, now: float = 1.0, takers: Collection[str] = ANY, known: Collection[str] = ANY
+    q: Queue, now: float = 1.0, takes: Collection[str] = ANY, known: Collection[str] = ANY
 ) -> list[int]:
     """Claim until nothing is claimable; the ids in claim order."""
     ids = []
-    while task := await q.claim(takers, known, now, assign):
+    while task := await q.claim("slot-1", takes, known, now):
         ids.append(task.id)
     return ids
 
@@ -96,9 +93,9 @@ async def test_without_the_heartbeat_a_low_task_keeps_its_rank(q: Queue, db: Pat
 async def test_a_task_waits_for_its_dependency_to_complete(q: Queue, db: Path) -> None:
     dep, child = add(db, store.NewTask("dep"), store.NewTask("child", priority=HIGH, after_new=(0,)))
     assert get(db, child).blocked
-    first = await q.claim(ANY, ANY, 1.0, assign)
+    first = await q.claim("slot-1", ANY, ANY, 1.0)
     assert first is not None and first.id == dep  # the high child is blocked, the normal dep goes
-    assert await q.claim(ANY, ANY, 2.0, assign) is None  # dep running, not completed
+    assert await q.claim("slot-1", ANY, ANY, 2.0) is None  # dep running, not completed
     assert await q.update(dep, status="completed", finished_at=3.0)
     assert await drain(q, now=4.0) == [child]
 
@@ -148,64 +145,50 @@ async def test_a_task_waits_for_its_preferred_agent_only_when_it_is_known(q: Que
         store.NewTask("for cursor", agent_type="cursor"),  # not configured: anyone takes it
     )
     known = {"claude", "codex"}
-    assert await drain(q, takers={"codex"}, known=known) == [codex, anyone, cursor]
-    assert await drain(q, takers={"claude"}, known=known) == [claude]
+    assert await drain(q, takes={"codex"}, known=known) == [codex, anyone, cursor]
+    assert await drain(q, takes={"claude"}, known=known) == [claude]
 
 
-async def test_the_distributors_takers_and_known_drive_the_claim(q: Queue, db: Path) -> None:
-    dist = Distributor((AgentConfig("claude", "claude", ("x",)), AgentConfig("fast", "codex", ("x",))))
-    dist.slots[0].task = running(99)  # claude is busy
+async def test_a_slot_takes_tasks_for_its_entry_name_or_its_type(q: Queue, db: Path) -> None:
+    dist = distributor(("claude", "claude", 1), ("fast", "codex", 1))
+    claude_slot, fast_slot = dist.slots
     by_name, by_type, claude = add(
         db,
         store.NewTask("fast", agent_type="fast"),
         store.NewTask("codex", agent_type="codex"),
         store.NewTask("claude", agent_type="claude"),
     )
-    assert dist.takers(0) == {"fast", "codex"} and dist.known() == {"claude", "fast", "codex"}
-    assert await drain(q, takers=dist.takers(0), known=dist.known()) == [by_name, by_type]
-    dist.slots[0].task = None  # claude is free again
-    assert await drain(q, takers=dist.takers(0), known=dist.known()) == [claude]
+    assert fast_slot.takes == ("fast", "codex") and claude_slot.takes == ("claude", "claude")
+    assert dist.known() == {"claude", "fast", "codex"}
+    assert await drain(q, takes=fast_slot.takes, known=dist.known()) == [by_name, by_type]
+    dist.unavailable["claude"] = "not installed"  # no longer known: anyone may take its tasks
+    assert await drain(q, takes=fast_slot.takes, known=dist.known()) == [claude]
 
 
-async def test_claim_marks_the_task_running_once(q: Queue, db: Path) -> None:
-    assert await q.claim(ANY, ANY, 1.0, assign) is None  # empty queue
+async def test_claim_marks_the_task_running_once_on_its_slot(q: Queue, db: Path) -> None:
+    assert await q.claim("codex-2", ANY, ANY, 1.0) is None  # empty queue
     [tid] = add(db, store.NewTask("only"))
-    seen: list[store.Task] = []
-
-    def recording(task: store.Task) -> tuple[str, str]:
-        seen.append(task)
-        return "codex-2", "logs/x.log"
-
-    task = await q.claim(ANY, ANY, 42.0, recording)
-    assert task is not None and task.id == tid and [t.id for t in seen] == [tid]
+    task = await q.claim("codex-2", ANY, ANY, 42.0, log_dir="logs")
+    assert task is not None and task.id == tid
     stored = get(db, tid)
+    assert stored == task
     assert (stored.status, stored.started_at) == ("running", 42.0)
-    assert (stored.agent, stored.log_file) == ("codex-2", "logs/x.log")
-    assert await q.claim(ANY, ANY, 43.0, assign) is None  # not claimed twice
+    assert (stored.agent, stored.log_file) == ("codex-2", f"logs/{store.task_name(tid)}.log")
+    assert await q.claim("codex-2", ANY, ANY, 43.0) is None  # not claimed twice
 
 
-async def test_a_failing_assign_rolls_the_claim_back(q: Queue, db: Path) -> None:
-    [tid] = add(db, store.NewTask("only"))
+def test_queues_in_four_threads_never_claim_the_same_task(db: Path) -> None:
+    ids = add(db, *(store.NewTask(f"t{i}", priority=i % 3) for i in range(200)))
 
-    def broken(task: store.Task) -> tuple[str, str]:
-        raise RuntimeError("no slot after all")
+    async def claim_all(slot: str) -> list[int]:
+        own = await Queue.open(db)  # each thread its own connection and loop, as separate heads
+        try:
+            return [t.id for _ in range(80) if (t := await own.claim(slot, ANY, ANY, 1.0))]
+        finally:
+            await own.close()
 
-    with pytest.raises(RuntimeError):
-        await q.claim(ANY, ANY, 1.0, broken)
-    assert (get(db, tid).status, get(db, tid).started_at) == ("pending", None)
-    assert await drain(q) == [tid]
-
-
-async def test_two_queues_never_claim_the_same_task(q: Queue, db: Path) -> None:
-    ids = add(db, *(store.NewTask(f"t{i}", priority=i % 3) for i in range(40)))
-    other = await Queue.open(db)
-    try:
-        claims = [q.claim(ANY, ANY, 1.0, assign) for _ in range(30)]
-        claims += [other.claim(ANY, ANY, 1.0, assign) for _ in range(30)]
-        results = await asyncio.gather(*claims)
-    finally:
-        await other.close()
-    got = [t.id for t in results if t is not None]
+    with ThreadPoolExecutor(4) as pool:
+        got = [i for ids_ in pool.map(lambda n: asyncio.run(claim_all(f"s-{n}")), range(4)) for i in ids_]
     assert Counter(got).most_common(1)[0][1] == 1
     assert sorted(got) == ids
     assert {get(db, i).status for i in ids} == {"running"}
@@ -226,24 +209,30 @@ def distributor(*agents: tuple[str, str, int]) -> Distributor:
     return Distributor(tuple(AgentConfig(n, t, ("x",), max_instances=m) for n, t, m in agents))
 
 
-def test_pick_prefers_the_least_loaded_agent() -> None:
+def order(dist: Distributor, now: float = 0) -> list[str]:
+    return [s.id for s in dist.free(now)]
+
+
+def test_free_slots_of_the_least_loaded_agent_come_first() -> None:
     dist = distributor(("claude", "claude", 3), ("codex", "codex", 2))
     dist.slots[0].task = running(1)  # claude runs one task; codex none
-    assert {dist.pick(None, 0).id for _ in range(6)} == {"codex-1", "codex-2"}
+    assert {order(dist)[0] for _ in range(6)} == {"codex-1", "codex-2"}
     dist.slots[3].task = running(2)  # now one each: every free slot competes again
-    assert {dist.pick(None, 0).id for _ in range(6)} == {"claude-2", "claude-3", "codex-2"}
+    assert {order(dist)[0] for _ in range(6)} == {"claude-2", "claude-3", "codex-2"}
+    assert sorted(order(dist)) == ["claude-2", "claude-3", "codex-2"]  # busy slots are not free
 
 
-def test_pick_rotates_among_tied_slots() -> None:
+def test_free_slots_take_turns_among_ties() -> None:
     dist = distributor(("claude", "claude", 1), ("codex", "codex", 1), ("gemini", "gemini", 1))
-    picks = [dist.pick(None, 0).id for _ in range(6)]
-    assert all(a != b for a, b in pairwise(picks))
-    assert Counter(picks) == {"claude-1": 2, "codex-1": 2, "gemini-1": 2}
+    firsts = [order(dist)[0] for _ in range(6)]
+    assert all(a != b for a, b in pairwise(firsts))
+    assert Counter(firsts) == {"claude-1": 2, "codex-1": 2, "gemini-1": 2}
 
 
-def test_pick_keeps_to_a_preferred_known_agent() -> None:
-    dist = distributor(("claude", "claude", 2), ("fast", "codex", 1))
-    assert {dist.pick("codex", 0).id for _ in range(4)} == {"fast-1"}  # by type
-    assert {dist.pick("fast", 0).id for _ in range(4)} == {"fast-1"}  # by entry name
-    assert {dist.pick("claude", 0).id for _ in range(4)} == {"claude-1", "claude-2"}
-    assert {dist.pick("cursor", 0).id for _ in range(6)} == {"claude-1", "claude-2", "fast-1"}
+def test_cooling_and_unavailable_slots_are_not_free() -> None:
+    dist = distributor(("claude", "claude", 1), ("codex", "codex", 1), ("gemini", "gemini", 1))
+    dist.cooling["claude"] = 10.0
+    dist.unavailable["gemini"] = "not installed"
+    assert order(dist) == ["codex-1"]
+    assert sorted(order(dist, now=11.0)) == ["claude-1", "codex-1"]
+    assert dist.known() == {"claude", "codex"}
