@@ -149,7 +149,7 @@ def show_task(task: Task, now: float | None = None) -> str:
     fields: list[tuple[str, Any]] = [
         ("status", task.shown_status),
         ("priority", PRIORITY_NAMES[task.priority]),
-        ("agent", task_agent(task)),
+        ("agent", task_agent(task) + (f", pid {task.pid}" if task.pid and task.status == "running" else "")),
         ("attempts", f"{task.attempts} (up to {task.max_retries} retries after the first)"),
         ("depends on", ", ".join(task_name(d) for d in task.depends_on)),
         ("context", ", ".join(task.context_files)),

@@ -165,6 +165,7 @@ class Head:
                     timeout=timeout,
                     grace=self.cfg.task_queue.kill_grace_seconds,
                     stop=stop,
+                    started=lambda pid: setattr(slot, "pid", pid),
                 )
             except AgentUnavailable as exc:
                 self._unavailable(agent.name, str(exc))
@@ -253,7 +254,7 @@ class Head:
                 log.info("killing %d process(es) left behind by %s", len(procs), name or "an agent")
                 process.kill([pid for pid, _ in procs])
                 continue
-            slot.rss_mb, slot.pid = sum(kib for _, kib in procs) / 1024, min(pid for pid, _ in procs)
+            slot.rss_mb = sum(kib for _, kib in procs) / 1024
             if (limit := self.cfg.performance.max_memory_mb) and slot.rss_mb > limit:
                 self._interrupt(slot, "memory")
 
@@ -261,7 +262,8 @@ class Head:
         while True:
             try:
                 self._sweep()
-                await self.queue.heartbeat(self.now(), list(self.busy), self._slots())
+                running = [(s.task.id, s.pid) for s in self.distributor.slots if s.task]
+                await self.queue.heartbeat(self.now(), running, self._slots())
             except Exception:  # a busy queue or a full disk: say so, and beat again
                 log.exception("heartbeat failed")
             await asyncio.sleep(HEARTBEAT_S)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from orchestrate.agents import Output
@@ -29,6 +30,7 @@ async def run(
     timeout: float,
     grace: float,
     stop: asyncio.Future[str],
+    started: Callable[[int], None],
 ) -> tuple[int, str | None]:
     """Run an agent to its end: (exit code, why it was stopped: timeout or `stop`'s reason, or None)."""
     try:
@@ -44,6 +46,7 @@ async def run(
     except (FileNotFoundError, PermissionError) as exc:
         raise AgentUnavailable(f"cannot run {argv[0]!r}: {exc.strerror}") from None
     assert proc.stdout and proc.stderr
+    started(proc.pid)  # also its process group: the agent leads a session of its own
     pumps = [
         asyncio.ensure_future(_pump(s, log, reader, s is proc.stderr)) for s in (proc.stdout, proc.stderr)
     ]

@@ -97,12 +97,14 @@ class Queue:
     async def unregister(self) -> None:
         await self._write(("DELETE FROM head", ()), ("DELETE FROM agents", ()))
 
-    async def heartbeat(self, now: float, running: Collection[int], slots: Iterable[tuple[Any, ...]]) -> None:
-        """Prove the head lives, renew the running tasks' leases, publish the slots' state."""
-        marks = ",".join("?" * len(running))
+    async def heartbeat(
+        self, now: float, running: Iterable[tuple[int, int | None]], slots: Iterable[tuple[Any, ...]]
+    ) -> None:
+        """Prove the head lives, renew the running tasks' leases (with their agents' pids), publish the slots."""
+        lease = "UPDATE tasks SET lease_until = ?, pid = ? WHERE id = ? AND status = 'running'"
         await self._write(
             ("UPDATE head SET heartbeat_at = ?", (now,)),
-            (f"UPDATE tasks SET lease_until = ? WHERE id IN ({marks})", (now + LEASE_S, *running)),
+            *((lease, (now + LEASE_S, pid, task_id)) for task_id, pid in running),
             (
                 "UPDATE tasks SET rank = 1 WHERE status = 'pending' AND rank = 2 AND created_at <= ?",
                 (now - AGING_S,),

@@ -245,6 +245,10 @@ def test_cancel_kills_a_running_agent(project: Path, fakes: Path) -> None:
     ok("add", "hangs [fake:hang]")
     wait_until(lambda: started(fakes), message="the agent to start")
     [run] = started(fakes)
+    # the agent leads its own process group; the heartbeat records it for `show` and `agents`
+    wait_until(lambda: f"pid {run['pid']}" in ok("show", "1"), message="the task to show its pid")
+    [slot] = status()["agents"]
+    assert slot["pid"] == run["pid"] == os.getpgid(run["pid"])
     ok("cancel", "1")
     wait_until(lambda: not alive(run["pid"]), timeout=5, message="the cancelled agent to die")
     assert task(1)["status"] == "cancelled"
