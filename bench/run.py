@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import orchestrate
-from orchestrate import process, store
+from orchestrate import cli_store, process, store
 
 BIN = Path(sys.executable).parent
 EXE = str(BIN / "orchestrate")
@@ -61,10 +61,10 @@ def ms(seconds: float) -> str:
 def fill(db: Path, n: int) -> None:
     """A queue of `n` tasks across priorities and states, as a long-lived project has."""
     batch = [
-        store.NewTask(description=f"task {i}: refactor module {i % 97}", priority=i % 3) for i in range(n)
+        cli_store.NewTask(description=f"task {i}: refactor module {i % 97}", priority=i % 3) for i in range(n)
     ]
     with store.opened(db) as conn:
-        store.add_tasks(conn, batch)
+        cli_store.add_tasks(conn, batch)
         conn.execute("UPDATE tasks SET status = 'completed' WHERE id % 4 = 0")
         conn.execute("UPDATE tasks SET status = 'failed', error = 'exit 1' WHERE id % 97 = 0")
 
@@ -123,7 +123,7 @@ def orchestrate_run(n: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         root = project(Path(tmp), {"t": {"type": "command", "command": ["true"], "max_instances": 5}})
         with store.opened(root / "tasks.db") as conn:
-            store.add_tasks(conn, [store.NewTask(description=f"task {i}") for i in range(n)])
+            cli_store.add_tasks(conn, [cli_store.NewTask(description=f"task {i}") for i in range(n)])
         start = time.perf_counter()
         done = subprocess.run([EXE, "run"], cwd=root, env=ENV, capture_output=True, check=False)
         wall = time.perf_counter() - start
@@ -131,7 +131,7 @@ def orchestrate_run(n: int) -> float:
             tail = done.stderr.decode(errors="replace").strip().splitlines()[-3:]
             raise RuntimeError(f"orchestrate run exited {done.returncode}: {' | '.join(tail)}")
         with store.opened(root / "tasks.db") as conn:
-            completed = store.counts(conn)["completed"]
+            completed = cli_store.counts(conn)["completed"]
         if completed != n:
             raise RuntimeError(f"orchestrate run completed {completed} of {n} tasks")
         return wall
@@ -189,7 +189,7 @@ def running_head(root: Path) -> Iterator[int]:
     finally:
         with contextlib.suppress(RuntimeError):
             cli(root, "stop")
-        if pid is not None and store.alive(pid):  # `stop` failed: end the head ourselves
+        if pid is not None and cli_store.alive(pid):  # `stop` failed: end the head ourselves
             os.kill(pid, signal.SIGKILL)
             print(f"warning: head {pid} outlived `orchestrate stop`; killed", file=sys.stderr)
         # Whatever its agents left behind carries the queue in its environment.
@@ -228,7 +228,7 @@ def pickup_rows(pickups: int) -> list[Row]:
 
         def finished(task: str) -> store.Task | None:
             with store.opened(root / "tasks.db") as conn:
-                found = store.get_task(conn, store.parse_task_id(task))
+                found = cli_store.get_task(conn, cli_store.parse_task_id(task))
             return found if found.status not in ("pending", "running") else None
 
         from_commit: list[float] = []

@@ -13,9 +13,9 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
+from orchestrate import cli_config, cli_store, store
 from orchestrate import cli_render as render
-from orchestrate import config as config_file
-from orchestrate import store
+from orchestrate.config import Config
 from orchestrate.errors import OrchestrateError, UsageError
 
 try:  # typer >= 0.24 vendors click
@@ -67,8 +67,8 @@ class Session:
         self.db = db
 
     @cached_property
-    def config(self) -> config_file.Config:
-        loaded = config_file.load(self.config_path, required=self.explicit)
+    def config(self) -> Config:
+        loaded = cli_config.load(self.config_path, required=self.explicit)
         return loaded.with_database(self.db) if self.db else loaded
 
     def queue(self, *, create: bool = True) -> Any:
@@ -143,7 +143,7 @@ def add(
         batch = taskfile.load(file, cfg.root, retries)
     else:
         batch = [
-            store.NewTask(
+            cli_store.NewTask(
                 description=description or "",
                 priority=taskfile.priority(priority),
                 agent_type=agent,
@@ -154,7 +154,7 @@ def add(
             )
         ]
     with session.queue() as conn:
-        ids = store.add_tasks(conn, batch)
+        ids = cli_store.add_tasks(conn, batch)
     known = cfg.agent_names()
     for task_id, new in zip(ids, batch, strict=True):
         typer.echo(store.task_name(task_id))
@@ -170,9 +170,9 @@ def add(
 def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """The head node, the counts by status, busy agents and recent failures."""
     with _session(ctx).queue(create=False) as conn:
-        head, counts = store.head(conn), store.counts(conn)
-        slots = store.slots(conn) if head.running else []
-        failures = store.recent_failures(conn)
+        head, counts = cli_store.head(conn), cli_store.counts(conn)
+        slots = cli_store.slots(conn) if head.running else []
+        failures = cli_store.recent_failures(conn)
     if as_json:
         _echo_json(
             {"head": render.head_json(head), "counts": counts, "agents": [render.slot_json(s) for s in slots]}
@@ -192,7 +192,7 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
         typer.echo(f"failed   {task.name}  {render.shorten(task.error or 'no error recorded', 60)}")
 
 
-STATUS_FILTERS = tuple(store.LIST_FILTERS)
+STATUS_FILTERS = tuple(cli_store.LIST_FILTERS)
 
 
 @app.command()
@@ -202,11 +202,11 @@ def tasks(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The tasks, oldest first; `--status active` means running."""
-    if status not in store.LIST_FILTERS:
+    if status not in cli_store.LIST_FILTERS:
         raise UsageError(f"--status must be one of {', '.join(STATUS_FILTERS)}, not {status!r}")
     session = _session(ctx)
     with session.queue(create=False) as conn:
-        found, head = store.list_tasks(conn, status), store.head(conn)
+        found, head = cli_store.list_tasks(conn, status), cli_store.head(conn)
     if as_json:
         _echo_json([render.task_json(t) for t in found])
         return
@@ -222,8 +222,8 @@ def tasks(
 def agents(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """Each agent slot: state, current task, pid, memory, tasks done, cost."""
     with _session(ctx).queue(create=False) as conn:
-        head = store.head(conn)
-        slots = store.slots(conn) if head.running else []
+        head = cli_store.head(conn)
+        slots = cli_store.slots(conn) if head.running else []
     if as_json:
         _echo_json([render.slot_json(s) for s in slots])
     elif slots:
@@ -234,7 +234,7 @@ def agents(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
 
 def _task(ctx: typer.Context, task: str) -> store.Task:
     with _session(ctx).queue(create=False) as conn:
-        return store.get_task(conn, store.parse_task_id(task))
+        return cli_store.get_task(conn, cli_store.parse_task_id(task))
 
 
 @app.command()
@@ -281,7 +281,7 @@ def logs(ctx: typer.Context, task: str, follow: bool = typer.Option(False, "--fo
 def retry(ctx: typer.Context, task: str) -> None:
     """Put a failed or cancelled task back in the queue with a fresh retry budget."""
     with _session(ctx).queue() as conn:
-        before = store.retry(conn, store.parse_task_id(task))
+        before = cli_store.retry(conn, cli_store.parse_task_id(task))
     typer.echo(f"{before.name} is pending again (was {before.status}; retry budget reset)")
 
 
@@ -289,8 +289,8 @@ def retry(ctx: typer.Context, task: str) -> None:
 def cancel(ctx: typer.Context, task: str) -> None:
     """Stop a pending or running task for good."""
     with _session(ctx).queue() as conn:
-        before = store.cancel(conn, store.parse_task_id(task))
-        waiting = store.waiting_on(conn, before.id)
+        before = cli_store.cancel(conn, cli_store.parse_task_id(task))
+        waiting = cli_store.waiting_on(conn, before.id)
     note = " (the head stops its agent)" if before.status == "running" else ""
     typer.echo(f"{before.name} cancelled{note}")
     if waiting:
@@ -301,9 +301,9 @@ def cancel(ctx: typer.Context, task: str) -> None:
 AGENTS_HELP = "Agent slots for this run, overriding the configuration, e.g. claude:2,codex:2."
 
 
-def _head_config(ctx: typer.Context, agents: str | None) -> config_file.Config:
+def _head_config(ctx: typer.Context, agents: str | None) -> Config:
     cfg = _session(ctx).config
-    return cfg.with_slots(agents) if agents else cfg
+    return cli_config.with_slots(cfg, agents) if agents else cfg
 
 
 @app.command()

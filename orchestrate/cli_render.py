@@ -7,7 +7,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from orchestrate.store import PRIORITY_NAMES, Head, Slot, Task, task_name
+from orchestrate.cli_store import Head, Slot
+from orchestrate.store import PRIORITY_NAMES, Task, task_name
 
 
 def iso(ts: float | None) -> str | None:

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrate.config import read_yaml
+from orchestrate.cli_config import read_yaml
+from orchestrate.cli_store import NewTask, parse_task_id
 from orchestrate.errors import UsageError
-from orchestrate.store import PRIORITIES, NewTask, parse_task_id
+from orchestrate.store import PRIORITIES
 
 FIELDS = (
     "id",

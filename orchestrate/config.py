@@ -1,23 +1,10 @@
-"""Load config.yaml into frozen dataclasses, validating every key on the way in."""
+"""The configuration as the head and the commands use it: frozen, already validated (cli_config reads it)."""
 
 from __future__ import annotations
 
-import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
-
-import yaml
-
-from orchestrate.errors import ConfigError, UsageError
-
-AGENT_TYPES = ("claude", "codex", "gemini", "command")
-DEFAULT_COMMANDS = {
-    "claude": "claude --dangerously-skip-permissions",
-    "codex": "codex --ask-for-approval never --sandbox danger-full-access exec",
-    "gemini": "gemini --approval-mode yolo --skip-trust",
-}
 
 
 @dataclass(frozen=True)
@@ -66,150 +53,6 @@ class Config:
     def with_database(self, database: Path) -> Config:
         return replace(self, task_queue=replace(self.task_queue, database=database))
 
-    def with_slots(self, spec: str) -> Config:
-        """Replace the agents by `--agents claude:2,codex:1`: these agents, with this many slots each."""
-        agents = []
-        for part in spec.split(","):
-            name, _, count = part.strip().partition(":")
-            if not count.isdigit() or int(count) < 1:
-                raise UsageError(f"--agents: expected NAME:COUNT with COUNT 1 or more, got {part.strip()!r}")
-            agent = next((a for a in self.agents if a.name == name), None)
-            if agent is None and name not in DEFAULT_COMMANDS:
-                known = ", ".join(sorted({a.name for a in self.agents} | set(DEFAULT_COMMANDS)))
-                raise UsageError(f"--agents: no agent {name!r} is configured (known: {known})")
-            agent = agent or AgentConfig(name, name, tuple(shlex.split(DEFAULT_COMMANDS[name])))
-            agents.append(replace(agent, max_instances=int(count)))
-        return replace(self, agents=tuple(agents))
-
     def agent_names(self) -> set[str]:
         """Every value a task's preferred agent can match: entry names and adapter types."""
         return {a.name for a in self.agents} | {a.type for a in self.agents}
-
-
-# The kinds of value a key may hold: a test, and what to tell a user whose value fails it.
-KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "count": (lambda v: type(v) is int and v > 0, "a positive integer"),
-    "count0": (lambda v: type(v) is int and v >= 0, "a whole number, 0 or more"),
-    "number": (lambda v: type(v) in (int, float) and v > 0, "a positive number"),
-    "number0": (lambda v: type(v) in (int, float) and v >= 0, "a number, 0 or more"),
-    "flag": (lambda v: type(v) is bool, "true or false"),
-    "text": (lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty string"),
-    "command": (
-        lambda v: bool(v) and (isinstance(v, str) or (type(v) is list and all(type(x) is str for x in v))),
-        "a command: a string, or a list of strings",
-    ),
-    "env": (lambda v: type(v) is dict, "a mapping of variable names to values"),
-}
-SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {  # key: (kind, default); "?" allows null
-    "task_queue": {
-        "database": ("text", "tasks.db"),
-        "timeout_minutes": ("number", 30.0),
-        "max_retries": ("count0", 3),
-        "retry_delay_seconds": ("number0", 60.0),
-        "kill_grace_seconds": ("number0", 30.0),
-    },
-    "context": {"directory": ("text", "context"), "update_on_completion": ("flag", True)},
-    "performance": {"max_memory_mb": ("count?", 4096)},
-}
-AGENT_KEYS: dict[str, tuple[str, Any]] = {
-    "type": ("text?", None),
-    "command": ("command?", None),
-    "max_instances": ("count", 1),
-    "timeout_seconds": ("number?", None),
-    "env": ("env", {}),
-}
-
-
-def _values(data: Any, where: str, spec: dict[str, tuple[str, Any]]) -> dict[str, Any]:
-    """Check `data` against `spec`, naming the key path of the first thing wrong."""
-    data = {} if data is None else data
-    if type(data) is not dict:
-        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
-    for key in data:
-        if key not in spec:
-            raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(spec)})")
-    values = {}
-    for key, (kind, default) in spec.items():
-        value = data.get(key, default)
-        test, expected = KINDS[kind.rstrip("?")]
-        if not (value is default or (value is None and kind.endswith("?")) or test(value)):
-            raise ConfigError(f"{where}.{key}: expected {expected}, got {value!r}")
-        values[key] = value
-    return values
-
-
-def _agent(name: str, data: Any, where: str) -> AgentConfig:
-    values = _values(data, where, AGENT_KEYS)
-    kind = values.pop("type") or name
-    if kind not in AGENT_TYPES:
-        if kind != name:
-            raise ConfigError(f"{where}.type: expected one of {', '.join(AGENT_TYPES)}, got {kind!r}")
-        raise ConfigError(
-            f"{where}: {name!r} is not an agent type, so the entry needs type: ({'|'.join(AGENT_TYPES)})"
-        )
-    command = values.pop("command") or DEFAULT_COMMANDS.get(kind)
-    if not command:
-        raise ConfigError(f"{where}.command: required for a command agent")
-    try:
-        argv = tuple(shlex.split(command) if isinstance(command, str) else command)
-    except ValueError as exc:  # unbalanced quotes
-        raise ConfigError(f"{where}.command: cannot split it: {exc}") from None
-    env = values.pop("env")
-    for key, value in env.items():
-        if type(value) not in (str, int, float):
-            raise ConfigError(f"{where}.env.{key}: expected a string or number (quote it), got {value!r}")
-    return AgentConfig(
-        name=name, type=kind, command=argv, env={str(k): str(v) for k, v in env.items()}, **values
-    )
-
-
-def read_yaml(path: Path, error: type[Exception] = ConfigError, missing_ok: bool = False) -> Any:
-    """The YAML data in `path`, or `error` with one line that says what is wrong and where."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        if missing_ok:
-            return None
-        raise error(f"{path}: no such file") from None
-    except OSError as exc:
-        raise error(f"{path}: cannot read it: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise error(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    try:
-        # safe_load's rules, with libyaml's speed when present: every command loads this file
-        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise error(f"{path}: {where}invalid YAML: {problem}") from None
-
-
-def load(path: Path, *, required: bool = False) -> Config:
-    """Read and validate `path`; a missing optional file gives the defaults."""
-    label = str(path)
-    if required and not path.exists():
-        raise ConfigError(f"{label}: no such configuration file")
-    data = read_yaml(path, missing_ok=True)
-    if data is not None and type(data) is not dict:
-        raise ConfigError(f"{label}: expected a mapping, got {data!r}")
-    return parse(data or {}, label, path.resolve().parent, path)
-
-
-def parse(data: dict[str, Any], label: str, root: Path, path: Path) -> Config:
-    """Build a Config from already-loaded YAML data."""
-    for key in data:
-        if key not in (*SECTIONS, "agents"):
-            raise ConfigError(f"{label}: {key}: unknown section (known: agents, {', '.join(SECTIONS)})")
-    queue, context, performance = (_values(data.get(s), f"{label}: {s}", SECTIONS[s]) for s in SECTIONS)
-    agents = data.get("agents", {"claude": {}})
-    if not agents or type(agents) is not dict:
-        raise ConfigError(f"{label}: agents: no agents configured; add at least one (e.g. claude: {{}})")
-    return Config(
-        path=path,
-        root=root,
-        agents=tuple(_agent(str(name), spec, f"{label}: agents.{name}") for name, spec in agents.items()),
-        task_queue=TaskQueueConfig(**queue | {"database": root / queue["database"]}),
-        context=ContextConfig(**context | {"directory": root / context["directory"]}),
-        performance=PerformanceConfig(**performance),
-    )

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrate.cli import app
-from orchestrate.store import alive  # noqa: F401 - re-exported for the tests
+from orchestrate.cli_store import alive  # noqa: F401 - re-exported for the tests
 
 ORCHESTRATE = str(Path(sys.executable).parent / "orchestrate")  # the installed entry point
 

@@ -11,7 +11,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from orchestrate import store
+from orchestrate import cli_store, store
 
 T0 = 1_767_261_600.0  # 2026-01-01 10:00 UTC: fixed, so every build is the same
 
@@ -79,11 +79,11 @@ TASKS = [
 def build(path: Path) -> None:
     path.unlink(missing_ok=True)
     batch = [
-        store.NewTask(description=d, priority=store.PRIORITIES[p], agent_type=a, after_new=after)
+        cli_store.NewTask(description=d, priority=store.PRIORITIES[p], agent_type=a, after_new=after)
         for d, p, a, after, _ in TASKS
     ]
     with store.opened(path) as conn:
-        ids = store.add_tasks(conn, batch, now=T0)
+        ids = cli_store.add_tasks(conn, batch, now=T0)
         for n, (task_id, (*_, fields)) in enumerate(zip(ids, TASKS, strict=True)):
             started = T0 + 60 * n
             times = {"created_at": T0 + n}

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from orchestrate import queue, store
+from orchestrate import cli_store, queue, store
 from orchestrate.config import AgentConfig
 from orchestrate.distributor import Distributor
 from orchestrate.queue import Queue
@@ -21,9 +21,9 @@ ANY = {"claude", "codex", "gemini"}
 LOW, NORMAL, HIGH = store.PRIORITIES["low"], store.PRIORITIES["normal"], store.PRIORITIES["high"]
 
 
-def add(db: Path, *batch: store.NewTask, now: float = 0.0) -> list[int]:
+def add(db: Path, *batch: cli_store.NewTask, now: float = 0.0) -> list[int]:
     with store.opened(db) as conn:
-        return store.add_tasks(conn, list(batch), now=now)
+        return cli_store.add_tasks(conn, list(batch), now=now)
 
 
 def sql(db: Path, statement: str, *args: object) -> None:
@@ -39,7 +39,7 @@ def running(task_id: int) -> store.Task:
 
 def get(db: Path, task_id: int) -> store.Task:
     with store.opened(db) as conn:
-        return store.get_task(conn, task_id)
+        return cli_store.get_task(conn, task_id)
 
 
 async def drain(
@@ -66,17 +66,17 @@ async def q(db: Path) -> AsyncIterator[Queue]:
 
 async def test_high_before_normal_before_low_and_fifo_within_a_level(q: Queue, db: Path) -> None:
     prios = [LOW, NORMAL, HIGH, LOW, HIGH, NORMAL]
-    ids = add(db, *(store.NewTask(f"t{i}", priority=p) for i, p in enumerate(prios)))
+    ids = add(db, *(cli_store.NewTask(f"t{i}", priority=p) for i, p in enumerate(prios)))
     expected = sorted(ids, key=lambda i: (prios[ids.index(i)], i))
     assert await drain(q) == expected == [ids[2], ids[4], ids[1], ids[5], ids[0], ids[3]]
 
 
 async def test_an_old_low_task_is_promoted_to_normal_by_the_heartbeat(q: Queue, db: Path) -> None:
-    [normal_before] = add(db, store.NewTask("normal before"), now=0)
-    [old_low] = add(db, store.NewTask("old low", priority=LOW), now=100)
-    [normal_after] = add(db, store.NewTask("normal after"), now=200)
-    [young_low] = add(db, store.NewTask("young low", priority=LOW), now=queue.AGING_S + 50)
-    [normal_latest] = add(db, store.NewTask("normal latest"), now=queue.AGING_S + 60)
+    [normal_before] = add(db, cli_store.NewTask("normal before"), now=0)
+    [old_low] = add(db, cli_store.NewTask("old low", priority=LOW), now=100)
+    [normal_after] = add(db, cli_store.NewTask("normal after"), now=200)
+    [young_low] = add(db, cli_store.NewTask("young low", priority=LOW), now=queue.AGING_S + 50)
+    [normal_latest] = add(db, cli_store.NewTask("normal latest"), now=queue.AGING_S + 60)
     now = queue.AGING_S + 150  # old_low waited AGING_S + 50 s; young_low only 100 s
     await q.heartbeat(now, [], [])
     order = await drain(q, now=now)
@@ -85,13 +85,13 @@ async def test_an_old_low_task_is_promoted_to_normal_by_the_heartbeat(q: Queue, 
 
 
 async def test_without_the_heartbeat_a_low_task_keeps_its_rank(q: Queue, db: Path) -> None:
-    [old_low] = add(db, store.NewTask("old low", priority=LOW), now=0)
-    [normal] = add(db, store.NewTask("normal"), now=10)
+    [old_low] = add(db, cli_store.NewTask("old low", priority=LOW), now=0)
+    [normal] = add(db, cli_store.NewTask("normal"), now=10)
     assert await drain(q, now=queue.AGING_S * 3) == [normal, old_low]
 
 
 async def test_a_task_waits_for_its_dependency_to_complete(q: Queue, db: Path) -> None:
-    dep, child = add(db, store.NewTask("dep"), store.NewTask("child", priority=HIGH, after_new=(0,)))
+    dep, child = add(db, cli_store.NewTask("dep"), cli_store.NewTask("child", priority=HIGH, after_new=(0,)))
     assert get(db, child).blocked
     first = await q.claim("slot-1", ANY, ANY, 1.0)
     assert first is not None and first.id == dep  # the high child is blocked, the normal dep goes
@@ -101,9 +101,9 @@ async def test_a_task_waits_for_its_dependency_to_complete(q: Queue, db: Path) -
 
 
 async def test_a_dependency_completed_by_another_connection_unblocks(q: Queue, db: Path) -> None:
-    [dep] = add(db, store.NewTask("dep"))
+    [dep] = add(db, cli_store.NewTask("dep"))
     sql(db, "UPDATE tasks SET status = 'running' WHERE id = ?", dep)
-    [child] = add(db, store.NewTask("child", depends_on=(dep,)))
+    [child] = add(db, cli_store.NewTask("child", depends_on=(dep,)))
     assert await drain(q) == []
     sql(db, "UPDATE tasks SET status = 'completed' WHERE id = ?", dep)
     assert await drain(q) == [child]
@@ -112,24 +112,24 @@ async def test_a_dependency_completed_by_another_connection_unblocks(q: Queue, d
 async def test_runnable_excludes_tasks_behind_a_failed_or_cancelled_dependency(q: Queue, db: Path) -> None:
     a, _b, _c, _d, _e, x, _y = add(
         db,
-        store.NewTask("A"),
-        store.NewTask("B", after_new=(0,)),
-        store.NewTask("C", after_new=(1,)),  # behind A only through B
-        store.NewTask("D"),
-        store.NewTask("E", after_new=(3,)),  # blocked, but D can still run
-        store.NewTask("X"),
-        store.NewTask("Y", after_new=(5,)),
+        cli_store.NewTask("A"),
+        cli_store.NewTask("B", after_new=(0,)),
+        cli_store.NewTask("C", after_new=(1,)),  # behind A only through B
+        cli_store.NewTask("D"),
+        cli_store.NewTask("E", after_new=(3,)),  # blocked, but D can still run
+        cli_store.NewTask("X"),
+        cli_store.NewTask("Y", after_new=(5,)),
     )
     assert await q.runnable() == await q.pending() == 7
     sql(db, "UPDATE tasks SET status = 'failed' WHERE id = ?", a)
     with store.opened(db) as conn:
-        store.cancel(conn, x, now=1.0)
+        cli_store.cancel(conn, x, now=1.0)
     assert await q.pending() == 5  # B, C, D, E, Y
     assert await q.runnable() == 2  # D and E
 
 
 async def test_a_task_in_retry_backoff_is_skipped_until_its_time(q: Queue, db: Path) -> None:
-    waiting, ready = add(db, store.NewTask("backing off", priority=HIGH), store.NewTask("ready"))
+    waiting, ready = add(db, cli_store.NewTask("backing off", priority=HIGH), cli_store.NewTask("ready"))
     sql(db, "UPDATE tasks SET not_before = 100 WHERE id = ?", waiting)
     assert await drain(q, now=50) == [ready]
     assert await drain(q, now=99.9) == []
@@ -139,10 +139,10 @@ async def test_a_task_in_retry_backoff_is_skipped_until_its_time(q: Queue, db: P
 async def test_a_task_waits_for_its_preferred_agent_only_when_it_is_known(q: Queue, db: Path) -> None:
     claude, codex, anyone, cursor = add(
         db,
-        store.NewTask("for claude", agent_type="claude"),
-        store.NewTask("for codex", agent_type="codex"),
-        store.NewTask("for anyone"),
-        store.NewTask("for cursor", agent_type="cursor"),  # not configured: anyone takes it
+        cli_store.NewTask("for claude", agent_type="claude"),
+        cli_store.NewTask("for codex", agent_type="codex"),
+        cli_store.NewTask("for anyone"),
+        cli_store.NewTask("for cursor", agent_type="cursor"),  # not configured: anyone takes it
     )
     known = {"claude", "codex"}
     assert await drain(q, takes={"codex"}, known=known) == [codex, anyone, cursor]
@@ -154,9 +154,9 @@ async def test_a_slot_takes_tasks_for_its_entry_name_or_its_type(q: Queue, db: P
     claude_slot, fast_slot = dist.slots
     by_name, by_type, claude = add(
         db,
-        store.NewTask("fast", agent_type="fast"),
-        store.NewTask("codex", agent_type="codex"),
-        store.NewTask("claude", agent_type="claude"),
+        cli_store.NewTask("fast", agent_type="fast"),
+        cli_store.NewTask("codex", agent_type="codex"),
+        cli_store.NewTask("claude", agent_type="claude"),
     )
     assert fast_slot.takes == ("fast", "codex") and claude_slot.takes == ("claude", "claude")
     assert dist.known() == {"claude", "fast", "codex"}
@@ -167,7 +167,7 @@ async def test_a_slot_takes_tasks_for_its_entry_name_or_its_type(q: Queue, db: P
 
 async def test_claim_marks_the_task_running_once_on_its_slot(q: Queue, db: Path) -> None:
     assert await q.claim("codex-2", ANY, ANY, 1.0) is None  # empty queue
-    [tid] = add(db, store.NewTask("only"))
+    [tid] = add(db, cli_store.NewTask("only"))
     task = await q.claim("codex-2", ANY, ANY, 42.0, log_dir="logs")
     assert task is not None and task.id == tid
     stored = get(db, tid)
@@ -178,7 +178,7 @@ async def test_claim_marks_the_task_running_once_on_its_slot(q: Queue, db: Path)
 
 
 def test_queues_in_four_threads_never_claim_the_same_task(db: Path) -> None:
-    ids = add(db, *(store.NewTask(f"t{i}", priority=i % 3) for i in range(200)))
+    ids = add(db, *(cli_store.NewTask(f"t{i}", priority=i % 3) for i in range(200)))
 
     async def claim_all(slot: str) -> list[int]:
         own = await Queue.open(db)  # each thread its own connection and loop, as separate heads
@@ -195,10 +195,10 @@ def test_queues_in_four_threads_never_claim_the_same_task(db: Path) -> None:
 
 
 async def test_update_leaves_a_task_that_is_no_longer_running_alone(q: Queue, db: Path) -> None:
-    keep, gone = add(db, store.NewTask("keep"), store.NewTask("gone"))
+    keep, gone = add(db, cli_store.NewTask("keep"), cli_store.NewTask("gone"))
     assert await drain(q) == [keep, gone]
     with store.opened(db) as conn:
-        store.cancel(conn, gone, now=5.0)
+        cli_store.cancel(conn, gone, now=5.0)
     assert not await q.update(gone, status="completed", finished_at=6.0, error=None)
     assert (get(db, gone).status, get(db, gone).finished_at) == ("cancelled", 5.0)
     assert await q.update(keep, status="completed", finished_at=6.0)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrate import schema, store
+from orchestrate import cli_store, schema, store
 from orchestrate.errors import InvalidTransition, TaskNotFound, UsageError
 
 
@@ -27,84 +27,84 @@ def test_a_new_queue_is_migrated_in_wal_mode(project: Path) -> None:
 
 def test_reopening_applies_no_migration_twice(project: Path) -> None:
     with store.opened(project / "q.db") as conn:
-        store.add_tasks(conn, [store.NewTask("x")])
+        cli_store.add_tasks(conn, [cli_store.NewTask("x")])
     with store.opened(project / "q.db") as conn:
-        assert [t.description for t in store.list_tasks(conn)] == ["x"]
+        assert [t.description for t in cli_store.list_tasks(conn)] == ["x"]
 
 
 def test_ids_are_never_reused(project: Path) -> None:
     with store.opened(project / "q.db") as conn:
-        store.add_tasks(conn, [store.NewTask("a"), store.NewTask("b")])
+        cli_store.add_tasks(conn, [cli_store.NewTask("a"), cli_store.NewTask("b")])
         conn.execute("DELETE FROM tasks WHERE id = 2")
-        assert store.add_tasks(conn, [store.NewTask("c")]) == [3]
+        assert cli_store.add_tasks(conn, [cli_store.NewTask("c")]) == [3]
 
 
 def test_counts_follow_every_change(project: Path) -> None:
     with store.opened(project / "q.db") as conn:
-        store.add_tasks(conn, [store.NewTask(f"t{n}") for n in range(12)])
+        cli_store.add_tasks(conn, [cli_store.NewTask(f"t{n}") for n in range(12)])
         conn.execute("UPDATE tasks SET status = 'running' WHERE id % 3 = 0")
         conn.execute("UPDATE tasks SET status = 'completed' WHERE id % 4 = 0")
         conn.execute("UPDATE tasks SET status = 'failed' WHERE id = 5")
         conn.execute("DELETE FROM tasks WHERE id = 7")
-        store.cancel(conn, 1)
+        cli_store.cancel(conn, 1)
         truth = dict(conn.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall())
-        assert store.counts(conn) == {s: truth.get(s, 0) for s in store.STATES}
+        assert cli_store.counts(conn) == {s: truth.get(s, 0) for s in store.STATES}
 
 
 def test_a_cycle_adds_nothing(project: Path) -> None:
     with store.opened(project / "q.db") as conn:
         batch = [
-            store.NewTask("a", after_new=(2,), label="a"),
-            store.NewTask("b", after_new=(0,), label="b"),
-            store.NewTask("c", after_new=(1,), label="c"),
+            cli_store.NewTask("a", after_new=(2,), label="a"),
+            cli_store.NewTask("b", after_new=(0,), label="b"),
+            cli_store.NewTask("c", after_new=(1,), label="c"),
         ]
         with pytest.raises(UsageError, match=r"dependency cycle: a -> c -> b -> a"):
-            store.add_tasks(conn, batch)
+            cli_store.add_tasks(conn, batch)
         with pytest.raises(UsageError, match="cycle"):
-            store.add_tasks(conn, [store.NewTask("self", after_new=(0,))])
-        assert store.list_tasks(conn) == []
+            cli_store.add_tasks(conn, [cli_store.NewTask("self", after_new=(0,))])
+        assert cli_store.list_tasks(conn) == []
 
 
 def test_an_unknown_dependency_adds_nothing(project: Path) -> None:
     with store.opened(project / "q.db") as conn:
-        store.add_tasks(conn, [store.NewTask("a")])
+        cli_store.add_tasks(conn, [cli_store.NewTask("a")])
         with pytest.raises(TaskNotFound, match="task_009"):
-            store.add_tasks(conn, [store.NewTask("b"), store.NewTask("c", depends_on=(1, 9))])
-        assert len(store.list_tasks(conn)) == 1
+            cli_store.add_tasks(conn, [cli_store.NewTask("b"), cli_store.NewTask("c", depends_on=(1, 9))])
+        assert len(cli_store.list_tasks(conn)) == 1
 
 
 def test_blocked_is_derived_from_the_dependencies(project: Path) -> None:
     with store.opened(project / "q.db") as conn:
-        store.add_tasks(conn, [store.NewTask("a"), store.NewTask("b", after_new=(0,))])
-        assert store.get_task(conn, 2).blocked
+        cli_store.add_tasks(conn, [cli_store.NewTask("a"), cli_store.NewTask("b", after_new=(0,))])
+        assert cli_store.get_task(conn, 2).blocked
         conn.execute("UPDATE tasks SET status = 'completed' WHERE id = 1")
-        assert not store.get_task(conn, 2).blocked
-        assert store.get_task(conn, 2).depends_on == (1,)
+        assert not cli_store.get_task(conn, 2).blocked
+        assert cli_store.get_task(conn, 2).depends_on == (1,)
 
 
 def test_transitions_are_checked(project: Path) -> None:
     with store.opened(project / "q.db") as conn:
-        store.add_tasks(conn, [store.NewTask("a")])
+        cli_store.add_tasks(conn, [cli_store.NewTask("a")])
         with pytest.raises(InvalidTransition, match="task_001 is pending"):
-            store.retry(conn, 1)
-        assert store.cancel(conn, 1, now=100.0).status == "pending"  # returns the task as it was
-        assert store.get_task(conn, 1).finished_at == 100.0
+            cli_store.retry(conn, 1)
+        assert cli_store.cancel(conn, 1, now=100.0).status == "pending"  # returns the task as it was
+        assert cli_store.get_task(conn, 1).finished_at == 100.0
         with pytest.raises(TaskNotFound):
-            store.cancel(conn, 2)
+            cli_store.cancel(conn, 2)
 
 
 @pytest.mark.parametrize(
     ("text", "expected"), [("task_001", 1), ("task_12", 12), ("7", 7), (" TASK_003 ", 3)]
 )
 def test_task_ids_parse(text: str, expected: int) -> None:
-    assert store.parse_task_id(text) == expected
+    assert cli_store.parse_task_id(text) == expected
     assert store.task_name(expected).startswith("task_")
 
 
 @pytest.mark.parametrize("text", ["", "task_", "0", "-1", "task_x", "1.5"])
 def test_bad_task_ids_are_usage_errors(text: str) -> None:
     with pytest.raises(UsageError):
-        store.parse_task_id(text)
+        cli_store.parse_task_id(text)
 
 
 def _register_head(conn: sqlite3.Connection, pid: int, host: str, beat: float) -> None:
@@ -121,11 +121,11 @@ def test_the_head_is_live_only_with_a_live_pid_and_a_fresh_heartbeat(project: Pa
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
     with store.opened(project / "q.db") as conn:
-        assert store.head(conn).running is False
+        assert cli_store.head(conn).running is False
         _register_head(conn, os.getpid(), host, now)
-        assert store.head(conn, now=now + 1) == store.Head(True, os.getpid(), now - 60, now, None)
-        assert store.head(conn, now=now + store.HEARTBEAT_STALE_S + 1).running is False
+        assert cli_store.head(conn, now=now + 1) == cli_store.Head(True, os.getpid(), now - 60, now, None)
+        assert cli_store.head(conn, now=now + cli_store.HEARTBEAT_STALE_S + 1).running is False
         _register_head(conn, int(dead.stdout), host, now)
-        assert store.head(conn, now=now).running is False
+        assert cli_store.head(conn, now=now).running is False
         _register_head(conn, os.getpid(), "another-machine", now)
-        assert store.head(conn, now=now).running is False
+        assert cli_store.head(conn, now=now).running is False

@@ -1,0 +1,241 @@
+"""The queue as the commands see it: add, list, show, retry and cancel tasks; read the head's state."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from orchestrate.errors import InvalidTransition, TaskNotFound, UsageError
+from orchestrate.store import PRIORITIES, SELECT_TASKS, STATES, Task, task_from_row, task_name, transaction
+
+HEARTBEAT_STALE_S = 10.0  # the head beats every second; this much silence means it is gone
+
+
+def parse_task_id(text: str) -> int:
+    """Accept `task_001`, `task_1` or `1`."""
+    digits = text.strip().lower().removeprefix("task_").removeprefix("task-")
+    if digits.isdigit() and int(digits) > 0:
+        return int(digits)
+    raise UsageError(f"{text!r} is not a task id; use task_001, task_1 or 1")
+
+
+class NewTask(NamedTuple):
+    description: str
+    priority: int = PRIORITIES["normal"]
+    agent_type: str | None = None
+    timeout_seconds: float | None = None
+    max_retries: int = 3
+    context_files: tuple[str, ...] = ()
+    depends_on: tuple[int, ...] = ()  # ids of tasks already in the queue
+    after_new: tuple[int, ...] = ()  # positions of other tasks in the same batch
+    label: str = ""  # what the user calls it in a task file, for messages
+
+
+def _check_acyclic(batch: Sequence[NewTask]) -> None:
+    state: dict[int, int] = {}  # 1 visiting, 2 done
+
+    def visit(i: int, trail: list[int]) -> None:
+        if state.get(i) == 2:
+            return
+        if state.get(i) == 1:
+            loop = [*trail[trail.index(i) :], i]
+            names = " -> ".join(batch[j].label or f"#{j + 1}" for j in loop)
+            raise UsageError(f"dependency cycle: {names}; nothing was added")
+        state[i] = 1
+        for j in batch[i].after_new:
+            visit(j, [*trail, i])
+        state[i] = 2
+
+    for i in range(len(batch)):
+        visit(i, [])
+
+
+def add_tasks(conn: sqlite3.Connection, batch: Sequence[NewTask], now: float | None = None) -> list[int]:
+    """Queue every task of `batch` in one transaction, or none of them."""
+    for new in batch:
+        if not new.description.strip():
+            where = f"task {new.label}: " if new.label else ""
+            raise UsageError(f"{where}a task needs a description; got an empty one")
+    _check_acyclic(batch)
+    now = time.time() if now is None else now
+    with transaction(conn):
+        wanted = sorted({d for new in batch for d in new.depends_on})
+        found = {
+            r[0]
+            for r in conn.execute(f"SELECT id FROM tasks WHERE id IN ({','.join('?' * len(wanted))})", wanted)
+        }
+        for missing in (d for d in wanted if d not in found):
+            raise TaskNotFound(
+                f"{task_name(missing)} does not exist, so nothing can wait for it; nothing was added"
+            )
+        ids = [_insert(conn, new, now) for new in batch]
+        conn.executemany(
+            "INSERT INTO deps (task_id, depends_on) VALUES (?, ?)",
+            [(ids[i], d) for i, new in enumerate(batch) for d in new.depends_on]
+            + [(ids[i], ids[j]) for i, new in enumerate(batch) for j in new.after_new],
+        )
+    return ids
+
+
+def _insert(conn: sqlite3.Connection, new: NewTask, now: float) -> int:
+    row = conn.execute(
+        """INSERT INTO tasks (description, priority, rank, agent_type, max_retries,
+               timeout_seconds, context_files, created_at)
+           VALUES (?, ?, ?, ?, ?, ?, json(?), ?) RETURNING id""",
+        (
+            new.description,
+            new.priority,
+            new.priority,
+            new.agent_type,
+            new.max_retries,
+            new.timeout_seconds,
+            _json_list(new.context_files),
+            now,
+        ),
+    ).fetchone()
+    return int(row[0])
+
+
+def _json_list(items: Sequence[str]) -> str:
+    if not items:
+        return "[]"  # the common case, without importing json on the `add` path
+    import json
+
+    return json.dumps(list(items))
+
+
+def get_task(conn: sqlite3.Connection, task_id: int) -> Task:
+    row = conn.execute(SELECT_TASKS + " WHERE t.id = ?", (task_id,)).fetchone()
+    if row is None:
+        raise TaskNotFound(f"{task_name(task_id)} does not exist; `orchestrate tasks` lists the queue")
+    return task_from_row(row)
+
+
+LIST_FILTERS = {
+    "all": "1",
+    **{s: f"t.status = '{s}'" for s in STATES},
+    "active": "t.status = 'running'",
+    "blocked": "t.status = 'pending' AND blocked",
+}
+
+
+def list_tasks(conn: sqlite3.Connection, status: str = "all") -> list[Task]:
+    """Tasks in the order they were added; `status` is a key of LIST_FILTERS."""
+    where = LIST_FILTERS[status]
+    return [task_from_row(r) for r in conn.execute(f"{SELECT_TASKS} WHERE {where} ORDER BY t.id")]
+
+
+def counts(conn: sqlite3.Connection) -> dict[str, int]:
+    found = dict(conn.execute("SELECT status, n FROM task_counts").fetchall())
+    return {s: found.get(s, 0) for s in STATES}
+
+
+def recent_failures(conn: sqlite3.Connection, limit: int = 5) -> list[Task]:
+    rows = conn.execute(
+        f"{SELECT_TASKS} WHERE t.status = 'failed' ORDER BY t.finished_at DESC LIMIT ?", (limit,)
+    )
+    return [task_from_row(r) for r in rows]
+
+
+def _transition(
+    conn: sqlite3.Connection,
+    task_id: int,
+    allowed: tuple[str, ...],
+    verb: str,
+    sql: str,
+    args: tuple[Any, ...],
+) -> Task:
+    with transaction(conn):
+        before = get_task(conn, task_id)
+        if before.status not in allowed:
+            raise InvalidTransition(
+                f"{before.name} is {before.status}; only {' or '.join(allowed)} tasks can be {verb}"
+            )
+        conn.execute(sql, (*args, task_id))
+    return before
+
+
+def retry(conn: sqlite3.Connection, task_id: int) -> Task:
+    """Put a failed or cancelled task back in the queue with a fresh retry budget."""
+    return _transition(
+        conn,
+        task_id,
+        ("failed", "cancelled"),
+        "retried",
+        """UPDATE tasks SET status = 'pending', attempts = 0, not_before = 0, agent = NULL,
+               started_at = NULL, finished_at = NULL, lease_until = NULL, pid = NULL
+           WHERE id = ?""",
+        (),
+    )
+
+
+def cancel(conn: sqlite3.Connection, task_id: int, now: float | None = None) -> Task:
+    """Stop a pending or running task for good; the head kills a running one's agent."""
+    return _transition(
+        conn,
+        task_id,
+        ("pending", "running"),
+        "cancelled",
+        "UPDATE tasks SET status = 'cancelled', finished_at = ? WHERE id = ?",
+        (time.time() if now is None else now,),
+    )
+
+
+def waiting_on(conn: sqlite3.Connection, task_id: int) -> list[int]:
+    """Pending tasks that depend on `task_id`."""
+    rows = conn.execute(
+        """SELECT d.task_id FROM deps d JOIN tasks t ON t.id = d.task_id
+           WHERE d.depends_on = ? AND t.status = 'pending' ORDER BY d.task_id""",
+        (task_id,),
+    )
+    return [r[0] for r in rows]
+
+
+class Head(NamedTuple):
+    running: bool
+    pid: int | None = None
+    started_at: float | None = None
+    heartbeat_at: float | None = None
+    log_file: str | None = None
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` runs; a zombie (exited, not yet reaped) counts as gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def head(conn: sqlite3.Connection, now: float | None = None) -> Head:
+    """The head node as the queue knows it: running only if its pid lives and it beats."""
+    row = conn.execute("SELECT pid, host, started_at, heartbeat_at, log_file FROM head").fetchone()
+    if row is None:
+        return Head(running=False)
+    now = time.time() if now is None else now
+    beating = now - row["heartbeat_at"] < HEARTBEAT_STALE_S
+    live = row["host"] == os.uname().nodename and alive(row["pid"]) and beating
+    return Head(live, row["pid"], row["started_at"], row["heartbeat_at"], row["log_file"])
+
+
+class Slot(NamedTuple):
+    id: str
+    type: str
+    state: str
+    task_id: int | None
+    pid: int | None
+    rss_mb: float | None
+    tasks_done: int
+    cost_usd: float
+    since: float | None
+    note: str | None
+
+
+def slots(conn: sqlite3.Connection) -> list[Slot]:
+    """The head's agent slots, as it last reported them."""
+    rows = conn.execute(f"SELECT {', '.join(Slot._fields)} FROM agents ORDER BY rowid")
+    return [Slot(**dict(r)) for r in rows]
