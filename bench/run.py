@@ -118,35 +118,37 @@ def project(root: Path, agents: dict[str, Any]) -> Path:
     return root
 
 
-def orchestrate_run(n: int) -> float:
-    """Wall seconds of `orchestrate run` working `n` queued `true` tasks on 5 slots, from scratch."""
-    with tempfile.TemporaryDirectory() as tmp:
-        root = project(Path(tmp), {"t": {"type": "command", "command": ["true"], "max_instances": 5}})
-        with store.opened(root / "tasks.db") as conn:
-            cli_store.add_tasks(conn, [cli_store.NewTask(description=f"task {i}") for i in range(n)])
-        start = time.perf_counter()
-        done = subprocess.run([EXE, "run"], cwd=root, env=ENV, capture_output=True, check=False)
-        wall = time.perf_counter() - start
-        if done.returncode != 0:
-            tail = done.stderr.decode(errors="replace").strip().splitlines()[-3:]
-            raise RuntimeError(f"orchestrate run exited {done.returncode}: {' | '.join(tail)}")
-        with store.opened(root / "tasks.db") as conn:
-            completed = cli_store.counts(conn)["completed"]
-        if completed != n:
-            raise RuntimeError(f"orchestrate run completed {completed} of {n} tasks")
-        return wall
+def orchestrate_run(n: int, root: Path) -> float:
+    """Wall seconds of `orchestrate run` working `n` queued `true` tasks on 5 slots, in a new `root`."""
+    root.mkdir()
+    project(root, {"t": {"type": "command", "command": ["true"], "max_instances": 5}})
+    with store.opened(root / "tasks.db") as conn:
+        cli_store.add_tasks(conn, [cli_store.NewTask(description=f"task {i}") for i in range(n)])
+    start = time.perf_counter()
+    done = subprocess.run([EXE, "run"], cwd=root, env=ENV, capture_output=True, check=False)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        tail = done.stderr.decode(errors="replace").strip().splitlines()[-3:]
+        raise RuntimeError(f"orchestrate run exited {done.returncode}: {' | '.join(tail)}")
+    with store.opened(root / "tasks.db") as conn:
+        completed = cli_store.counts(conn)["completed"]
+    if completed != n:
+        raise RuntimeError(f"orchestrate run completed {completed} of {n} tasks")
+    return wall
 
 
 def throughput_rows(rounds: int) -> list[Row]:
     xargs: list[float] = []
     runs: list[float] = []
+    # Every round's files are kept until the end: right after thousands of files are deleted,
+    # ext4 makes each new file scan the recently freed inodes (its `recently_deleted` check, for
+    # about 30 s), and that would be charged to whichever run came next.
     with tempfile.TemporaryDirectory() as tmp:
         timed(XARGS, Path(tmp))  # warm up both, as `alternate` does
-    orchestrate_run(50)
-    for _ in range(rounds):
-        with tempfile.TemporaryDirectory() as tmp:
+        orchestrate_run(50, Path(tmp) / "warm-up")
+        for i in range(rounds):
             xargs.append(timed(XARGS, Path(tmp)))
-        runs.append(orchestrate_run(1000))
+            runs.append(orchestrate_run(1000, Path(tmp) / f"round-{i}"))
     base, ours = statistics.median(xargs), statistics.median(runs)
     ratio = ours / base
     return [
