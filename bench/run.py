@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import orchestrate
-from orchestrate import cli_store, process, store
+from orchestrate import cli_config, cli_store, context, head, process, store
 
 BIN = Path(sys.executable).parent
 EXE = str(BIN / "orchestrate")
@@ -137,13 +137,27 @@ def orchestrate_run(n: int, root: Path) -> float:
     return wall
 
 
+def file_creation_s(where: Path, n: int = 200) -> float:
+    """Seconds per new file in `where` (the files stay: deleting them would slow the next ones).
+
+    Reported beside the throughput because it swings it: for minutes after thousands of files
+    are deleted (by a test run, or an earlier benchmark), ext4 makes each new file scan the
+    recently freed inodes (`recently_deleted` tops a perf profile), and the head creates two
+    files per task. An idle disk here takes about 0.1 ms.
+    """
+    where.mkdir()
+    start = time.perf_counter()
+    for i in range(n):
+        (where / str(i)).write_bytes(b"")
+    return (time.perf_counter() - start) / n
+
+
 def throughput_rows(rounds: int) -> list[Row]:
     xargs: list[float] = []
     runs: list[float] = []
-    # Every round's files are kept until the end: right after thousands of files are deleted,
-    # ext4 makes each new file scan the recently freed inodes (its `recently_deleted` check, for
-    # about 30 s), and that would be charged to whichever run came next.
+    # Every round's files are kept until the end, for the reason file_creation_s gives.
     with tempfile.TemporaryDirectory() as tmp:
+        create = file_creation_s(Path(tmp) / "probe")
         timed(XARGS, Path(tmp))  # warm up both, as `alternate` does
         orchestrate_run(50, Path(tmp) / "warm-up")
         for i in range(rounds):
@@ -156,8 +170,63 @@ def throughput_rows(rounds: int) -> list[Row]:
         Row(
             "`orchestrate run`: 1,000 `true` tasks, 5 slots",
             ms(ours),
-            f"{ratio:.2f}x xargs (<= 4x; aim ~{HUEY_AIM}x, Huey's)",
+            f"{ratio:.2f}x xargs (<= 4x; aim ~{HUEY_AIM}x, Huey's); a new file took {create * 1000:.2f} ms",
             ratio <= 4.0,
+        ),
+    ]
+
+
+def context_run(done: int, n: int, parent: Path) -> tuple[float, float]:
+    """After `done` completed tasks, run `n` more: seconds per task (first start to last finish),
+    and the seconds one rewrite of completed_tasks.json and current_state.md takes at that size."""
+    root = parent / f"after-{done}"
+    root.mkdir()
+    project(root, {"t": {"type": "command", "command": ["true"], "max_instances": 5}})
+    with store.opened(root / "tasks.db") as conn:
+        cli_store.add_tasks(conn, [cli_store.NewTask(f"done {i}") for i in range(done)])
+        conn.execute(
+            """UPDATE tasks SET status = 'completed', agent = 't-1', attempts = 1, started_at = 1,
+               finished_at = 2, output_file = 'context/agent_outputs/task_' || id || '_output.md'"""
+        )
+        cli_store.add_tasks(conn, [cli_store.NewTask(f"new {i}") for i in range(n)])
+    done_run = subprocess.run([EXE, "run"], cwd=root, env=ENV, capture_output=True, check=False)
+    if done_run.returncode != 0:
+        raise RuntimeError(f"orchestrate run exited {done_run.returncode}")
+    with store.opened(root / "tasks.db") as conn:
+        span = "SELECT min(started_at), max(finished_at) FROM tasks WHERE id > ?"
+        first, last = conn.execute(span, (done,)).fetchone()
+        rows = conn.execute(f"{store.SELECT_TASKS} WHERE t.status = 'completed'")
+        tasks = [store.task_from_row(r) for r in rows]
+    cfg = cli_config.load(root / "config.yaml")
+    entries = [context.completed_entry(t, t.output_file) for t in tasks]
+    lines = [
+        context.Line(t.id, t.description, t.status, t.agent, t.output_file, "Done.") for t in tasks[-20:]
+    ]
+    start = time.perf_counter()
+    for _ in range(20):
+        context.write_completed(cfg, entries)
+        context.write_state(cfg, context.state_block(lines, {"completed": len(tasks)}))
+    rewrite = (time.perf_counter() - start) / 20
+    return (last - first) / n, rewrite
+
+
+def context_rows(n: int = 300) -> list[Row]:
+    with tempfile.TemporaryDirectory() as tmp:
+        few, few_rewrite = context_run(10, n, Path(tmp))
+        many, many_rewrite = context_run(10_000, n, Path(tmp))
+    ratio = many / few
+    return [
+        Row(
+            f"per task, {n} `true` tasks after 10 / 10,000 completed (context updates on)",
+            f"{ms(few)} / {ms(many)}",
+            f"{ratio:.2f}x (no slower with 10,000: <= 1.1x)",
+            ratio <= 1.1,
+        ),
+        Row(
+            "one rewrite of completed_tasks.json + current_state.md, 10 / 10,000 entries",
+            f"{ms(few_rewrite)} / {ms(many_rewrite)}",
+            f"at most one per {head.PUBLISH_S:g} s, however many tasks finish meanwhile",
+            True,
         ),
     ]
 
@@ -299,6 +368,7 @@ def main() -> int:
     sections: list[tuple[str, Callable[[], list[Row]]]] = [
         ("client start-up", partial(client_rows, runs)),
         ("throughput", partial(throughput_rows, rounds)),
+        ("context updates", context_rows),
         ("pickup latency", partial(pickup_rows, pickups)),
         ("head memory", memory_rows),
     ]

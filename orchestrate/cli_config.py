@@ -43,7 +43,12 @@ SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {  # key: (kind, default); "?"
         "retry_delay_seconds": ("number0", 60.0),
         "kill_grace_seconds": ("number0", 30.0),
     },
-    "context": {"directory": ("text", "context"), "update_on_completion": ("flag", True)},
+    "context": {
+        "directory": ("text", "context"),
+        "update_on_completion": ("flag", True),
+        "inline_max_kb": ("count", 32),
+        "prompt_max_kb": ("count", 128),
+    },
     "performance": {"max_memory_mb": ("count?", 4096)},
 }
 AGENT_KEYS: dict[str, tuple[str, Any]] = {

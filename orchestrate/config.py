@@ -30,6 +30,8 @@ class TaskQueueConfig:
 class ContextConfig:
     directory: Path
     update_on_completion: bool = True
+    inline_max_kb: int = 32  # a larger context file is named in the prompt, not copied into it
+    prompt_max_kb: int = 128  # all the context copied into one prompt
 
 
 @dataclass(frozen=True)

@@ -2,26 +2,63 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from orchestrate.config import Config
-from orchestrate.store import Task
+from orchestrate.store import Task, task_name
 
 ERROR_TAIL = 2000  # characters of the previous attempt's error given to a retry
+OVERVIEW, STATE, COMPLETED = "project_overview.md", "current_state.md", "completed_tasks.json"
+BEGIN, END = "<!-- orchestrate:begin -->", "<!-- orchestrate:end -->"
+INSTRUCTIONS = """\
+You are working in {cwd}. Do what the task asks there; other agents may be working on other tasks
+in this project at the same time. The sections below are the project's shared context. When you
+are done, reply with a short summary of what you did and what the next person should know: it is
+saved as this task's output, which the tasks that build on this one are given."""
 
 
-def prompt(task: Task, cfg: Config) -> str:
-    """The prompt for one attempt at `task`."""
-    parts = [
-        f"# Task {task.name}\n\n{task.description}",
-        f"You are working in {cfg.root}. Do what the task asks there, then reply with a short summary"
-        " of what you changed.",
+def output_path(cfg: Config, task_id: int) -> Path:
+    return cfg.context.directory / "agent_outputs" / f"{task_name(task_id)}_output.md"
+
+
+def prompt(task: Task, cfg: Config, block: str | None = None) -> tuple[str, list[str]]:
+    """The prompt for one attempt at `task`, and notes for its log about context left out.
+
+    `block` is orchestrate's latest checklist when current_state.md has not been rewritten yet.
+    """
+    where = cfg.context.directory
+    files = [
+        (f"Project overview ({OVERVIEW})", where / OVERVIEW),
+        (f"Current state ({STATE})", where / STATE),
     ]
+    files += [
+        (f"Output of {task_name(d)}, which this task builds on", output_path(cfg, d)) for d in task.depends_on
+    ]
+    files += [(f"Context file {name}", cfg.root / name) for name in task.context_files]
+    sections = [f"# Task {task.name}\n\n{task.description}", INSTRUCTIONS.format(cwd=cfg.root)]
+    notes, room = [], cfg.context.prompt_max_kb * 1024
+    for title, path in files:
+        try:
+            size = path.stat().st_size
+            if size <= min(cfg.context.inline_max_kb * 1024, room):
+                text = path.read_bytes()[:size].decode(errors="replace")
+                text = (with_block(text, block) if block and path.name == STATE else text).strip()
+                sections.append(f"## {title}\n\n{text}")
+                room -= size
+            else:  # bounded whatever accumulates: the agent can open the file itself
+                sections.append(
+                    f"## {title}\n\n{path} ({size // 1024} KB) is too large to include: read it there."
+                )
+        except OSError as exc:
+            notes.append(f"{path}: {exc.strerror}; left out of the prompt")
     if task.attempts and task.error:
-        parts.append(f"## The previous attempt failed\n\n{task.error[-ERROR_TAIL:]}")
-    return "\n\n".join(parts) + "\n"
+        sections.append(f"## The previous attempt failed\n\n{task.error[-ERROR_TAIL:]}")
+    return "\n\n".join(sections) + "\n", notes
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -29,32 +66,117 @@ def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")  # the head is the only writer: a fixed name is safe
     try:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(text.encode("utf-8", errors="surrogateescape"))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def write_output(task: Task, cfg: Config, status: str, agent: str, message: str, **facts: object) -> Path:
-    """context/agent_outputs/task_NNN_output.md: what the agent said and what came of it."""
-    path = cfg.context.directory / "agent_outputs" / f"{task.name}_output.md"
-    lines = [
-        f"# {task.name}: {task.description.splitlines()[0]}",
-        "",
-        f"- agent: {agent}",
-        f"- status: {status}",
-    ]
-    lines += [
-        f"- {key.replace('_', ' ')}: {value}" for key, value in facts.items() if value not in (None, "")
-    ]
-    lines += [
-        f"- finished: {time.strftime('%Y-%m-%dT%H:%M:%S%z')}",
-        "",
-        "## Final message",
-        "",
-        message or "(none)",
-        "",
-    ]
+def iso(stamp: float | None) -> str:
+    """As the commands' JSON prints times; "-" for none."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(stamp)) if stamp else "-"
+
+
+def write_output(cfg: Config, task: Task, message: str, changes: Sequence[str] | None) -> Path:
+    """context/agent_outputs/task_NNN_output.md: what the agent said and did, for people and later tasks."""
+    took = f"{task.finished_at - task.started_at:.0f} s" if task.finished_at and task.started_at else "-"
+    facts = {
+        "agent": task.agent,
+        "status": task.status,
+        "attempts": task.attempts,
+        "started": iso(task.started_at),
+        "duration": took,
+        "cost": f"${task.cost_usd:.4f}" if task.cost_usd is not None else None,
+        "tokens": f"{task.input_tokens or 0} in, {task.output_tokens or 0} out"
+        if task.input_tokens
+        else None,
+        "error": task.error,
+    }
+    lines = [f"# {task.name}: {task.description.splitlines()[0]}", ""]
+    lines += [f"- {key}: {value}" for key, value in facts.items() if value is not None]
+    if "\n" in task.description.strip():
+        lines += ["", "## Task", "", task.description.strip()]
+    lines += ["", "## Files changed", ""]
+    if changes is None:
+        lines.append("(not a git repository, so not tracked)")
+    lines += [f"- {change}" for change in changes or ["(none)"] if changes is not None]
+    lines += ["", "## Final message", "", message or "(none)", ""]
+    path = output_path(cfg, task.id)
     write_atomic(path, "\n".join(lines))
     return path
+
+
+def completed_entry(task: Task, output_file: str | None) -> str:
+    """The task's line in completed_tasks.json."""
+    entry = {"id": task.name, "description": task.description, "status": task.status, "agent": task.agent}
+    return json.dumps(entry | {"finished_at": iso(task.finished_at), "output_file": output_file})
+
+
+def write_completed(cfg: Config, entries: Iterable[str]) -> None:
+    """context/completed_tasks.json: a JSON list, one entry per finished task."""
+    write_atomic(cfg.context.directory / COMPLETED, "[\n" + ",\n".join(entries) + "\n]\n")
+
+
+class Line(NamedTuple):
+    """A task as current_state.md lists it."""
+
+    id: int
+    description: str
+    status: str
+    agent: str | None
+    output_file: str | None
+    summary: str | None  # the start of the agent's final message, or of its error
+
+
+def state_block(recent: Sequence[Line], counts: dict[str, int]) -> str:
+    """orchestrate's checklist of the most recent tasks, with counts for the earlier ones."""
+    lines = [BEGIN, f"## Tasks (kept by orchestrate, {iso(time.time())})", ""]
+    for t in sorted(recent):
+        done, what = t.status == "completed", " ".join(t.description.split())[:100]
+        note = {"completed": "done", "failed": "FAILED", "running": f"running on {t.agent}"}.get(
+            t.status, t.status
+        )
+        summary = " ".join((t.summary or "").split())[:160]
+        see = f"; output in {t.output_file}" if t.output_file else ""
+        lines.append(
+            f"- [{'x' if done else ' '}] {task_name(t.id)} {what} ({note}{see})"
+            + (f": {summary}" if summary else "")
+        )
+    earlier = {s: n - sum(t.status == s for t in recent) for s, n in counts.items()}
+    if sum(earlier.values()):
+        listed = ", ".join(f"{n} {s}" for s, n in earlier.items() if n)
+        lines += ["", f"Earlier tasks, not listed: {listed}. `orchestrate tasks` shows them all."]
+    return "\n".join([*lines, END])
+
+
+def with_block(text: str, block: str) -> str:
+    """`text` with orchestrate's block replaced by `block`, or with `block` added at the end."""
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        return text + ("\n" if text and not text.endswith("\n") else "") + "\n" + block + "\n"
+    return text[:start] + block + text[end + len(END) :]
+
+
+def write_state(cfg: Config, block: str) -> None:
+    """Replace orchestrate's block in current_state.md, keeping every byte a person wrote around it.
+
+    A person may save the file while this runs. Their edit is kept: if the file was replaced
+    meanwhile, start again from theirs; if they wrote into the old file after it was read, merge
+    again from what they wrote.
+    """
+    path = cfg.context.directory / STATE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8", errors="surrogateescape", newline="") as old:  # made if absent
+        ours = os.fstat(old.fileno()).st_ino
+        while True:
+            old.seek(0)
+            text = old.read()
+            merged = with_block(text, block)
+            if os.stat(path).st_ino != ours:
+                return write_state(cfg, block)  # an editor saved a new file meanwhile: merge into it
+            write_atomic(path, merged)
+            ours = os.stat(path).st_ino
+            old.seek(0)
+            if old.read() == text:
+                return

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrate import agents, context, process
+from orchestrate import agents, context, process, workspace
 from orchestrate.agents import Result
 from orchestrate.config import Config
 from orchestrate.distributor import Distributor, Slot
@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 HEARTBEAT_S = 1.0  # heartbeat, lease renewal, memory sampling and the sweep for strays
 WATCH_S = 0.05  # how often the head looks for another process's commit (add, cancel)
 COOLING_S = 60.0  # a rate limit that names no reset time cools its agent this long
+PUBLISH_S = 0.5  # completed_tasks.json and current_state.md are rewritten at most this often
+RECENT = 20  # tasks listed in current_state.md; earlier ones are counted
 DETACHING = ("claude", "gemini")  # CLIs known to leave tool processes running in their own session
 
 
@@ -36,6 +38,9 @@ class Head:
         self.wake = asyncio.Event()
         self.stopping: str | None = None  # "now" or "drain"
         self.failures = 0
+        self.git = False  # whether the project is a git repository: then changes are read from it
+        self.completed: dict[int, str] = {}  # completed_tasks.json's entries, by task id
+        self.unpublished = asyncio.Event()
 
     @property
     def busy(self) -> dict[int, Slot]:
@@ -60,12 +65,17 @@ class Head:
             )
             for sig, how in ((signal.SIGTERM, "now"), (signal.SIGINT, "now"), (signal.SIGUSR1, "drain")):
                 asyncio.get_running_loop().add_signal_handler(sig, self.stop, how)
-            beat = asyncio.ensure_future(self._heartbeat())
+            self.git = await workspace.git(self.cfg.root, "rev-parse", "--git-dir") is not None
+            for task in await self.queue.finished():
+                self.completed[task.id] = context.completed_entry(task, task.output_file)
+            helpers = [asyncio.ensure_future(self._heartbeat()), asyncio.ensure_future(self._publish())]
             try:
                 await self._loop()
             finally:
-                beat.cancel()
                 await asyncio.gather(*(s.work for s in self.busy.values() if s.work), return_exceptions=True)
+                for helper in helpers:
+                    helper.cancel()
+                await self._publish_now()
                 self._sweep()
                 await self.queue.unregister()
                 log.info("head %d stopped", os.getpid())
@@ -144,7 +154,10 @@ class Head:
     async def _attempt(self, task: Task, slot: Slot) -> None:
         agent, adapter, stop = slot.agent, agents.adapter(slot.agent.type), slot.stop
         assert stop is not None
-        text = context.prompt(task, self.cfg)
+        # A task that finished a moment ago is in the prompt even before current_state.md is rewritten.
+        text, notes = context.prompt(
+            task, self.cfg, await self._block() if self.unpublished.is_set() else None
+        )
         on_stdin = agents.prompt_on_stdin(agent.type, agent.command, text)
         timeout = task.timeout_seconds or agent.timeout_seconds or self.cfg.task_queue.timeout_minutes * 60
         env = {**os.environ, **agent.env, process.QUEUE_VAR: str(self.db), process.TASK_VAR: task.name}
@@ -153,6 +166,8 @@ class Head:
         with open(log_path, "ab", buffering=0) as out:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             out.write(f"=== orchestrate: attempt {task.attempts + 1} on {slot.id} at {stamp} ===\n".encode())
+            out.write("".join(f"=== orchestrate: {note} ===\n" for note in notes).encode())
+            before = await workspace.snapshot(self.cfg, task.name) if self.git else None
             reader = adapter.Reader()
             try:
                 code, why = await process.run(
@@ -172,9 +187,18 @@ class Head:
                 return await self._requeue(task, str(exc))
         if why or agent.type in DETACHING:
             self._sweep(task.name)  # at once; other strays are found by the next heartbeat
-        await self._settle(task, slot, reader.finish(code), why, timeout)
+        changed = await workspace.changes(self.cfg, before, await workspace.snapshot(self.cfg, task.name))
+        await self._settle(task, slot, reader.finish(code), why, timeout, changed)
 
-    async def _settle(self, task: Task, slot: Slot, result: Result, why: str | None, timeout: float) -> None:
+    async def _settle(
+        self,
+        task: Task,
+        slot: Slot,
+        result: Result,
+        why: str | None,
+        timeout: float,
+        changed: list[str] | None,
+    ) -> None:
         now = self.now()
         slot.cost_usd += result.cost_usd or 0
         if why in ("cancelled", "stopped"):
@@ -198,9 +222,12 @@ class Head:
         )
         slot.tasks_done += 1
         self.failures += status == "failed"
-        output = (
-            None if status == "pending" else self._write_output(task, slot, status, attempts, result, error)
-        )
+        done = task._replace(
+            status=status, agent=slot.id, attempts=attempts, error=error, finished_at=now,
+            cost_usd=result.cost_usd, input_tokens=result.input_tokens, output_tokens=result.output_tokens,
+        )  # fmt: skip
+        # The output file comes first: a task that depends on this one may be claimed at once.
+        output = None if status == "pending" else self._write_output(done, result.message, changed)
         log.info("%s: %s on %s%s", task.name, status, slot.id, f": {error}" if error else "")
         await self.queue.update(
             task.id,
@@ -217,15 +244,14 @@ class Head:
             not_before=now + self.cfg.task_queue.retry_delay_seconds * 2 ** (attempts - 1),
             finished_at=None if status == "pending" else now,
         )
+        if status != "pending" and self.cfg.context.update_on_completion:
+            self.completed.pop(task.id, None)  # a task retried by hand moves to the end
+            self.completed[task.id] = context.completed_entry(done, output)
+            self.unpublished.set()
 
-    def _write_output(
-        self, task: Task, slot: Slot, status: str, n: int, result: Result, error: str | None
-    ) -> str | None:
+    def _write_output(self, task: Task, message: str, changed: list[str] | None) -> str | None:
         try:
-            facts = {"attempts": n, "error": error, "cost_usd": result.cost_usd}
-            return self._relative(
-                context.write_output(task, self.cfg, status, slot.id, result.message, **facts)
-            )
+            return self._relative(context.write_output(self.cfg, task, message, changed))
         except OSError as exc:
             log.error("%s: cannot write its output file: %s", task.name, exc)
             return None
@@ -257,6 +283,31 @@ class Head:
             slot.rss_mb = sum(kib for _, kib in procs) / 1024
             if (limit := self.cfg.performance.max_memory_mb) and slot.rss_mb > limit:
                 self._interrupt(slot, "memory")
+
+    async def _publish(self) -> None:
+        """Keep completed_tasks.json and current_state.md current, rewriting them at most every PUBLISH_S.
+
+        Each rewrite costs the same however many tasks finished since the last one, so a burst of
+        completions costs one rewrite, not one each.
+        """
+        while True:
+            await self.unpublished.wait()
+            await self._publish_now()
+            await asyncio.sleep(PUBLISH_S)
+
+    async def _publish_now(self) -> None:
+        if not self.unpublished.is_set():
+            return
+        self.unpublished.clear()
+        try:
+            context.write_completed(self.cfg, self.completed.values())
+            context.write_state(self.cfg, await self._block())
+        except (OSError, QueueBusy) as exc:
+            log.error("cannot update %s: %s", self.cfg.context.directory, exc)
+
+    async def _block(self) -> str:
+        recent, counts = await self.queue.recent(RECENT)
+        return context.state_block([context.Line(*r) for r in recent], counts)
 
     async def _heartbeat(self) -> None:
         while True:

@@ -167,3 +167,21 @@ class Queue:
                SELECT count(*) FROM tasks WHERE status = 'pending' AND id NOT IN stuck"""
         )
         return int(rows[0][0])
+
+    async def finished(self) -> list[store.Task]:
+        """Completed and failed tasks, in the order they finished."""
+        rows = await self._read(
+            f"{store.SELECT_TASKS} WHERE t.status IN ('completed', 'failed') ORDER BY t.finished_at, t.id"
+        )
+        return [store.task_from_row(r) for r in rows]
+
+    async def recent(self, limit: int) -> tuple[list[Any], dict[str, int]]:
+        """The latest tasks as current_state.md lists them, and the count of tasks in each state."""
+        rows = await self._read(
+            """SELECT id, description, status, agent, output_file,
+                   substr(coalesce(nullif(trim(result), ''), error), 1, 300)
+               FROM tasks ORDER BY id DESC LIMIT ?""",
+            limit,
+        )
+        counts = dict(await self._read("SELECT status, n FROM task_counts"))
+        return rows, {s: counts.get(s, 0) for s in store.STATES}

@@ -29,9 +29,11 @@ Behaviour is steered by directives anywhere in the prompt, `[fake:NAME]` or `[fa
     noise             harmless non-fatal error events (codex `{"type":"error"}` reconnect notice,
                       claude api_retry event, gemini warning event)
     exit=N            normal output, exit status N
+    echo=TEXT         the answer also quotes every prompt line containing TEXT ("I read: ...")
     noresult          events but no result object, exit 0
 
-Environment: FAKE_RECORD=/path.jsonl appends one line per start and one per normal finish;
+Only the task's own words steer a run (see own_words): the shared context that orchestrate adds
+to a prompt quotes other tasks. Environment: FAKE_RECORD=/path.jsonl appends one line per start and one per normal finish;
 FAKE_STATE_DIR (fail-times counters); FAKE_CHILD_PIDS (pids of `child` grandchildren);
 FAKE_ENFORCE_PERMISSIONS=1 makes writes depend on the permission flags as in the real CLIs
 (claude acceptEdits/bypassPermissions, codex workspace-write/danger-full-access, gemini
@@ -172,6 +174,13 @@ def task_line(prompt: str) -> str:
         if text and not text.startswith("#"):
             return text[:80]
     return "(empty prompt)"
+
+
+def own_words(prompt: str) -> str:
+    """The task's own text: orchestrate's prompt adds instructions and shared context after it,
+    which may quote other tasks (and their directives) that must not steer this run."""
+    own, found, _ = prompt.partition("\nYou are working in ")
+    return own if found else prompt
 
 
 def first_line(prompt: str) -> str:
@@ -1340,18 +1349,25 @@ def main(cli: str) -> NoReturn:
         finish(error.code, error.outcome)
     record({**start, "prompt": prompt, "prompt_source": source, "env": env, "time": time.time()})
 
-    directives = parse_directives(prompt)
+    own = own_words(prompt)
+    directives = parse_directives(own)
     failing = True
     if "fail-times" in directives:
-        failing = bump_run_count(directives, prompt) <= number(directives, "fail-times", 1)
+        failing = bump_run_count(directives, own) <= number(directives, "fail-times", 1)
+    plan = make_plan(cli, own, inv.can_write or os.environ.get("FAKE_ENFORCE_PERMISSIONS") != "1")
+    if directives.get("echo"):
+        quoted = [
+            line.strip() for line in prompt.splitlines() if directives["echo"] in DIRECTIVE.sub("", line)
+        ]
+        plan.answer += "".join(f"\nI read: {line}" for line in quoted)
     ctx = Context(
         cli=cli,
         inv=inv,
         prompt=prompt,
         directives=directives,
         failing=failing,
-        failure=pick_failure(directives, prompt, failing),
-        plan=make_plan(cli, prompt, inv.can_write or os.environ.get("FAKE_ENFORCE_PERMISSIONS") != "1"),
+        failure=pick_failure(directives, own, failing),
+        plan=plan,
     )
     agent = AGENTS[cli](ctx)
     signal.signal(signal.SIGINT, agent.interrupt)

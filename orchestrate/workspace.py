@@ -1,0 +1,58 @@
+"""Where a task runs, and what it changed there: read from git, never from the agent's own account."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+from orchestrate.config import Config
+from orchestrate.context import COMPLETED, STATE
+
+
+async def git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str | None:
+    """What git printed, or None if it failed (not a repository, or git not installed)."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "git", *args, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+    except OSError:
+        return None
+    out, _ = await proc.communicate()
+    return out.decode(errors="replace") if proc.returncode == 0 else None
+
+
+def _orchestrates(cfg: Config) -> list[str]:
+    """Pathspecs that leave out orchestrate's own files: they change with every task."""
+    db, ctx = cfg.task_queue.database, cfg.context.directory
+    own = [cfg.runtime_dir, db, *(db.with_name(db.name + s) for s in ("-wal", "-shm", "-journal"))]
+    own += [ctx / "agent_outputs", ctx / COMPLETED, ctx / STATE]
+    return [f":(exclude,literal){p.relative_to(cfg.root)}" for p in own if p.is_relative_to(cfg.root)]
+
+
+async def snapshot(cfg: Config, name: str) -> str | None:
+    """A git tree of the project as it is now, untracked files included; None outside a repository."""
+    index = await git(cfg.root, "rev-parse", "--git-path", "index")
+    if index is None:
+        return None
+    scratch = cfg.runtime_dir / f"{name}.index"  # a private index, so the user's staging is untouched
+    with contextlib.suppress(OSError):  # starting from git's own index makes `add` read only what changed
+        shutil.copyfile(cfg.root / index.strip(), scratch)
+    env = {**os.environ, "GIT_INDEX_FILE": str(scratch)}
+    try:
+        added = await git(cfg.root, "add", "--all", "--", ".", *_orchestrates(cfg), env=env)
+        tree = await git(cfg.root, "write-tree", env=env) if added is not None else None
+    finally:
+        scratch.unlink(missing_ok=True)
+    return tree.strip() if tree else None
+
+
+async def changes(cfg: Config, before: str | None, after: str | None) -> list[str] | None:
+    """The files that changed between two snapshots (`M src/app.py`); None without both snapshots."""
+    if not (before and after):
+        return None
+    diff = await git(cfg.root, "diff", "--name-status", "--no-renames", "--relative", before, after)
+    return None if diff is None else [" ".join(line.split("\t", 1)) for line in diff.splitlines()]
