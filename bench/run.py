@@ -60,10 +60,8 @@ def ms(seconds: float) -> str:
 
 def fill(db: Path, n: int) -> None:
     """A queue of `n` tasks across priorities and states, as a long-lived project has."""
-    batch = [
-        cli_store.NewTask(description=f"task {i}: refactor module {i % 97}", priority=i % 3) for i in range(n)
-    ]
-    with store.opened(db) as conn:
+    batch = [cli_store.NewTask(description=f"task {i}: refactor module {i % 97}", priority=i % 3) for i in range(n)]
+    with cli_store.opened(db) as conn:
         cli_store.add_tasks(conn, batch)
         conn.execute("UPDATE tasks SET status = 'completed' WHERE id % 4 = 0")
         conn.execute("UPDATE tasks SET status = 'failed', error = 'exit 1' WHERE id % 97 = 0")
@@ -106,9 +104,7 @@ def client_rows(runs: int) -> list[Row]:
     rows.append(Row('`python -c "import typer, yaml, sqlite3"` (floor)', ms(floor), "-", True))
     for name, value in medians.items():
         ok = value <= 1.25 * floor and value < 0.100
-        rows.append(
-            Row(f"`orchestrate {name}`", ms(value), f"{value / floor:.2f}x floor (<= 1.25x, < 100 ms)", ok)
-        )
+        rows.append(Row(f"`orchestrate {name}`", ms(value), f"{value / floor:.2f}x floor (<= 1.25x, < 100 ms)", ok))
     return rows
 
 
@@ -122,7 +118,7 @@ def orchestrate_run(n: int, root: Path) -> float:
     """Wall seconds of `orchestrate run` working `n` queued `true` tasks on 5 slots, in a new `root`."""
     root.mkdir()
     project(root, {"t": {"type": "command", "command": ["true"], "max_instances": 5}})
-    with store.opened(root / "tasks.db") as conn:
+    with cli_store.opened(root / "tasks.db") as conn:
         cli_store.add_tasks(conn, [cli_store.NewTask(description=f"task {i}") for i in range(n)])
     start = time.perf_counter()
     done = subprocess.run([EXE, "run"], cwd=root, env=ENV, capture_output=True, check=False)
@@ -130,7 +126,7 @@ def orchestrate_run(n: int, root: Path) -> float:
     if done.returncode != 0:
         tail = done.stderr.decode(errors="replace").strip().splitlines()[-3:]
         raise RuntimeError(f"orchestrate run exited {done.returncode}: {' | '.join(tail)}")
-    with store.opened(root / "tasks.db") as conn:
+    with cli_store.opened(root / "tasks.db") as conn:
         completed = cli_store.counts(conn)["completed"]
     if completed != n:
         raise RuntimeError(f"orchestrate run completed {completed} of {n} tasks")
@@ -182,7 +178,7 @@ def context_run(done: int, n: int, parent: Path) -> tuple[float, float]:
     root = parent / f"after-{done}"
     root.mkdir()
     project(root, {"t": {"type": "command", "command": ["true"], "max_instances": 5}})
-    with store.opened(root / "tasks.db") as conn:
+    with cli_store.opened(root / "tasks.db") as conn:
         cli_store.add_tasks(conn, [cli_store.NewTask(f"done {i}") for i in range(done)])
         conn.execute(
             """UPDATE tasks SET status = 'completed', agent = 't-1', attempts = 1, started_at = 1,
@@ -192,20 +188,19 @@ def context_run(done: int, n: int, parent: Path) -> tuple[float, float]:
     done_run = subprocess.run([EXE, "run"], cwd=root, env=ENV, capture_output=True, check=False)
     if done_run.returncode != 0:
         raise RuntimeError(f"orchestrate run exited {done_run.returncode}")
-    with store.opened(root / "tasks.db") as conn:
+    with cli_store.opened(root / "tasks.db") as conn:
         span = "SELECT min(started_at), max(finished_at) FROM tasks WHERE id > ?"
         first, last = conn.execute(span, (done,)).fetchone()
         rows = conn.execute(f"{store.SELECT_TASKS} WHERE t.status = 'completed'")
         tasks = [store.task_from_row(r) for r in rows]
     cfg = cli_config.load(root / "config.yaml")
-    entries = [context.completed_entry(t, t.output_file) for t in tasks]
-    lines = [
-        context.Line(t.id, t.description, t.status, t.agent, t.output_file, "Done.") for t in tasks[-20:]
-    ]
+    journal = context.Journal(cfg)
+    for t in tasks:
+        journal.add(t)
+    lines = [context.Line(t.id, t.description, t.status, t.agent, t.output_file, "Done.") for t in tasks[-20:]]
     start = time.perf_counter()
     for _ in range(20):
-        context.write_completed(cfg, entries)
-        context.write_state(cfg, context.state_block(lines, {"completed": len(tasks)}))
+        journal.write(context.state_block(lines, {"completed": len(tasks)}))
     rewrite = (time.perf_counter() - start) / 20
     return (last - first) / n, rewrite
 
@@ -298,7 +293,7 @@ def pickup_rows(pickups: int) -> list[Row]:
             return next((float(t) for name, t in map(str.split, lines) if name == task), None)
 
         def finished(task: str) -> store.Task | None:
-            with store.opened(root / "tasks.db") as conn:
+            with cli_store.opened(root / "tasks.db") as conn:
                 found = cli_store.get_task(conn, cli_store.parse_task_id(task))
             return found if found.status not in ("pending", "running") else None
 
@@ -330,8 +325,7 @@ def memory_rows() -> list[Row]:
     """The head's own resident memory while 5 agents run."""
     with tempfile.TemporaryDirectory() as tmp:
         root = project(
-            Path(tmp).resolve(),
-            {"sleep_agent": {"type": "command", "command": ["sleep", "5"], "max_instances": 5}},
+            Path(tmp).resolve(), {"sleep_agent": {"type": "command", "command": ["sleep", "5"], "max_instances": 5}}
         )
         with running_head(root) as pid:
             for i in range(5):

@@ -72,7 +72,7 @@ class Session:
         return loaded.with_database(self.db) if self.db else loaded
 
     def queue(self, *, create: bool = True) -> Any:
-        return store.opened(self.config.task_queue.database, create=create)
+        return cli_store.opened(self.config.task_queue.database, create=create)
 
 
 def _session(ctx: typer.Context) -> Session:
@@ -126,9 +126,7 @@ def add(
     after: list[str] = typer.Option([], "--after", help="Task(s) that must complete first."),
     timeout: float | None = typer.Option(None, "--timeout", help="Minutes before the agent is stopped."),
     context: list[Path] = typer.Option([], "--context", help="A file to give the agent; repeatable."),
-    max_retries: int | None = typer.Option(
-        None, "--max-retries", min=0, help="Retries after the first attempt."
-    ),
+    max_retries: int | None = typer.Option(None, "--max-retries", min=0, help="Retries after the first attempt."),
     file: Path | None = typer.Option(None, "--file", "-f", help="A YAML file of tasks to queue at once."),
 ) -> None:
     """Queue a task (or a file of tasks) and print its id."""
@@ -160,8 +158,7 @@ def add(
         typer.echo(store.task_name(task_id))
         if new.agent_type and new.agent_type not in known:
             typer.echo(
-                f"note: no agent {new.agent_type!r} is configured, so any agent may take"
-                f" {store.task_name(task_id)}",
+                f"note: no agent {new.agent_type!r} is configured, so any agent may take {store.task_name(task_id)}",
                 err=True,
             )
 
@@ -174,9 +171,7 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
         slots = cli_store.slots(conn) if head.running else []
         failures = cli_store.recent_failures(conn)
     if as_json:
-        _echo_json(
-            {"head": render.head_json(head), "counts": counts, "agents": [render.slot_json(s) for s in slots]}
-        )
+        _echo_json({"head": render.head_json(head), "counts": counts, "agents": [render.slot_json(s) for s in slots]})
         return
     typer.echo(f"head     {render.head_line(head)}")
     typer.echo(f"queue    {render.counts_line(counts)}")
@@ -333,9 +328,7 @@ def run(ctx: typer.Context, agents: str | None = typer.Option(None, "--agents", 
 
 
 @app.command()
-def stop(
-    ctx: typer.Context, wait: bool = typer.Option(False, "--wait", help="Let running tasks finish.")
-) -> None:
+def stop(ctx: typer.Context, wait: bool = typer.Option(False, "--wait", help="Let running tasks finish.")) -> None:
     """Stop the head: running tasks go back to the queue, or with --wait finish first."""
     from orchestrate import cli_lifecycle
 

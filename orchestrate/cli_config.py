@@ -84,9 +84,7 @@ def _agent(name: str, data: Any, where: str) -> AgentConfig:
     if kind not in AGENT_TYPES:
         if kind != name:
             raise ConfigError(f"{where}.type: expected one of {', '.join(AGENT_TYPES)}, got {kind!r}")
-        raise ConfigError(
-            f"{where}: {name!r} is not an agent type, so the entry needs type: ({'|'.join(AGENT_TYPES)})"
-        )
+        raise ConfigError(f"{where}: {name!r} is not an agent type, so the entry needs type: ({'|'.join(AGENT_TYPES)})")
     command = values.pop("command") or DEFAULT_COMMANDS.get(kind)
     if not command:
         raise ConfigError(f"{where}.command: required for a command agent")
@@ -98,9 +96,7 @@ def _agent(name: str, data: Any, where: str) -> AgentConfig:
     for key, value in env.items():
         if type(value) not in (str, int, float):
             raise ConfigError(f"{where}.env.{key}: expected a string or number (quote it), got {value!r}")
-    return AgentConfig(
-        name=name, type=kind, command=argv, env={str(k): str(v) for k, v in env.items()}, **values
-    )
+    return AgentConfig(name=name, type=kind, command=argv, env={str(k): str(v) for k, v in env.items()}, **values)
 
 
 def read_yaml(path: Path, error: type[Exception] = ConfigError, missing_ok: bool = False) -> Any:

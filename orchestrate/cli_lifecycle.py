@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrate import cli_store, store
+from orchestrate import cli_store
 from orchestrate.config import Config
 from orchestrate.errors import OrchestrateError
 
@@ -17,7 +17,7 @@ START_WAIT_S = 15.0
 
 
 def _head(cfg: Config) -> cli_store.Head:
-    with store.opened(cfg.task_queue.database, create=False) as conn:
+    with cli_store.opened(cfg.task_queue.database, create=False) as conn:
         return cli_store.head(conn)
 
 
@@ -28,9 +28,7 @@ def start_background(cfg: Config, child_argv: list[str]) -> tuple[int, Path]:
     cfg.runtime_dir.mkdir(parents=True, exist_ok=True)
     log = cfg.runtime_dir / "head.log"
     with log.open("ab") as out:
-        child = subprocess.Popen(
-            child_argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
-        )
+        child = subprocess.Popen(child_argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
     deadline = time.monotonic() + START_WAIT_S
     while time.monotonic() < deadline:
         if child.poll() is not None:

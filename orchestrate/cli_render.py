@@ -96,14 +96,7 @@ def task_agent(task: Task) -> str:
 def tasks_table(tasks: Sequence[Task], now: float | None = None) -> str:
     now = time.time() if now is None else now
     rows = [
-        (
-            t.name,
-            t.shown_status,
-            PRIORITY_NAMES[t.priority],
-            task_agent(t),
-            duration(now - t.created_at),
-            t.description,
-        )
+        (t.name, t.shown_status, PRIORITY_NAMES[t.priority], task_agent(t), duration(now - t.created_at), t.description)
         for t in tasks
     ]
     return table(("ID", "STATUS", "PRIORITY", "AGENT", "AGE", "DESCRIPTION"), rows)

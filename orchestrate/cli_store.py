@@ -5,13 +5,51 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, NamedTuple
 
-from orchestrate.errors import InvalidTransition, TaskNotFound, UsageError
-from orchestrate.store import PRIORITIES, SELECT_TASKS, STATES, Task, task_from_row, task_name, transaction
+from orchestrate.errors import ConfigError, InvalidTransition, QueueBusy, TaskNotFound, UsageError
+from orchestrate.store import (
+    BUSY_TIMEOUT_S,
+    PRIORITIES,
+    SELECT_TASKS,
+    STATES,
+    Task,
+    connect,
+    is_busy,
+    task_from_row,
+    task_name,
+    transaction,
+)
 
 HEARTBEAT_STALE_S = 10.0  # the head beats every second; this much silence means it is gone
+
+
+@contextmanager
+def opened(path: Path, *, create: bool = True) -> Iterator[sqlite3.Connection]:
+    """A connection to the queue at `path`, with SQLite's errors turned into ours.
+
+    Without `create`, a queue that does not exist yet reads as an empty one.
+    """
+    target = path if create or path.exists() else Path(":memory:")
+    try:
+        conn = connect(target)
+        try:
+            yield conn
+        finally:
+            conn.close()
+    except sqlite3.OperationalError as exc:
+        if is_busy(exc):
+            raise QueueBusy(
+                f"{path}: the queue is busy (another process held it locked for over {BUSY_TIMEOUT_S:g} s); try again"
+            ) from None
+        raise ConfigError(f"{path}: cannot use the queue ({exc}); check the path and its directory") from None
+    except sqlite3.DatabaseError as exc:
+        if type(exc) is not sqlite3.DatabaseError:  # integrity errors are our bugs
+            raise
+        raise ConfigError(f"{path}: not an orchestrate queue ({exc})") from None
 
 
 def parse_task_id(text: str) -> int:
@@ -64,13 +102,10 @@ def add_tasks(conn: sqlite3.Connection, batch: Sequence[NewTask], now: float | N
     with transaction(conn):
         wanted = sorted({d for new in batch for d in new.depends_on})
         found = {
-            r[0]
-            for r in conn.execute(f"SELECT id FROM tasks WHERE id IN ({','.join('?' * len(wanted))})", wanted)
+            r[0] for r in conn.execute(f"SELECT id FROM tasks WHERE id IN ({','.join('?' * len(wanted))})", wanted)
         }
         for missing in (d for d in wanted if d not in found):
-            raise TaskNotFound(
-                f"{task_name(missing)} does not exist, so nothing can wait for it; nothing was added"
-            )
+            raise TaskNotFound(f"{task_name(missing)} does not exist, so nothing can wait for it; nothing was added")
         ids = [_insert(conn, new, now) for new in batch]
         conn.executemany(
             "INSERT INTO deps (task_id, depends_on) VALUES (?, ?)",
@@ -134,19 +169,12 @@ def counts(conn: sqlite3.Connection) -> dict[str, int]:
 
 
 def recent_failures(conn: sqlite3.Connection, limit: int = 5) -> list[Task]:
-    rows = conn.execute(
-        f"{SELECT_TASKS} WHERE t.status = 'failed' ORDER BY t.finished_at DESC LIMIT ?", (limit,)
-    )
+    rows = conn.execute(f"{SELECT_TASKS} WHERE t.status = 'failed' ORDER BY t.finished_at DESC LIMIT ?", (limit,))
     return [task_from_row(r) for r in rows]
 
 
 def _transition(
-    conn: sqlite3.Connection,
-    task_id: int,
-    allowed: tuple[str, ...],
-    verb: str,
-    sql: str,
-    args: tuple[Any, ...],
+    conn: sqlite3.Connection, task_id: int, allowed: tuple[str, ...], verb: str, sql: str, args: tuple[Any, ...]
 ) -> Task:
     with transaction(conn):
         before = get_task(conn, task_id)

@@ -85,9 +85,7 @@ def _task(e: dict[str, Any], n: int, path: Path, root: Path, local: dict[str, in
         raise UsageError(f"{where}: {exc}") from None
 
 
-def _build(
-    e: dict[str, Any], label: str, path: Path, root: Path, local: dict[str, int], retries: int
-) -> NewTask:
+def _build(e: dict[str, Any], label: str, path: Path, root: Path, local: dict[str, int], retries: int) -> NewTask:
     description = e.get("description")
     if not isinstance(description, str) or not description.strip():
         raise UsageError("needs a description (a non-empty string)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -15,6 +15,7 @@ from orchestrate.store import Task, task_name
 ERROR_TAIL = 2000  # characters of the previous attempt's error given to a retry
 OVERVIEW, STATE, COMPLETED = "project_overview.md", "current_state.md", "completed_tasks.json"
 BEGIN, END = "<!-- orchestrate:begin -->", "<!-- orchestrate:end -->"
+RECENT = 20  # tasks listed in current_state.md's block; earlier ones are counted
 INSTRUCTIONS = """\
 You are working in {cwd}. Do what the task asks there; other agents may be working on other tasks
 in this project at the same time. The sections below are the project's shared context. When you
@@ -32,13 +33,8 @@ def prompt(task: Task, cfg: Config, block: str | None = None) -> tuple[str, list
     `block` is orchestrate's latest checklist when current_state.md has not been rewritten yet.
     """
     where = cfg.context.directory
-    files = [
-        (f"Project overview ({OVERVIEW})", where / OVERVIEW),
-        (f"Current state ({STATE})", where / STATE),
-    ]
-    files += [
-        (f"Output of {task_name(d)}, which this task builds on", output_path(cfg, d)) for d in task.depends_on
-    ]
+    files = [(f"Project overview ({OVERVIEW})", where / OVERVIEW), (f"Current state ({STATE})", where / STATE)]
+    files += [(f"Output of {task_name(d)}, which this task builds on", output_path(cfg, d)) for d in task.depends_on]
     files += [(f"Context file {name}", cfg.root / name) for name in task.context_files]
     sections = [f"# Task {task.name}\n\n{task.description}", INSTRUCTIONS.format(cwd=cfg.root)]
     notes, room = [], cfg.context.prompt_max_kb * 1024
@@ -51,9 +47,7 @@ def prompt(task: Task, cfg: Config, block: str | None = None) -> tuple[str, list
                 sections.append(f"## {title}\n\n{text}")
                 room -= size
             else:  # bounded whatever accumulates: the agent can open the file itself
-                sections.append(
-                    f"## {title}\n\n{path} ({size // 1024} KB) is too large to include: read it there."
-                )
+                sections.append(f"## {title}\n\n{path} ({size // 1024} KB) is too large to include: read it there.")
         except OSError as exc:
             notes.append(f"{path}: {exc.strerror}; left out of the prompt")
     if task.attempts and task.error:
@@ -88,9 +82,7 @@ def write_output(cfg: Config, task: Task, message: str, changes: Sequence[str] |
         "started": iso(task.started_at),
         "duration": took,
         "cost": f"${task.cost_usd:.4f}" if task.cost_usd is not None else None,
-        "tokens": f"{task.input_tokens or 0} in, {task.output_tokens or 0} out"
-        if task.input_tokens
-        else None,
+        "tokens": f"{task.input_tokens or 0} in, {task.output_tokens or 0} out" if task.input_tokens else None,
         "error": task.error,
     }
     lines = [f"# {task.name}: {task.description.splitlines()[0]}", ""]
@@ -107,15 +99,27 @@ def write_output(cfg: Config, task: Task, message: str, changes: Sequence[str] |
     return path
 
 
-def completed_entry(task: Task, output_file: str | None) -> str:
-    """The task's line in completed_tasks.json."""
-    entry = {"id": task.name, "description": task.description, "status": task.status, "agent": task.agent}
-    return json.dumps(entry | {"finished_at": iso(task.finished_at), "output_file": output_file})
+def entry(task: Task) -> str:
+    """The task's entry in completed_tasks.json."""
+    fields = ("description", "status", "agent", "output_file")
+    return json.dumps({"id": task.name, **{f: getattr(task, f) for f in fields}, "finished_at": iso(task.finished_at)})
 
 
-def write_completed(cfg: Config, entries: Iterable[str]) -> None:
-    """context/completed_tasks.json: a JSON list, one entry per finished task."""
-    write_atomic(cfg.context.directory / COMPLETED, "[\n" + ",\n".join(entries) + "\n]\n")
+class Journal:
+    """completed_tasks.json and orchestrate's block in current_state.md, as one head keeps them."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.entries: dict[int, str] = {}  # by task id, in the order the tasks finished
+
+    def add(self, task: Task) -> None:
+        self.entries.pop(task.id, None)  # a task retried by hand moves to the end
+        self.entries[task.id] = entry(task)
+
+    def write(self, block: str) -> None:
+        path = self.cfg.context.directory / COMPLETED
+        write_atomic(path, "[\n" + ",\n".join(self.entries.values()) + "\n]\n")
+        write_state(self.cfg, block)
 
 
 class Line(NamedTuple):
@@ -134,14 +138,11 @@ def state_block(recent: Sequence[Line], counts: dict[str, int]) -> str:
     lines = [BEGIN, f"## Tasks (kept by orchestrate, {iso(time.time())})", ""]
     for t in sorted(recent):
         done, what = t.status == "completed", " ".join(t.description.split())[:100]
-        note = {"completed": "done", "failed": "FAILED", "running": f"running on {t.agent}"}.get(
-            t.status, t.status
-        )
+        note = {"completed": "done", "failed": "FAILED", "running": f"running on {t.agent}"}.get(t.status, t.status)
         summary = " ".join((t.summary or "").split())[:160]
         see = f"; output in {t.output_file}" if t.output_file else ""
         lines.append(
-            f"- [{'x' if done else ' '}] {task_name(t.id)} {what} ({note}{see})"
-            + (f": {summary}" if summary else "")
+            f"- [{'x' if done else ' '}] {task_name(t.id)} {what} ({note}{see})" + (f": {summary}" if summary else "")
         )
     earlier = {s: n - sum(t.status == s for t in recent) for s, n in counts.items()}
     if sum(earlier.values()):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -24,6 +26,11 @@ class Slot:
     rss_mb: float | None = None
     tasks_done: int = 0
     cost_usd: float = 0.0
+
+    def interrupt(self, why: str | None) -> None:
+        """Stop the agent running here, for `why` (cancelled, stopped, memory); None does nothing."""
+        if why and self.stop and not self.stop.done():
+            self.stop.set_result(why)
 
     @property
     def takes(self) -> tuple[str, str]:
@@ -49,6 +56,16 @@ class Distributor:
             return "cooling", f"rate limited until {time.strftime('%H:%M:%S', time.localtime(until))}"
         return "idle", None
 
+    def missing(self) -> dict[str, str]:
+        """Agents whose program is not installed, by name: why each cannot run."""
+        agents = {s.agent.name: s.agent for s in self.slots}.values()
+        path = os.environ.get("PATH")
+        return {
+            a.name: f"{a.command[0]!r} is not installed or not on PATH"
+            for a in agents
+            if shutil.which(a.command[0], path=a.env.get("PATH", path)) is None
+        }
+
     def free(self, now: float) -> list[Slot]:
         """The idle slots in the order they take tasks: least-loaded agent first, in turn among ties."""
         idle = [s for s in self.slots if self.state(s, now)[0] == "idle"]
@@ -59,12 +76,7 @@ class Distributor:
 
     def known(self) -> set[str]:
         """Agents a task may wait for; one preferring any other goes to whoever is free."""
-        return {
-            k
-            for s in self.slots
-            if s.agent.name not in self.unavailable
-            for k in (s.agent.name, s.agent.type)
-        }
+        return {k for s in self.slots if s.agent.name not in self.unavailable for k in (s.agent.name, s.agent.type)}
 
     def rows(self, now: float) -> list[tuple[Any, ...]]:
         """Each slot as the agents table stores it (the column order of queue.PUT_SLOT)."""
@@ -72,16 +84,6 @@ class Distributor:
         for s in self.slots:
             task = s.task and s.task.id
             rows.append(
-                (
-                    *self.state(s, now),
-                    task,
-                    s.pid,
-                    s.rss_mb,
-                    s.since,
-                    s.tasks_done,
-                    s.cost_usd,
-                    s.id,
-                    s.agent.type,
-                )
+                (*self.state(s, now), task, s.pid, s.rss_mb, s.since, s.tasks_done, s.cost_usd, s.id, s.agent.type)
             )
         return rows

@@ -7,11 +7,11 @@ import contextlib
 import fcntl
 import logging
 import os
-import shutil
 import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from orchestrate import agents, context, process, workspace
 from orchestrate.agents import Result
@@ -26,7 +26,6 @@ HEARTBEAT_S = 1.0  # heartbeat, lease renewal, memory sampling and the sweep for
 WATCH_S = 0.05  # how often the head looks for another process's commit (add, cancel)
 COOLING_S = 60.0  # a rate limit that names no reset time cools its agent this long
 PUBLISH_S = 0.5  # completed_tasks.json and current_state.md are rewritten at most this often
-RECENT = 20  # tasks listed in current_state.md; earlier ones are counted
 DETACHING = ("claude", "gemini")  # CLIs known to leave tool processes running in their own session
 
 
@@ -39,7 +38,7 @@ class Head:
         self.stopping: str | None = None  # "now" or "drain"
         self.failures = 0
         self.git = False  # whether the project is a git repository: then changes are read from it
-        self.completed: dict[int, str] = {}  # completed_tasks.json's entries, by task id
+        self.journal = context.Journal(cfg)
         self.unpublished = asyncio.Event()
 
     @property
@@ -53,21 +52,17 @@ class Head:
         self.queue = await Queue.open(self.db)
         try:
             self._sweep()  # a dead head's agents die before their tasks are handed out again
-            for agent in {s.agent.name: s.agent for s in self.distributor.slots}.values():
-                if shutil.which(agent.command[0], path=agent.env.get("PATH", os.environ.get("PATH"))) is None:
-                    self._unavailable(agent.name, f"{agent.command[0]!r} is not installed or not on PATH")
+            for name, why in self.distributor.missing().items():
+                self._unavailable(name, why)
             log_file = str(self.cfg.runtime_dir / "head.log")
             if recovered := await self.queue.register(os.getpid(), log_file, self._slots(), self.now()):
                 log.info("%d task(s) left running by a head that died are pending again", recovered)
             pid_file.write_text(f"{os.getpid()}\n")
-            log.info(
-                "head %d on %s: %s", os.getpid(), self.db, ", ".join(s.id for s in self.distributor.slots)
-            )
+            log.info("head %d on %s: %s", os.getpid(), self.db, ", ".join(s.id for s in self.distributor.slots))
             for sig, how in ((signal.SIGTERM, "now"), (signal.SIGINT, "now"), (signal.SIGUSR1, "drain")):
                 asyncio.get_running_loop().add_signal_handler(sig, self.stop, how)
             self.git = await workspace.git(self.cfg.root, "rev-parse", "--git-dir") is not None
-            for task in await self.queue.finished():
-                self.completed[task.id] = context.completed_entry(task, task.output_file)
+            self.journal.entries.update({t.id: context.entry(t) for t in await self.queue.finished()})
             helpers = [asyncio.ensure_future(self._heartbeat()), asyncio.ensure_future(self._publish())]
             try:
                 await self._loop()
@@ -90,8 +85,7 @@ class Head:
         log.info("stopping (%s) with %d task(s) running", how, len(self.busy))
         self.stopping = "now" if "now" in (how, self.stopping) else how
         for slot in self.busy.values():
-            if how == "now" and slot.stop and not slot.stop.done():
-                slot.stop.set_result("stopped")
+            slot.interrupt("stopped" if how == "now" else None)
         self.wake.set()
 
     async def _loop(self) -> None:
@@ -110,7 +104,7 @@ class Head:
                 if (latest := await self.queue.data_version()) != version:
                     version = latest
                     for task_id, status in (await self.queue.statuses(self.busy)).items():
-                        self._interrupt(self.busy[task_id], "cancelled" if status == "cancelled" else None)
+                        self.busy[task_id].interrupt("cancelled" if status == "cancelled" else None)
                     break
             self.wake.clear()
 
@@ -132,17 +126,11 @@ class Head:
                 nothing_for.add(slot.agent.name)
                 continue
             slot.task, slot.since, slot.stop = task, self.now(), asyncio.get_running_loop().create_future()
-            slot.work = asyncio.ensure_future(self._work(slot))
+            slot.work = asyncio.ensure_future(self._work(slot, task))
 
-    def _interrupt(self, slot: Slot, why: str | None) -> None:
-        if why and slot.stop and not slot.stop.done():
-            slot.stop.set_result(why)
-
-    async def _work(self, slot: Slot) -> None:
-        assert slot.task
-        task = slot.task
+    async def _work(self, slot: Slot, task: Task) -> None:
         try:
-            await self._attempt(task, slot)
+            await self._attempt(slot, task)
         except Exception:
             log.exception("%s: unexpected error; the task goes back to pending", task.name)
             with contextlib.suppress(Exception):
@@ -151,53 +139,38 @@ class Head:
             slot.task = slot.pid = slot.rss_mb = slot.stop = slot.work = None
             self.wake.set()
 
-    async def _attempt(self, task: Task, slot: Slot) -> None:
-        agent, adapter, stop = slot.agent, agents.adapter(slot.agent.type), slot.stop
-        assert stop is not None
+    async def _attempt(self, slot: Slot, task: Task) -> None:
+        agent, adapter, cfg = slot.agent, agents.adapter(slot.agent.type), self.cfg
+        assert slot.stop is not None
         # A task that finished a moment ago is in the prompt even before current_state.md is rewritten.
-        text, notes = context.prompt(
-            task, self.cfg, await self._block() if self.unpublished.is_set() else None
-        )
+        text, notes = context.prompt(task, cfg, await self._block() if self.unpublished.is_set() else None)
         on_stdin = agents.prompt_on_stdin(agent.type, agent.command, text)
-        timeout = task.timeout_seconds or agent.timeout_seconds or self.cfg.task_queue.timeout_minutes * 60
+        timeout = task.timeout_seconds or agent.timeout_seconds or cfg.task_queue.timeout_minutes * 60
         env = {**os.environ, **agent.env, process.QUEUE_VAR: str(self.db), process.TASK_VAR: task.name}
-        log_path = self.cfg.root / str(task.log_file)  # set by the claim
+        log_path = cfg.root / str(task.log_file)  # set by the claim
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab", buffering=0) as out:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             out.write(f"=== orchestrate: attempt {task.attempts + 1} on {slot.id} at {stamp} ===\n".encode())
             out.write("".join(f"=== orchestrate: {note} ===\n" for note in notes).encode())
-            before = await workspace.snapshot(self.cfg, task.name) if self.git else None
-            reader = adapter.Reader()
+            before = await workspace.snapshot(cfg, task.name) if self.git else None
+            reader, argv = adapter.Reader(), adapter.argv(agent.command, None if on_stdin else text)
             try:
                 code, why = await process.run(
-                    adapter.argv(agent.command, None if on_stdin else text),
-                    cwd=str(self.cfg.root),
-                    env=env,
-                    stdin=text.encode() if on_stdin else None,
-                    log=out,
-                    reader=reader,
-                    timeout=timeout,
-                    grace=self.cfg.task_queue.kill_grace_seconds,
-                    stop=stop,
+                    argv, cwd=str(cfg.root), env=env, stdin=text.encode() if on_stdin else None, log=out,
+                    reader=reader, timeout=timeout, grace=cfg.task_queue.kill_grace_seconds, stop=slot.stop,
                     started=lambda pid: setattr(slot, "pid", pid),
-                )
+                )  # fmt: skip
             except AgentUnavailable as exc:
                 self._unavailable(agent.name, str(exc))
                 return await self._requeue(task, str(exc))
         if why or agent.type in DETACHING:
             self._sweep(task.name)  # at once; other strays are found by the next heartbeat
-        changed = await workspace.changes(self.cfg, before, await workspace.snapshot(self.cfg, task.name))
-        await self._settle(task, slot, reader.finish(code), why, timeout, changed)
+        changed = await workspace.changes(cfg, before, await workspace.snapshot(cfg, task.name) if before else None)
+        await self._settle(slot, task, reader.finish(code), why, timeout, changed)
 
     async def _settle(
-        self,
-        task: Task,
-        slot: Slot,
-        result: Result,
-        why: str | None,
-        timeout: float,
-        changed: list[str] | None,
+        self, slot: Slot, task: Task, result: Result, why: str | None, timeout: float, changed: list[str] | None
     ) -> None:
         now = self.now()
         slot.cost_usd += result.cost_usd or 0
@@ -207,46 +180,32 @@ class Head:
         if result.limited_until is not None and why is None:
             reset = max(result.limited_until, now + 1) if result.limited_until else now + COOLING_S
             until = self.distributor.cooling[slot.agent.name] = reset
-            log.warning(
-                "%s: %s hit a rate limit; cooling until %s", task.name, slot.agent.name, time.ctime(until)
-            )
+            log.warning("%s: %s hit a rate limit; cooling until %s", task.name, slot.agent.name, time.ctime(until))
             return await self._requeue(task, result.error)
-        limit = self.cfg.performance.max_memory_mb
         error = {
             "timeout": f"timed out after {timeout:g} s",
-            "memory": f"used {slot.rss_mb or 0:.0f} MB, over performance.max_memory_mb ({limit})",
+            "memory": f"used {slot.rss_mb or 0:.0f} MB, over performance.max_memory_mb ({self.cfg.performance.max_memory_mb})",
         }.get(why or "", result.error)
         attempts = task.attempts + 1
-        status = (
-            "completed" if result.ok and not why else "pending" if attempts <= task.max_retries else "failed"
-        )
+        status = "completed" if result.ok and not why else "pending" if attempts <= task.max_retries else "failed"
         slot.tasks_done += 1
         self.failures += status == "failed"
-        done = task._replace(
-            status=status, agent=slot.id, attempts=attempts, error=error, finished_at=now,
-            cost_usd=result.cost_usd, input_tokens=result.input_tokens, output_tokens=result.output_tokens,
-        )  # fmt: skip
-        # The output file comes first: a task that depends on this one may be claimed at once.
-        output = None if status == "pending" else self._write_output(done, result.message, changed)
         log.info("%s: %s on %s%s", task.name, status, slot.id, f": {error}" if error else "")
-        await self.queue.update(
-            task.id,
-            status=status,
-            attempts=attempts,
-            error=error,
-            result=result.message,
-            cost_usd=result.cost_usd,
-            input_tokens=result.input_tokens,
-            output_tokens=result.output_tokens,
-            session_id=result.session_id,
-            output_file=output,
-            pid=None,
-            not_before=now + self.cfg.task_queue.retry_delay_seconds * 2 ** (attempts - 1),
+        ended: dict[str, Any] = dict(
+            status=status, attempts=attempts, error=error, cost_usd=result.cost_usd,
+            input_tokens=result.input_tokens, output_tokens=result.output_tokens,
             finished_at=None if status == "pending" else now,
-        )
+        )  # fmt: skip
+        done = task._replace(agent=slot.id, **ended)
+        if status != "pending":  # the output file first: a task that builds on this one may start at once
+            done = done._replace(output_file=self._write_output(done, result.message, changed))
+        backoff = self.cfg.task_queue.retry_delay_seconds * 2 ** (attempts - 1)
+        await self.queue.update(
+            task.id, **ended, result=result.message, session_id=result.session_id,
+            output_file=done.output_file, pid=None, not_before=now + backoff,
+        )  # fmt: skip
         if status != "pending" and self.cfg.context.update_on_completion:
-            self.completed.pop(task.id, None)  # a task retried by hand moves to the end
-            self.completed[task.id] = context.completed_entry(done, output)
+            self.journal.add(done)
             self.unpublished.set()
 
     def _write_output(self, task: Task, message: str, changed: list[str] | None) -> str | None:
@@ -282,31 +241,26 @@ class Head:
                 continue
             slot.rss_mb = sum(kib for _, kib in procs) / 1024
             if (limit := self.cfg.performance.max_memory_mb) and slot.rss_mb > limit:
-                self._interrupt(slot, "memory")
+                slot.interrupt("memory")
 
     async def _publish(self) -> None:
-        """Keep completed_tasks.json and current_state.md current, rewriting them at most every PUBLISH_S.
-
-        Each rewrite costs the same however many tasks finished since the last one, so a burst of
-        completions costs one rewrite, not one each.
-        """
+        """Rewrite completed_tasks.json and current_state.md at most every PUBLISH_S: a burst of
+        completions costs one rewrite, however many tasks finished since the last."""
         while True:
             await self.unpublished.wait()
             await self._publish_now()
             await asyncio.sleep(PUBLISH_S)
 
     async def _publish_now(self) -> None:
-        if not self.unpublished.is_set():
-            return
-        self.unpublished.clear()
-        try:
-            context.write_completed(self.cfg, self.completed.values())
-            context.write_state(self.cfg, await self._block())
-        except (OSError, QueueBusy) as exc:
-            log.error("cannot update %s: %s", self.cfg.context.directory, exc)
+        if self.unpublished.is_set():
+            self.unpublished.clear()
+            try:
+                self.journal.write(await self._block())
+            except (OSError, QueueBusy) as exc:
+                log.error("cannot update %s: %s", self.cfg.context.directory, exc)
 
     async def _block(self) -> str:
-        recent, counts = await self.queue.recent(RECENT)
+        recent, counts = await self.queue.recent(context.RECENT)
         return context.state_block([context.Line(*r) for r in recent], counts)
 
     async def _heartbeat(self) -> None:

@@ -47,9 +47,7 @@ async def run(
         raise AgentUnavailable(f"cannot run {argv[0]!r}: {exc.strerror}") from None
     assert proc.stdout and proc.stderr
     started(proc.pid)  # also its process group: the agent leads a session of its own
-    pumps = [
-        asyncio.ensure_future(_pump(s, log, reader, s is proc.stderr)) for s in (proc.stdout, proc.stderr)
-    ]
+    pumps = [asyncio.ensure_future(_pump(s, log, reader, s is proc.stderr)) for s in (proc.stdout, proc.stderr)]
     if stdin is not None and proc.stdin:
         pumps.append(asyncio.ensure_future(_feed(proc.stdin, stdin)))
     exited = asyncio.ensure_future(proc.wait())
@@ -122,12 +120,7 @@ def strays(queue: str) -> dict[str, list[tuple[int, int]]]:
         except (OSError, ValueError, IndexError):
             continue  # gone meanwhile, or not ours to read
         task = next(
-            (
-                v[len(TASK_VAR) + 1 :].decode()
-                for v in environ.split(b"\0")
-                if v.startswith(f"{TASK_VAR}=".encode())
-            ),
-            "",
+            (v[len(TASK_VAR) + 1 :].decode() for v in environ.split(b"\0") if v.startswith(f"{TASK_VAR}=".encode())), ""
         )
         found.setdefault(task, []).append((int(entry.name), pages * page_kib))
     return found

@@ -105,10 +105,7 @@ class Queue:
         await self._write(
             ("UPDATE head SET heartbeat_at = ?", (now,)),
             *((lease, (now + LEASE_S, pid, task_id)) for task_id, pid in running),
-            (
-                "UPDATE tasks SET rank = 1 WHERE status = 'pending' AND rank = 2 AND created_at <= ?",
-                (now - AGING_S,),
-            ),
+            ("UPDATE tasks SET rank = 1 WHERE status = 'pending' AND rank = 2 AND created_at <= ?", (now - AGING_S,)),
             *((PUT_SLOT, s) for s in slots),
         )
 
@@ -145,9 +142,7 @@ class Queue:
         return bool(await self._write((sql, (*fields.values(), task_id))))
 
     async def statuses(self, ids: Collection[int]) -> dict[int, str]:
-        rows = await self._read(
-            f"SELECT id, status FROM tasks WHERE id IN ({','.join('?' * len(ids))})", *ids
-        )
+        rows = await self._read(f"SELECT id, status FROM tasks WHERE id IN ({','.join('?' * len(ids))})", *ids)
         return {r[0]: r[1] for r in rows}
 
     async def data_version(self) -> int:

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
-from orchestrate.errors import ConfigError, QueueBusy
+from orchestrate.errors import ConfigError
 from orchestrate.schema import MIGRATIONS
 
 BUSY_TIMEOUT_S = 5.0
@@ -67,32 +67,6 @@ def connect(path: Path) -> sqlite3.Connection:
 def is_busy(exc: sqlite3.OperationalError) -> bool:
     """Whether SQLite gave up waiting for another connection's lock."""
     return "locked" in str(exc) or "busy" in str(exc)
-
-
-@contextmanager
-def opened(path: Path, *, create: bool = True) -> Iterator[sqlite3.Connection]:
-    """A connection to the queue at `path`, with SQLite's errors turned into ours.
-
-    Without `create`, a queue that does not exist yet reads as an empty one.
-    """
-    target = path if create or path.exists() else Path(":memory:")
-    try:
-        conn = connect(target)
-        try:
-            yield conn
-        finally:
-            conn.close()
-    except sqlite3.OperationalError as exc:
-        if is_busy(exc):
-            raise QueueBusy(
-                f"{path}: the queue is busy (another process held it locked for over"
-                f" {BUSY_TIMEOUT_S:g} s); try again"
-            ) from None
-        raise ConfigError(f"{path}: cannot use the queue ({exc}); check the path and its directory") from None
-    except sqlite3.DatabaseError as exc:
-        if type(exc) is not sqlite3.DatabaseError:  # integrity errors are our bugs
-            raise
-        raise ConfigError(f"{path}: not an orchestrate queue ({exc})") from None
 
 
 class Task(NamedTuple):

@@ -16,9 +16,14 @@ async def git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str |
     """What git printed, or None if it failed (not a repository, or git not installed)."""
     try:
         proc = await asyncio.create_subprocess_exec(
-            "git", *args, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
+            "git",
+            *args,
+            cwd=cwd,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
     except OSError:
         return None
     out, _ = await proc.communicate()

@@ -82,7 +82,7 @@ def build(path: Path) -> None:
         cli_store.NewTask(description=d, priority=store.PRIORITIES[p], agent_type=a, after_new=after)
         for d, p, a, after, _ in TASKS
     ]
-    with store.opened(path) as conn:
+    with cli_store.opened(path) as conn:
         ids = cli_store.add_tasks(conn, batch, now=T0)
         for n, (task_id, (*_, fields)) in enumerate(zip(ids, TASKS, strict=True)):
             started = T0 + 60 * n

@@ -37,9 +37,7 @@ def set_status(task: int, status: str, **fields: object) -> None:
     """Play the head's part: move a task to `status` directly in the queue."""
     conn = sqlite3.connect("tasks.db")
     values = {"status": status, **fields}
-    conn.execute(
-        f"UPDATE tasks SET {', '.join(f'{k} = ?' for k in values)} WHERE id = ?", (*values.values(), task)
-    )
+    conn.execute(f"UPDATE tasks SET {', '.join(f'{k} = ?' for k in values)} WHERE id = ?", (*values.values(), task))
     conn.commit()
     conn.close()
 
@@ -172,9 +170,7 @@ def test_output_fits_80_columns() -> None:
     add("A very long description " * 20, "--agent", "gemini")
     for command in (("tasks",), ("status",), ("show", "1")):
         lines = invoke(*command).stdout.splitlines()
-        assert lines and all(len(line) <= 80 for line in lines if not line.startswith("task_001  A very")), (
-            command
-        )
+        assert lines and all(len(line) <= 80 for line in lines if not line.startswith("task_001  A very")), command
     row = invoke("tasks").stdout.splitlines()[1]
     assert len(row) <= 80 and row.endswith("…")
 
@@ -245,10 +241,7 @@ def test_task_ids_in_every_accepted_form() -> None:
 def test_forty_concurrent_adds_get_forty_distinct_ids(project: Path) -> None:
     procs = [
         subprocess.Popen(
-            [ORCHESTRATE, "add", f"concurrent task {n}"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            [ORCHESTRATE, "add", f"concurrent task {n}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         for n in range(40)
     ]
@@ -306,21 +299,14 @@ def test_client_commands_never_import_asyncio() -> None:
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
             "print(sorted(m for m in ('asyncio', 'aiosqlite') if m in sys.modules))"
         )
-        out = subprocess.run(
-            [Path(ORCHESTRATE).with_name("python"), "-c", code], capture_output=True, text=True
-        )
+        out = subprocess.run([Path(ORCHESTRATE).with_name("python"), "-c", code], capture_output=True, text=True)
         assert out.stdout.strip().splitlines()[-1] == "[]", (argv, out.stdout, out.stderr)
 
 
 def test_init_writes_a_working_project(project: Path) -> None:
     result = orchestrate("init")
     assert result.returncode == 0
-    for path in (
-        "config.yaml",
-        "context/project_overview.md",
-        "context/current_state.md",
-        "context/agent_outputs",
-    ):
+    for path in ("config.yaml", "context/project_overview.md", "context/current_state.md", "context/agent_outputs"):
         assert (project / path).exists(), path
     assert "<!-- orchestrate:begin -->" in (project / "context/current_state.md").read_text()
     assert orchestrate("add", "hello").stdout.strip() == "task_001"

@@ -49,11 +49,7 @@ def test_missing_or_empty_file_gives_the_defaults(project: Path, text: str | Non
     assert [(a.name, a.type, a.max_instances) for a in cfg.agents] == [("claude", "claude", 1)]
     assert cfg.agents[0].command == ("claude", "--dangerously-skip-permissions")
     assert cfg.task_queue == config.TaskQueueConfig(
-        database=root / "tasks.db",
-        timeout_minutes=30,
-        max_retries=3,
-        retry_delay_seconds=60,
-        kill_grace_seconds=30,
+        database=root / "tasks.db", timeout_minutes=30, max_retries=3, retry_delay_seconds=60, kill_grace_seconds=30
     )
     assert cfg.context == config.ContextConfig(directory=root / "context", update_on_completion=True)
     assert cfg.performance.max_memory_mb == 4096
@@ -66,14 +62,7 @@ def test_the_seed_shape_loads(project: Path) -> None:
     assert (claude.name, claude.type, claude.max_instances) == ("claude", "claude", 2)
     assert claude.command == ("claude", "--dangerously-skip-permissions")
     assert (codex.name, codex.type, codex.max_instances) == ("codex", "codex", 3)
-    assert codex.command == (
-        "codex",
-        "--ask-for-approval",
-        "never",
-        "--sandbox",
-        "danger-full-access",
-        "exec",
-    )
+    assert codex.command == ("codex", "--ask-for-approval", "never", "--sandbox", "danger-full-access", "exec")
     assert cfg.task_queue.database == root / "tasks.db"
     assert (cfg.task_queue.timeout_minutes, cfg.task_queue.max_retries) == (30, 3)
     assert cfg.context == config.ContextConfig(directory=root / "context", update_on_completion=True)
@@ -118,9 +107,7 @@ def test_invalid_agent_entries(text: str, message: str) -> None:
 
 
 def test_relative_paths_resolve_against_the_config_directory(project: Path) -> None:
-    cfg = load_text(
-        "task_queue: {database: q/queue.db}\ncontext: {directory: ./ctx}\n", name="sub/dir/c.yaml"
-    )
+    cfg = load_text("task_queue: {database: q/queue.db}\ncontext: {directory: ./ctx}\n", name="sub/dir/c.yaml")
     base = (project / "sub" / "dir").resolve()
     assert cfg.root == base
     assert cfg.task_queue.database == base / "q" / "queue.db"

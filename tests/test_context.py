@@ -21,7 +21,7 @@ def cfg_for(project: Path, **ctx: Any) -> Config:
 
 
 def add(project: Path, *batch: cli_store.NewTask) -> list[store.Task]:
-    with store.opened(project / "tasks.db") as conn:
+    with cli_store.opened(project / "tasks.db") as conn:
         ids = cli_store.add_tasks(conn, list(batch))
         return [cli_store.get_task(conn, i) for i in ids]
 
@@ -40,8 +40,7 @@ def test_the_prompt_layout(project: Path) -> None:
     write(context.output_path(cfg, dep.id), "# task_001: make a plan\n\nThe plan: two modules.\n")
     write(project / "docs/api.md", "GET /users\n")
     [child] = add(
-        project,
-        cli_store.NewTask("build it\nsecond line", depends_on=(dep.id,), context_files=("docs/api.md",)),
+        project, cli_store.NewTask("build it\nsecond line", depends_on=(dep.id,), context_files=("docs/api.md",))
     )
     text, notes = context.prompt(child._replace(attempts=1, error="x" * 5000 + "the tail"), cfg)
     assert notes == []
@@ -87,10 +86,7 @@ def test_large_files_are_named_and_the_whole_prompt_stays_bounded(project: Path)
     assert [n for n in notes if "current_state.md" not in n] == [] and "b" * 100 not in text
     assert f"{big} (8 KB) is too large to include: read it there." in text
     inlined = [p for p in smalls if p.read_text() in text]
-    assert [p.name for p in inlined] == [
-        "s0.md",
-        "s1.md",
-    ]  # 3 KB overview + 2 x 3 KB, then the 10 KB budget is spent
+    assert [p.name for p in inlined] == ["s0.md", "s1.md"]  # 3 KB overview + 2 x 3 KB, then the 10 KB budget is spent
     for p in smalls[2:]:
         assert f"{p} (2 KB) is too large to include" in text
     # However much context accumulates, what is copied in stays under the budget.
@@ -124,9 +120,7 @@ def test_the_block_is_replaced_and_the_rest_kept_byte_for_byte(project: Path) ->
 def test_the_block_lists_recent_tasks_and_counts_the_rest() -> None:
     recent = [
         context.Line(7, "seven", "running", "claude-1", None, None),
-        context.Line(
-            5, "five", "completed", "codex-1", "context/agent_outputs/task_005_output.md", "Made it.\nMore"
-        ),
+        context.Line(5, "five", "completed", "codex-1", "context/agent_outputs/task_005_output.md", "Made it.\nMore"),
         context.Line(6, "six", "failed", "claude-2", "context/agent_outputs/task_006_output.md", "exited 1"),
         context.Line(8, "eight", "pending", None, None, None),
     ]
@@ -241,7 +235,7 @@ def test_readers_never_see_a_partial_file_during_200_completions(project: Path) 
     state = project / "context/current_state.md"
     state.parent.mkdir()
     state.write_text("# Current state\n\nA person's notes.\n")
-    with store.opened(project / "tasks.db") as conn:
+    with cli_store.opened(project / "tasks.db") as conn:
         cli_store.add_tasks(conn, [cli_store.NewTask(f"task {i}") for i in range(200)])
     problems: list[str] = []
     reads = 0
@@ -255,9 +249,7 @@ def test_readers_never_see_a_partial_file_during_200_completions(project: Path) 
                 entries = json.loads(completed.read_text())
                 assert isinstance(entries, list)
                 text = state.read_text()
-                assert text.count(context.BEGIN) <= 1 and text.startswith(
-                    "# Current state\n\nA person's notes.\n"
-                )
+                assert text.count(context.BEGIN) <= 1 and text.startswith("# Current state\n\nA person's notes.\n")
                 reads += 1
             except FileNotFoundError:
                 continue

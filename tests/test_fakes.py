@@ -112,13 +112,7 @@ def test_success_prints_the_documented_format_and_creates_the_file(cli: str, pro
         deltas = [e for e in evs if e["type"] == "message" and e["role"] == "assistant"]
         assert len(deltas) >= 2 and all(e["delta"] is True for e in deltas)
         assert result["type"] == "result" and result["status"] == "success"
-        assert set(result["stats"]) >= {
-            "total_tokens",
-            "input_tokens",
-            "output_tokens",
-            "duration_ms",
-            "tool_calls",
-        }
+        assert set(result["stats"]) >= {"total_tokens", "input_tokens", "output_tokens", "duration_ms", "tool_calls"}
         assert result["stats"]["tool_calls"] == 1
 
 
@@ -163,13 +157,7 @@ def test_ratelimit(cli: str) -> None:
 
 
 def test_gemini_json_errors_go_to_stderr() -> None:
-    args = [
-        str(FAKES / "gemini"),
-        "--skip-trust",
-        "--output-format",
-        "json",
-        "--prompt=Busy [fake:ratelimit]",
-    ]
+    args = [str(FAKES / "gemini"), "--skip-trust", "--output-format", "json", "--prompt=Busy [fake:ratelimit]"]
     proc = run("gemini", None, args=args)
     assert proc.returncode == 173 and proc.stdout == ""
     error = json.loads(proc.stderr)["error"]

@@ -45,9 +45,7 @@ def status() -> dict[str, Any]:
 
 def wait_for(ref: str | int, *states: str, timeout: float = 60) -> dict[str, Any]:
     return wait_until(
-        lambda: (t := task(ref))["status"] in states and t,
-        timeout=timeout,
-        message=f"task {ref} to be {states}",
+        lambda: (t := task(ref))["status"] in states and t, timeout=timeout, message=f"task {ref} to be {states}"
     )
 
 
@@ -260,8 +258,7 @@ def test_a_rate_limit_cools_the_agent_and_spends_no_attempt(project: Path, fakes
     ok("start")
     ok("add", "limited [fake:ratelimit]", "--agent", "codex")
     wait_until(
-        lambda: any(a["state"] == "cooling" for a in json.loads(ok("agents", "--json"))),
-        message="codex to be cooling",
+        lambda: any(a["state"] == "cooling" for a in json.loads(ok("agents", "--json"))), message="codex to be cooling"
     )
     t = task(1)
     assert (t["status"], t["attempts"]) == ("pending", 0)
@@ -296,9 +293,7 @@ def test_a_300_kb_prompt_travels_on_stdin(project: Path, fakes: Path, cli: str) 
     assert run["cli"] == cli and run["prompt_source"] == "stdin" and "x" * 300_000 in run["prompt"]
 
 
-def test_the_root_refusal_says_how_to_fix_it(
-    project: Path, fakes: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_root_refusal_says_how_to_fix_it(project: Path, fakes: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if os.geteuid() != 0:
         pytest.skip("claude refuses --dangerously-skip-permissions only as root")
     monkeypatch.delenv("IS_SANDBOX")

@@ -22,12 +22,12 @@ LOW, NORMAL, HIGH = store.PRIORITIES["low"], store.PRIORITIES["normal"], store.P
 
 
 def add(db: Path, *batch: cli_store.NewTask, now: float = 0.0) -> list[int]:
-    with store.opened(db) as conn:
+    with cli_store.opened(db) as conn:
         return cli_store.add_tasks(conn, list(batch), now=now)
 
 
 def sql(db: Path, statement: str, *args: object) -> None:
-    with store.opened(db) as conn:
+    with cli_store.opened(db) as conn:
         conn.execute(statement, args)
 
 
@@ -38,13 +38,11 @@ def running(task_id: int) -> store.Task:
 
 
 def get(db: Path, task_id: int) -> store.Task:
-    with store.opened(db) as conn:
+    with cli_store.opened(db) as conn:
         return cli_store.get_task(conn, task_id)
 
 
-async def drain(
-    q: Queue, now: float = 1.0, takes: Collection[str] = ANY, known: Collection[str] = ANY
-) -> list[int]:
+async def drain(q: Queue, now: float = 1.0, takes: Collection[str] = ANY, known: Collection[str] = ANY) -> list[int]:
     """Claim until nothing is claimable; the ids in claim order."""
     ids = []
     while task := await q.claim("slot-1", takes, known, now):
@@ -122,7 +120,7 @@ async def test_runnable_excludes_tasks_behind_a_failed_or_cancelled_dependency(q
     )
     assert await q.runnable() == await q.pending() == 7
     sql(db, "UPDATE tasks SET status = 'failed' WHERE id = ?", a)
-    with store.opened(db) as conn:
+    with cli_store.opened(db) as conn:
         cli_store.cancel(conn, x, now=1.0)
     assert await q.pending() == 5  # B, C, D, E, Y
     assert await q.runnable() == 2  # D and E
@@ -197,7 +195,7 @@ def test_queues_in_four_threads_never_claim_the_same_task(db: Path) -> None:
 async def test_update_leaves_a_task_that_is_no_longer_running_alone(q: Queue, db: Path) -> None:
     keep, gone = add(db, cli_store.NewTask("keep"), cli_store.NewTask("gone"))
     assert await drain(q) == [keep, gone]
-    with store.opened(db) as conn:
+    with cli_store.opened(db) as conn:
         cli_store.cancel(conn, gone, now=5.0)
     assert not await q.update(gone, status="completed", finished_at=6.0, error=None)
     assert (get(db, gone).status, get(db, gone).finished_at) == ("cancelled", 5.0)

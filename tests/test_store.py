@@ -16,7 +16,7 @@ from orchestrate.errors import InvalidTransition, TaskNotFound, UsageError
 
 
 def test_a_new_queue_is_migrated_in_wal_mode(project: Path) -> None:
-    with store.opened(project / "q.db") as conn:
+    with cli_store.opened(project / "q.db") as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == len(schema.MIGRATIONS)
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
@@ -26,21 +26,21 @@ def test_a_new_queue_is_migrated_in_wal_mode(project: Path) -> None:
 
 
 def test_reopening_applies_no_migration_twice(project: Path) -> None:
-    with store.opened(project / "q.db") as conn:
+    with cli_store.opened(project / "q.db") as conn:
         cli_store.add_tasks(conn, [cli_store.NewTask("x")])
-    with store.opened(project / "q.db") as conn:
+    with cli_store.opened(project / "q.db") as conn:
         assert [t.description for t in cli_store.list_tasks(conn)] == ["x"]
 
 
 def test_ids_are_never_reused(project: Path) -> None:
-    with store.opened(project / "q.db") as conn:
+    with cli_store.opened(project / "q.db") as conn:
         cli_store.add_tasks(conn, [cli_store.NewTask("a"), cli_store.NewTask("b")])
         conn.execute("DELETE FROM tasks WHERE id = 2")
         assert cli_store.add_tasks(conn, [cli_store.NewTask("c")]) == [3]
 
 
 def test_counts_follow_every_change(project: Path) -> None:
-    with store.opened(project / "q.db") as conn:
+    with cli_store.opened(project / "q.db") as conn:
         cli_store.add_tasks(conn, [cli_store.NewTask(f"t{n}") for n in range(12)])
         conn.execute("UPDATE tasks SET status = 'running' WHERE id % 3 = 0")
         conn.execute("UPDATE tasks SET status = 'completed' WHERE id % 4 = 0")
@@ -52,7 +52,7 @@ def test_counts_follow_every_change(project: Path) -> None:
 
 
 def test_a_cycle_adds_nothing(project: Path) -> None:
-    with store.opened(project / "q.db") as conn:
+    with cli_store.opened(project / "q.db") as conn:
         batch = [
             cli_store.NewTask("a", after_new=(2,), label="a"),
             cli_store.NewTask("b", after_new=(0,), label="b"),
@@ -66,7 +66,7 @@ def test_a_cycle_adds_nothing(project: Path) -> None:
 
 
 def test_an_unknown_dependency_adds_nothing(project: Path) -> None:
-    with store.opened(project / "q.db") as conn:
+    with cli_store.opened(project / "q.db") as conn:
         cli_store.add_tasks(conn, [cli_store.NewTask("a")])
         with pytest.raises(TaskNotFound, match="task_009"):
             cli_store.add_tasks(conn, [cli_store.NewTask("b"), cli_store.NewTask("c", depends_on=(1, 9))])
@@ -74,7 +74,7 @@ def test_an_unknown_dependency_adds_nothing(project: Path) -> None:
 
 
 def test_blocked_is_derived_from_the_dependencies(project: Path) -> None:
-    with store.opened(project / "q.db") as conn:
+    with cli_store.opened(project / "q.db") as conn:
         cli_store.add_tasks(conn, [cli_store.NewTask("a"), cli_store.NewTask("b", after_new=(0,))])
         assert cli_store.get_task(conn, 2).blocked
         conn.execute("UPDATE tasks SET status = 'completed' WHERE id = 1")
@@ -83,7 +83,7 @@ def test_blocked_is_derived_from_the_dependencies(project: Path) -> None:
 
 
 def test_transitions_are_checked(project: Path) -> None:
-    with store.opened(project / "q.db") as conn:
+    with cli_store.opened(project / "q.db") as conn:
         cli_store.add_tasks(conn, [cli_store.NewTask("a")])
         with pytest.raises(InvalidTransition, match="task_001 is pending"):
             cli_store.retry(conn, 1)
@@ -93,9 +93,7 @@ def test_transitions_are_checked(project: Path) -> None:
             cli_store.cancel(conn, 2)
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"), [("task_001", 1), ("task_12", 12), ("7", 7), (" TASK_003 ", 3)]
-)
+@pytest.mark.parametrize(("text", "expected"), [("task_001", 1), ("task_12", 12), ("7", 7), (" TASK_003 ", 3)])
 def test_task_ids_parse(text: str, expected: int) -> None:
     assert cli_store.parse_task_id(text) == expected
     assert store.task_name(expected).startswith("task_")
@@ -117,10 +115,8 @@ def _register_head(conn: sqlite3.Connection, pid: int, host: str, beat: float) -
 
 def test_the_head_is_live_only_with_a_live_pid_and_a_fresh_heartbeat(project: Path) -> None:
     host, now = os.uname().nodename, time.time()
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
-    )
-    with store.opened(project / "q.db") as conn:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with cli_store.opened(project / "q.db") as conn:
         assert cli_store.head(conn).running is False
         _register_head(conn, os.getpid(), host, now)
         assert cli_store.head(conn, now=now + 1) == cli_store.Head(True, os.getpid(), now - 60, now, None)

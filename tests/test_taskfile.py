@@ -164,11 +164,7 @@ def test_a_cycle_adds_nothing(text: str) -> None:
             "tasks.yaml: task 1: depends_on: 'frobnicate' is neither a task in this file nor a task id",
             2,
         ),
-        (
-            "- description: x\n  context_files: [missing.md]\n",
-            "tasks.yaml: task 1: context file missing.md",
-            2,
-        ),
+        ("- description: x\n  context_files: [missing.md]\n", "tasks.yaml: task 1: context file missing.md", 2),
         ("- just a string\n- another\n", "tasks.yaml: task 1: expected a mapping", 2),
         ("- description: x\n  depends_on: [task_009]\n", "task_009 does not exist", 1),
     ],

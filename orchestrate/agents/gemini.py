@@ -9,12 +9,7 @@ from orchestrate.agents import JsonLines, Result
 
 def argv(command: tuple[str, ...], prompt: str | None) -> list[str]:
     # --prompt=TEXT, not -p TEXT, so that a prompt starting with "-" stays a value
-    return [
-        *command,
-        "--output-format",
-        "stream-json",
-        *([f"--prompt={prompt}"] if prompt is not None else []),
-    ]
+    return [*command, "--output-format", "stream-json", *([f"--prompt={prompt}"] if prompt is not None else [])]
 
 
 class Reader(JsonLines):

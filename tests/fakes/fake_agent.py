@@ -367,8 +367,7 @@ FORMATS = ("text", "json", "stream-json")
 
 def clap_error(argument: str, usage: str) -> UsageError:
     return UsageError(
-        f"error: unexpected argument '{argument}' found\n\nUsage: {usage}\n\nFor more information, try '--help'.",
-        2,
+        f"error: unexpected argument '{argument}' found\n\nUsage: {usage}\n\nFor more information, try '--help'.", 2
     )
 
 
@@ -461,9 +460,7 @@ def parse_gemini(args: list[str]) -> Invocation:
 # --- refusals and prompt reading -----------------------------------------------------------
 
 CLAUDE_ROOT = "--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons"
-CLAUDE_NO_INPUT = (
-    "Error: Input must be provided either through stdin or as a prompt argument when using --print"
-)
+CLAUDE_NO_INPUT = "Error: Input must be provided either through stdin or as a prompt argument when using --print"
 CLAUDE_STDIN_WAIT = (
     "Warning: no stdin data received in 3s, proceeding without it. If piping from a slow command,"
     " redirect stdin explicitly: < /dev/null to skip, or wait longer."
@@ -473,7 +470,9 @@ GEMINI_UNTRUSTED = (
     "Gemini CLI is not running in a trusted directory. To proceed, either use `--skip-trust`, set the"
     " `GEMINI_CLI_TRUST_WORKSPACE=true` environment variable, or trust this directory in interactive mode."
 )
-GEMINI_NO_INPUT = "No input provided via stdin. Input can be provided by piping data into gemini or using the --prompt option."
+GEMINI_NO_INPUT = (
+    "No input provided via stdin. Input can be provided by piping data into gemini or using the --prompt option."
+)
 
 
 def refuse(cli: str, inv: Invocation) -> None:
@@ -516,9 +515,7 @@ def read_prompt(cli: str, inv: Invocation, kind: str) -> tuple[str, str]:
                 return f"{arg}\n\n<stdin>\n{extra}\n</stdin>", "argv"
             return arg, "argv"
         if kind == "tty" and arg != "-":
-            raise UsageError(
-                "No prompt provided. Either specify one as an argument or pipe the prompt into stdin."
-            )
+            raise UsageError("No prompt provided. Either specify one as an argument or pipe the prompt into stdin.")
         if arg != "-":
             eprint("Reading prompt from stdin...")
         prompt = read_stdin() or ""
@@ -820,9 +817,7 @@ class Claude(Agent):
             },
             "context_management": None,
         }
-        return self.emit(
-            {"type": "assistant", "message": message, "parent_tool_use_id": None, **self.common()}
-        )
+        return self.emit({"type": "assistant", "message": message, "parent_tool_use_id": None, **self.common()})
 
     def text(self, text: str, synthetic: bool = False) -> int:
         return self.assistant({"type": "text", "text": text}, synthetic)
@@ -872,9 +867,7 @@ class Claude(Agent):
             if plan.allowed:
                 self.tool_result(tool_id, f"File created successfully at: {plan.path}")
             else:
-                denial = (
-                    f"Claude requested permissions to write to {plan.path}, but you haven't granted it yet."
-                )
+                denial = f"Claude requested permissions to write to {plan.path}, but you haven't granted it yet."
                 self.tool_result(tool_id, denial, is_error=True)
                 self.denials.append({"tool_name": "Write", "tool_use_id": tool_id, "tool_input": tool_input})
             self.turns += 1
@@ -1060,22 +1053,14 @@ class Codex(Agent):
     def work(self) -> None:
         plan = self.ctx.plan
         self.emit(
-            {
-                "type": "item.completed",
-                "item": {"id": self.next_id(), "type": "reasoning", "text": "**Planning**"},
-            }
+            {"type": "item.completed", "item": {"id": self.next_id(), "type": "reasoning", "text": "**Planning**"}}
         )
         if plan.filename is not None:
             self.message(f"I'll create {plan.filename}.")
             command = f"/bin/bash -lc \"cat > {plan.filename} <<'EOF'\n{plan.content}EOF\""
             item_id = self.next_id()
             started = {"id": item_id, "type": "command_execution", "command": command}
-            self.emit(
-                {
-                    "type": "item.started",
-                    "item": {**started, "aggregated_output": "", "status": "in_progress"},
-                }
-            )
+            self.emit({"type": "item.started", "item": {**started, "aggregated_output": "", "status": "in_progress"}})
             if plan.allowed:
                 done = {"aggregated_output": "", "exit_code": 0, "status": "completed"}
             else:
@@ -1185,9 +1170,7 @@ class Gemini(Agent):
         plan = self.ctx.plan
         if plan.path is not None and plan.allowed:
             params = {"file_path": str(plan.path), "content": plan.content}
-            for event in self.tool(
-                "write_file", params, f"Successfully created and wrote to new file: {plan.path}."
-            ):
+            for event in self.tool("write_file", params, f"Successfully created and wrote to new file: {plan.path}."):
                 self.emit(event)
             self.lines_added += plan.content.count("\n")
         while self.sent < len(self.chunks):
@@ -1214,11 +1197,7 @@ class Gemini(Agent):
             "thoughts": 0,
             "tool": 0,
         }
-        api = {
-            "totalRequests": self.tool_calls + 1,
-            "totalErrors": 0,
-            "totalLatencyMs": self.ctx.elapsed_ms(),
-        }
+        api = {"totalRequests": self.tool_calls + 1, "totalErrors": 0, "totalLatencyMs": self.ctx.elapsed_ms()}
         calls = self.tool_calls
         return {
             "models": {self.model: {"api": api, "tokens": tokens}},
@@ -1251,11 +1230,7 @@ class Gemini(Agent):
 
     def fail(self, failure: Failure) -> int:
         if failure.kind == "ratelimit":
-            kind, message, code = (
-                "TerminalQuotaError",
-                "You have exhausted your daily quota on this model.",
-                429,
-            )
+            kind, message, code = ("TerminalQuotaError", "You have exhausted your daily quota on this model.", 429)
         elif failure.kind == "auth":
             kind, code = "FatalAuthenticationError", 41
             message = (
@@ -1279,10 +1254,7 @@ class Gemini(Agent):
             error = {"type": kind, "message": message}
             self.emit(self.event("result", status="error", error=error, stats=self.stream_stats(0)))
         elif fmt == "json":
-            body = {
-                "session_id": self.ctx.session_id,
-                "error": {"type": kind, "message": message, "code": code},
-            }
+            body = {"session_id": self.ctx.session_id, "error": {"type": kind, "message": message, "code": code}}
             eprint(self.pretty(body))
         else:
             eprint(f"{kind}: {message}" if failure.kind == "ratelimit" else message)
@@ -1298,9 +1270,7 @@ class Gemini(Agent):
             self.emit(self.event("result", status="error", stats=self.stream_stats(self.ctx.elapsed_ms())))
         elif fmt == "json":
             body = {"session_id": self.ctx.session_id, "response": garbage, "stats": self.session_metrics()}
-            write_stdout(
-                self.pretty({**body, "error": {"type": "INVALID_STREAM", "message": message}}) + "\n"
-            )
+            write_stdout(self.pretty({**body, "error": {"type": "INVALID_STREAM", "message": message}}) + "\n")
         else:
             write_stdout(garbage + "\n")
             eprint(f"[ERROR] {message}")
@@ -1356,9 +1326,7 @@ def main(cli: str) -> NoReturn:
         failing = bump_run_count(directives, own) <= number(directives, "fail-times", 1)
     plan = make_plan(cli, own, inv.can_write or os.environ.get("FAKE_ENFORCE_PERMISSIONS") != "1")
     if directives.get("echo"):
-        quoted = [
-            line.strip() for line in prompt.splitlines() if directives["echo"] in DIRECTIVE.sub("", line)
-        ]
+        quoted = [line.strip() for line in prompt.splitlines() if directives["echo"] in DIRECTIVE.sub("", line)]
         plan.answer += "".join(f"\nI read: {line}" for line in quoted)
     ctx = Context(
         cli=cli,
