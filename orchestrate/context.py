@@ -92,7 +92,8 @@ def write_output(cfg: Config, task: Task, message: str, changes: Sequence[str] |
     lines += ["", "## Files changed", ""]
     if changes is None:
         lines.append("(not a git repository, so not tracked)")
-    lines += [f"- {change}" for change in changes or ["(none)"] if changes is not None]
+    else:
+        lines += [f"- {change}" for change in changes] or ["(none)"]
     lines += ["", "## Final message", "", message or "(none)", ""]
     path = output_path(cfg, task.id)
     write_atomic(path, "\n".join(lines))
