@@ -37,7 +37,7 @@ class Head:
         self.wake = asyncio.Event()
         self.stopping: str | None = None  # "now" or "drain"
         self.failures = 0
-        self.git = False  # whether the project is a git repository: then changes are read from it
+        self.repo: workspace.Repository | None = None  # where changes are read from, in a git project
         self.journal = context.Journal(cfg)
         self.unpublished = asyncio.Event()
 
@@ -61,7 +61,7 @@ class Head:
             log.info("head %d on %s: %s", os.getpid(), self.db, ", ".join(s.id for s in self.distributor.slots))
             for sig, how in ((signal.SIGTERM, "now"), (signal.SIGINT, "now"), (signal.SIGUSR1, "drain")):
                 asyncio.get_running_loop().add_signal_handler(sig, self.stop, how)
-            self.git = await workspace.git(self.cfg.root, "rev-parse", "--git-dir") is not None
+            self.repo = await workspace.repository(self.cfg)
             self.journal.entries.update({t.id: context.entry(t) for t in await self.queue.finished()})
             helpers = [asyncio.ensure_future(self._heartbeat()), asyncio.ensure_future(self._publish())]
             try:
@@ -153,7 +153,7 @@ class Head:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             out.write(f"=== orchestrate: attempt {task.attempts + 1} on {slot.id} at {stamp} ===\n".encode())
             out.write("".join(f"=== orchestrate: {note} ===\n" for note in notes).encode())
-            before = await workspace.snapshot(cfg, task.name) if self.git else None
+            before = await workspace.snapshot(cfg, self.repo, task.name)
             reader, argv = adapter.Reader(), adapter.argv(agent.command, None if on_stdin else text)
             try:
                 code, why = await process.run(
@@ -166,7 +166,8 @@ class Head:
                 return await self._requeue(task, str(exc))
         if why or agent.type in DETACHING:
             self._sweep(task.name)  # at once; other strays are found by the next heartbeat
-        changed = await workspace.changes(cfg, before, await workspace.snapshot(cfg, task.name) if before else None)
+        after = await workspace.snapshot(cfg, self.repo, task.name) if before else None
+        changed = await workspace.changes(cfg, self.repo, before, after)
         await self._settle(slot, task, reader.finish(code), why, timeout, changed)
 
     async def _settle(

@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 from orchestrate.config import Config
 from orchestrate.context import COMPLETED, STATE
@@ -38,15 +39,40 @@ def _orchestrates(cfg: Config) -> list[str]:
     return [f":(exclude,literal){p.relative_to(cfg.root)}" for p in own if p.is_relative_to(cfg.root)]
 
 
-async def snapshot(cfg: Config, name: str) -> str | None:
-    """A git tree of the project as it is now, untracked files included; None outside a repository."""
-    index = await git(cfg.root, "rev-parse", "--git-path", "index")
-    if index is None:
+class Repository(NamedTuple):
+    index_file: Path  # git's index, copied as a snapshot's starting point
+    objects: Path  # git's object store, read but never written
+
+
+async def repository(cfg: Config) -> Repository | None:
+    """The project's git repository, or None when it is not in one (or git is not installed)."""
+    out = await git(cfg.root, "rev-parse", "--git-path", "index", "--git-path", "objects")
+    if out is None:
         return None
-    scratch = cfg.runtime_dir / f"{name}.index"  # a private index, so the user's staging is untouched
+    index, objects = out.splitlines()[:2]
+    return Repository(cfg.root / index, cfg.root / objects)
+
+
+def _env(cfg: Config, repo: Repository, index: Path) -> dict[str, str]:
+    """Snapshots use a private index and object store (git's own are only read): the user's
+    staging area and .git are left exactly as they were."""
+    own = cfg.runtime_dir / "git-objects"
+    own.mkdir(parents=True, exist_ok=True)
+    return os.environ | {
+        "GIT_INDEX_FILE": str(index),
+        "GIT_OBJECT_DIRECTORY": str(own),
+        "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(repo.objects),
+    }
+
+
+async def snapshot(cfg: Config, repo: Repository | None, name: str) -> str | None:
+    """A git tree of the project as it is now, untracked files included; None outside a repository."""
+    if repo is None:
+        return None
+    scratch = cfg.runtime_dir / f"{name}.index"
     with contextlib.suppress(OSError):  # starting from git's own index makes `add` read only what changed
-        shutil.copyfile(cfg.root / index.strip(), scratch)
-    env = {**os.environ, "GIT_INDEX_FILE": str(scratch)}
+        shutil.copyfile(repo.index_file, scratch)
+    env = _env(cfg, repo, scratch)
     try:
         added = await git(cfg.root, "add", "--all", "--", ".", *_orchestrates(cfg), env=env)
         tree = await git(cfg.root, "write-tree", env=env) if added is not None else None
@@ -55,9 +81,10 @@ async def snapshot(cfg: Config, name: str) -> str | None:
     return tree.strip() if tree else None
 
 
-async def changes(cfg: Config, before: str | None, after: str | None) -> list[str] | None:
+async def changes(cfg: Config, repo: Repository | None, before: str | None, after: str | None) -> list[str] | None:
     """The files that changed between two snapshots (`M src/app.py`); None without both snapshots."""
-    if not (before and after):
+    if not (repo and before and after):
         return None
-    diff = await git(cfg.root, "diff", "--name-status", "--no-renames", "--relative", before, after)
+    env = _env(cfg, repo, cfg.runtime_dir / "unused.index")
+    diff = await git(cfg.root, "diff", "--name-status", "--no-renames", "--relative", before, after, env=env)
     return None if diff is None else [" ".join(line.split("\t", 1)) for line in diff.splitlines()]

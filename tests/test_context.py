@@ -175,7 +175,9 @@ def test_the_output_file_records_the_run_and_git_changes(project: Path, fakes: P
     (project / "old.txt").write_text("modified before the task: not its change\n")
     configure(project)
     ok("add", "Create NOTES.md for the team")
+    dot_git = sorted(str(p) for p in (project / ".git").rglob("*"))
     assert orchestrate("run").returncode == 0
+    assert sorted(str(p) for p in (project / ".git").rglob("*")) == dot_git  # git's own files untouched
     out = (project / "context/agent_outputs/task_001_output.md").read_text()
     header, changes = out.split("## Files changed")[0], out.split("## Files changed")[1].split("##")[0]
     assert header.startswith("# task_001: Create NOTES.md for the team\n")
