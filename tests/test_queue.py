@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator, Collection
 from concurrent.futures import ThreadPoolExecutor
@@ -234,3 +235,31 @@ def test_cooling_and_unavailable_slots_are_not_free() -> None:
     assert order(dist) == ["codex-1"]
     assert sorted(order(dist, now=11.0)) == ["claude-1", "codex-1"]
     assert dist.known() == {"claude", "codex"}
+
+
+async def test_a_claim_outwaits_another_process_holding_the_queue_locked(q: Queue, db: Path) -> None:
+    [tid] = add(db, cli_store.NewTask("only"))
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # as a long `orchestrate add` or a stuck client would
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    ticker = asyncio.ensure_future(tick())
+    claim = asyncio.ensure_future(q.claim("s-1", ANY, ANY, 1.0))
+    try:
+        async with asyncio.timeout(10):
+            while ticks < 20:  # far past the 20 ms a statement waits on the loop itself
+                await asyncio.sleep(0.01)
+        assert not claim.done()
+        other.execute("COMMIT")
+        async with asyncio.timeout(10):
+            task = await claim
+        assert task is not None and task.id == tid
+    finally:
+        ticker.cancel()
+        other.close()
