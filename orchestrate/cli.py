@@ -297,8 +297,10 @@ AGENTS_HELP = "Agent slots for this run, overriding the configuration, e.g. clau
 
 
 def _head_config(ctx: typer.Context, agents: str | None) -> Config:
-    cfg = _session(ctx).config
-    return cli_config.with_slots(cfg, agents) if agents else cfg
+    session = _session(ctx)
+    with session.queue():  # a queue file that is not one is exit 2 here, before any head starts
+        pass
+    return cli_config.with_slots(session.config, agents) if agents else session.config
 
 
 @app.command()

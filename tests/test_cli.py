@@ -259,6 +259,8 @@ def test_a_file_that_is_not_a_queue_is_refused_and_untouched(project: Path) -> N
     garbage.write_bytes(b"this is not sqlite\n" * 100)
     one_line_error(orchestrate("add", "x"), 2, "tasks.db", "not an orchestrate queue")
     one_line_error(orchestrate("status"), 2, "tasks.db")
+    for head in (("run",), ("start",), ("start", "--foreground")):  # no head starts on it, no traceback
+        one_line_error(orchestrate(*head), 2, "tasks.db", "not an orchestrate queue")
     assert garbage.read_bytes() == b"this is not sqlite\n" * 100
     other = project / "other.db"
     conn = sqlite3.connect(other)
