@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from orchestrate import agents, context, process, workspace
 from orchestrate.agents import Result
@@ -40,6 +40,7 @@ class Head:
         self.repo: workspace.Repository | None = None  # where changes are read from, in a git project
         self.journal = context.Journal(cfg)
         self.unpublished = asyncio.Event()
+        self.problems: set[str] = set()  # logged once each
 
     @property
     def busy(self) -> dict[int, Slot]:
@@ -62,7 +63,9 @@ class Head:
             for sig, how in ((signal.SIGTERM, "now"), (signal.SIGINT, "now"), (signal.SIGUSR1, "drain")):
                 asyncio.get_running_loop().add_signal_handler(sig, self.stop, how)
             self.repo = await workspace.repository(self.cfg)
-            self.journal.entries.update({t.id: context.entry(t) for t in await self.queue.finished()})
+            if self.cfg.context.update_on_completion:  # rebuilt from the queue: a head killed mid-way left it stale
+                self.journal.entries.update({t.id: context.entry(t) for t in await self.queue.finished()})
+                self.unpublished.set()
             helpers = [asyncio.ensure_future(self._heartbeat()), asyncio.ensure_future(self._publish())]
             try:
                 await self._loop()
@@ -70,6 +73,7 @@ class Head:
                 await asyncio.gather(*(s.work for s in self.busy.values() if s.work), return_exceptions=True)
                 for helper in helpers:
                     helper.cancel()
+                await asyncio.gather(*helpers, return_exceptions=True)
                 await self._publish_now()
                 self._sweep()
                 await self.queue.unregister()
@@ -147,9 +151,7 @@ class Head:
         on_stdin = agents.prompt_on_stdin(agent.type, agent.command, text)
         timeout = task.timeout_seconds or agent.timeout_seconds or cfg.task_queue.timeout_minutes * 60
         env = {**os.environ, **agent.env, process.QUEUE_VAR: str(self.db), process.TASK_VAR: task.name}
-        log_path = cfg.root / str(task.log_file)  # set by the claim
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab", buffering=0) as out:
+        with self._open_log(cfg.root / str(task.log_file)) as out:  # the claim set log_file
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             out.write(f"=== orchestrate: attempt {task.attempts + 1} on {slot.id} at {stamp} ===\n".encode())
             out.write("".join(f"=== orchestrate: {note} ===\n" for note in notes).encode())
@@ -209,12 +211,26 @@ class Head:
             self.journal.add(done)
             self.unpublished.set()
 
+    def _open_log(self, path: Path) -> BinaryIO:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return open(path, "ab", buffering=0)
+        except OSError as exc:  # a full disk must not stop the work: run the agent unlogged
+            self._once(f"cannot write agents' logs in {path.parent} ({exc.strerror}); running them unlogged")
+            return open(os.devnull, "ab", buffering=0)
+
     def _write_output(self, task: Task, message: str, changed: list[str] | None) -> str | None:
         try:
             return self._relative(context.write_output(self.cfg, task, message, changed))
         except OSError as exc:
-            log.error("%s: cannot write its output file: %s", task.name, exc)
+            self._once(f"cannot write output files in {self.cfg.context.directory} ({exc.strerror})")
             return None
+
+    def _once(self, problem: str) -> None:
+        """Log `problem` the first time it happens: a full disk would otherwise fill the log too."""
+        if problem not in self.problems:
+            self.problems.add(problem)
+            log.error("%s", problem)
 
     def _relative(self, path: Path) -> str:
         return str(path.relative_to(self.cfg.root)) if path.is_relative_to(self.cfg.root) else str(path)
@@ -257,7 +273,12 @@ class Head:
             self.unpublished.clear()
             try:
                 self.journal.write(await self._block())
-            except (OSError, QueueBusy) as exc:
+            except OSError as exc:
+                self._once(f"cannot update {self.cfg.context.directory} ({exc.strerror})")
+            except BaseException as exc:  # stopped or locked out mid-way: the next publish, or the last, writes it
+                self.unpublished.set()
+                if not isinstance(exc, QueueBusy):
+                    raise
                 log.error("cannot update %s: %s", self.cfg.context.directory, exc)
 
     async def _block(self) -> str:
