@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from orchestrate import agents, context, process, workspace
 from orchestrate.agents import Result
@@ -135,10 +135,11 @@ class Head:
     async def _work(self, slot: Slot, task: Task) -> None:
         try:
             await self._attempt(slot, task)
-        except Exception:
-            log.exception("%s: unexpected error; the task goes back to pending", task.name)
+        except Exception as exc:  # a bug, or the machine: a failed attempt, so it cannot loop hot
+            log.exception("%s: orchestrate could not run it", task.name)
             with contextlib.suppress(Exception):
-                await self._requeue(task, None)
+                failure = Result(False, "", f"orchestrate could not run it: {exc!r}; see the head's log")
+                await self._settle(slot, task, failure, None, 0, None)
         finally:
             slot.task = slot.pid = slot.rss_mb = slot.stop = slot.work = None
             self.wake.set()
@@ -151,7 +152,7 @@ class Head:
         on_stdin = agents.prompt_on_stdin(agent.type, agent.command, text)
         timeout = task.timeout_seconds or agent.timeout_seconds or cfg.task_queue.timeout_minutes * 60
         env = {**os.environ, **agent.env, process.QUEUE_VAR: str(self.db), process.TASK_VAR: task.name}
-        with self._open_log(cfg.root / str(task.log_file)) as out:  # the claim set log_file
+        with process.Log(cfg.root / str(task.log_file), self._once) as out:  # the claim set log_file
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             out.write(f"=== orchestrate: attempt {task.attempts + 1} on {slot.id} at {stamp} ===\n".encode())
             out.write("".join(f"=== orchestrate: {note} ===\n" for note in notes).encode())
@@ -210,14 +211,6 @@ class Head:
         if status != "pending" and self.cfg.context.update_on_completion:
             self.journal.add(done)
             self.unpublished.set()
-
-    def _open_log(self, path: Path) -> BinaryIO:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return open(path, "ab", buffering=0)
-        except OSError as exc:  # a full disk must not stop the work: run the agent unlogged
-            self._once(f"cannot write agents' logs in {path.parent} ({exc.strerror}); running them unlogged")
-            return open(os.devnull, "ab", buffering=0)
 
     def _write_output(self, task: Task, message: str, changed: list[str] | None) -> str | None:
         try:

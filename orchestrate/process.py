@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from orchestrate.agents import Output
@@ -19,13 +20,47 @@ LINE_MAX = 16_000_000  # a longer line is logged in full but not parsed
 DRAIN_S = 5.0  # after exit, how long a pipe held open by a stray may delay the end of a run
 
 
+class Log:
+    """A task's log, written while the disk allows: a full disk must not stop the work, so a write
+    that fails is reported once (to `trouble`) and the rest of the output goes unlogged."""
+
+    def __init__(self, path: Path, trouble: Callable[[str], None]) -> None:
+        self.path, self.trouble = path, trouble
+        self.file: BinaryIO | None = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(path, "ab", buffering=0)  # noqa: SIM115 (closed by __exit__)
+        except OSError as exc:
+            self._failed(exc)
+
+    def write(self, data: bytes) -> None:
+        try:
+            if self.file:
+                self.file.write(data)
+        except OSError as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: OSError) -> None:
+        self.trouble(f"cannot write agents' logs in {self.path.parent} ({exc.strerror}); running them unlogged")
+        self.__exit__()
+
+    def __enter__(self) -> Log:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.file:
+            with contextlib.suppress(OSError):
+                self.file.close()
+        self.file = None
+
+
 async def run(
     argv: list[str],
     *,
     cwd: str,
     env: dict[str, str],
     stdin: bytes | None,
-    log: BinaryIO,
+    log: Log,
     reader: Output,
     timeout: float,
     grace: float,
@@ -80,7 +115,7 @@ def signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-async def _pump(stream: asyncio.StreamReader, log: BinaryIO, reader: Output, stderr: bool) -> None:
+async def _pump(stream: asyncio.StreamReader, log: Log, reader: Output, stderr: bool) -> None:
     partial = b""
     while chunk := await stream.read(65536):
         log.write(chunk)

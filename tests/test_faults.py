@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -10,12 +11,14 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from conftest import alive, orchestrate, wait_until
 from test_head import configure, finished_ok, head_pid, no_agent_left, ok, started, status, task
 
-from orchestrate import cli_store
+from orchestrate import cli_config, cli_store, head
 
 
 def test_stop_with_five_agents_ignoring_sigterm_takes_the_grace_period_and_a_second(project: Path, fakes: Path) -> None:
@@ -66,11 +69,32 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(project: Path, fa
     }
 
 
-def test_unwritable_context_and_logs_do_not_stop_the_work(project: Path, fakes: Path) -> None:
+@pytest.fixture(params=["not-a-directory", "disk-full"])
+def unwritable(request: pytest.FixtureRequest, project: Path) -> Iterator[str]:
+    """The context and logs directories cannot be written: a file stands where each should be,
+    or each is a full 64 KB tmpfs (which needs root, as CI has)."""
+    dirs = [project / "ctx", project / ".orchestrate/logs"]
+    if request.param == "not-a-directory":
+        (project / ".orchestrate").mkdir()
+        for d in dirs:
+            d.write_text("a file where a directory should be\n")
+        yield request.param
+        return
+    for d in dirs:
+        d.mkdir(parents=True)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(d)], capture_output=True).returncode:
+            pytest.skip("mounting a tmpfs needs root")
+        with open(d / "filler", "wb") as f, contextlib.suppress(OSError):
+            f.write(b"x" * 200_000)  # ENOSPC part-way: the disk is full
+    try:
+        yield request.param
+    finally:
+        for d in dirs:
+            subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def test_unwritable_context_and_logs_do_not_stop_the_work(project: Path, fakes: Path, unwritable: str) -> None:
     configure(project, more="context:\n  directory: ctx\n")
-    (project / "ctx").write_text("a file where the context directory should be\n")
-    (project / ".orchestrate").mkdir()
-    (project / ".orchestrate/logs").write_text("a file where the logs directory should be\n")
     for n in range(3):
         ok("add", f"task {n}")
     done = orchestrate("run")
@@ -124,3 +148,26 @@ def test_an_invalid_config_edit_leaves_the_running_head_alone(project: Path, fak
     (project / "config.yaml").write_text(good)
     assert head_pid() == head and task(1)["status"] == "completed"
     ok("stop")
+
+
+async def test_an_unexpected_error_is_a_failed_attempt_not_a_hot_loop(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (project / "config.yaml").write_text(
+        "agents:\n  t: {type: command, command: [sh, -c, 'echo ok']}\ntask_queue: {retry_delay_seconds: 0.01}\n"
+    )
+    with cli_store.opened(project / "tasks.db") as conn:
+        cli_store.add_tasks(conn, [cli_store.NewTask("meets a bug", max_retries=2)])
+    calls = 0
+
+    async def broken(self: head.Head, slot: object, task: object) -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("a bug in the head")
+
+    monkeypatch.setattr(head.Head, "_attempt", broken)
+    assert await head.Head(cli_config.load(project / "config.yaml"), until_idle=True).run() == 1
+    with cli_store.opened(project / "tasks.db") as conn:
+        failed = cli_store.get_task(conn, 1)
+    assert (failed.status, failed.attempts, calls) == ("failed", 3, 3)
+    assert failed.error == "orchestrate could not run it: RuntimeError('a bug in the head'); see the head's log"
