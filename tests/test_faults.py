@@ -69,10 +69,10 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(project: Path, fa
     }
 
 
-@pytest.fixture(params=["not-a-directory", "disk-full"])
+@pytest.fixture(params=["not-a-directory", "disk-full", "read-only"])
 def unwritable(request: pytest.FixtureRequest, project: Path) -> Iterator[str]:
     """The context and logs directories cannot be written: a file stands where each should be,
-    or each is a full 64 KB tmpfs (which needs root, as CI has)."""
+    or each is a full 64 KB tmpfs, or a read-only one (mounts need root, as CI has)."""
     dirs = [project / "ctx", project / ".orchestrate/logs"]
     if request.param == "not-a-directory":
         (project / ".orchestrate").mkdir()
@@ -82,9 +82,10 @@ def unwritable(request: pytest.FixtureRequest, project: Path) -> Iterator[str]:
         return
     for d in dirs:
         d.mkdir(parents=True)
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(d)], capture_output=True).returncode:
+        options = "size=64k" + (",ro" if request.param == "read-only" else "")
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(d)], capture_output=True).returncode:
             pytest.skip("mounting a tmpfs needs root")
-        with open(d / "filler", "wb") as f, contextlib.suppress(OSError):
+        with contextlib.suppress(OSError), open(d / "filler", "wb") as f:
             f.write(b"x" * 200_000)  # ENOSPC part-way: the disk is full
     try:
         yield request.param
