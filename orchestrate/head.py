@@ -204,7 +204,7 @@ class Head:
         if status != "pending":  # the output file first: a task that builds on this one may start at once
             done = done._replace(output_file=self._write_output(done, result.message, changed))
         backoff = self.cfg.task_queue.retry_delay_seconds * 2 ** (attempts - 1)
-        await self.queue.update(
+        await self._record(
             task.id, **ended, result=result.message, session_id=result.session_id,
             output_file=done.output_file, pid=None, not_before=now + backoff,
         )  # fmt: skip
@@ -231,7 +231,17 @@ class Head:
     async def _requeue(self, task: Task, error: str | None) -> None:
         """Back to pending without spending an attempt: the run was not the task's fault."""
         fields = {"error": error} if error else {}
-        await self.queue.update(task.id, status="pending", agent=None, pid=None, started_at=None, **fields)
+        await self._record(task.id, status="pending", agent=None, pid=None, started_at=None, **fields)
+
+    async def _record(self, task_id: int, **fields: Any) -> None:
+        """Write what became of a run, however long another process holds the queue: a result
+        that was dropped would leave the task running, to be run again by the next head."""
+        while True:
+            try:
+                await self.queue.update(task_id, **fields)
+                return
+            except QueueBusy as exc:  # each try waits out the busy timeout: this never spins
+                self._once(f"cannot record results: {exc}; still trying")
 
     def _slots(self) -> list[tuple[object, ...]]:
         return self.distributor.rows(self.now())
@@ -284,7 +294,9 @@ class Head:
                 self._sweep()
                 running = [(s.task.id, s.pid) for s in self.distributor.slots if s.task]
                 await self.queue.heartbeat(self.now(), running, self._slots())
-            except Exception:  # a busy queue or a full disk: say so, and beat again
+            except QueueBusy as exc:
+                log.warning("heartbeat: %s", exc)
+            except Exception:  # a bug: say so, and beat again
                 log.exception("heartbeat failed")
             await asyncio.sleep(HEARTBEAT_S)
 

@@ -110,8 +110,8 @@ def test_unwritable_context_and_logs_do_not_stop_the_work(project: Path, fakes: 
 def test_a_queue_locked_past_the_busy_timeout_delays_nothing_for_good(project: Path, fakes: Path) -> None:
     configure(project)
     ok("start")
-    ok("add", "before the lock")
-    wait_until(lambda: task(1)["status"] == "completed", message="the first task")
+    ok("add", "finishes while the queue is locked [fake:sleep=1]")
+    wait_until(lambda: started(fakes), message="the agent to start")
     locker = subprocess.Popen(
         [
             sys.executable,
@@ -124,15 +124,19 @@ def test_a_queue_locked_past_the_busy_timeout_delays_nothing_for_good(project: P
         text=True,
     )
     assert locker.stdout and locker.stdout.readline().strip() == "locked"
-    busy = orchestrate("add", "during the lock")
+    busy = orchestrate("add", "during the lock")  # waits out the 5 s busy timeout, then says so
     assert busy.returncode == 1 and "busy" in busy.stderr and len(busy.stderr.strip().splitlines()) == 1
+    assert finished_ok(fakes)  # the agent finished while its result could not be written
     assert locker.wait(timeout=30) == 0
+    first = wait_until(lambda: (t := task(1))["status"] == "completed" and t, message="its result, once the lock went")
+    assert first["attempts"] == 1 and len(started(fakes)) == 1  # recorded once, not run again
     ok("add", "after the lock")
     wait_until(lambda: task(2)["status"] == "completed", message="the task added after the lock")
     assert status()["head"]["running"]  # the head rode it out
     ok("stop")
     with sqlite3.connect(project / "tasks.db") as conn:
         assert conn.execute("SELECT count(*) FROM tasks").fetchone()[0] == 2  # nothing lost, nothing extra
+    assert "Traceback" not in (project / ".orchestrate/head.log").read_text()
 
 
 def test_an_invalid_config_edit_leaves_the_running_head_alone(project: Path, fakes: Path) -> None:
