@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 from orchestrate.config import Config
+from orchestrate.errors import QueueBusy
 from orchestrate.store import Task, task_name
 
 ERROR_TAIL = 2000  # characters of the previous attempt's error given to a retry
 OVERVIEW, STATE, COMPLETED = "project_overview.md", "current_state.md", "completed_tasks.json"
 BEGIN, END = "<!-- orchestrate:begin -->", "<!-- orchestrate:end -->"
 RECENT = 20  # tasks listed in current_state.md's block; earlier ones are counted
+PUBLISH_S = 0.5  # completed_tasks.json and current_state.md are rewritten at most this often
 INSTRUCTIONS = """\
 You are working in {cwd}. Do what the task asks there; other agents may be working on other tasks
 in this project at the same time. The sections below are the project's shared context. When you
@@ -107,20 +110,52 @@ def entry(task: Task) -> str:
 
 
 class Journal:
-    """completed_tasks.json and orchestrate's block in current_state.md, as one head keeps them."""
+    """completed_tasks.json and orchestrate's block in current_state.md, as one head keeps them.
 
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
+    They are rewritten at most every PUBLISH_S: a burst of completions costs one rewrite, however
+    many tasks finished since the last, and a prompt built meanwhile gets the newest block.
+    """
+
+    def __init__(self, cfg: Config, block: Callable[[], Awaitable[str]], trouble: Callable[[str], None]) -> None:
+        self.cfg, self.block, self.trouble = cfg, block, trouble
         self.entries: dict[int, str] = {}  # by task id, in the order the tasks finished
+        self.stale = asyncio.Event()
+
+    def load(self, finished: Iterable[Task]) -> None:
+        """Start from the queue's record: a head killed mid-way may have left the files behind."""
+        self.entries.update({t.id: entry(t) for t in finished})
+        self.stale.set()
 
     def add(self, task: Task) -> None:
         self.entries.pop(task.id, None)  # a task retried by hand moves to the end
         self.entries[task.id] = entry(task)
+        self.stale.set()
 
-    def write(self, block: str) -> None:
-        path = self.cfg.context.directory / COMPLETED
-        write_atomic(path, "[\n" + ",\n".join(self.entries.values()) + "\n]\n")
-        write_state(self.cfg, block)
+    async def fresh_block(self) -> str | None:
+        """The newest block while current_state.md lags behind it, for a prompt."""
+        return await self.block() if self.stale.is_set() else None
+
+    async def keep(self) -> None:
+        while True:
+            await self.stale.wait()
+            await self.publish()
+            await asyncio.sleep(PUBLISH_S)
+
+    async def publish(self) -> None:
+        if not self.stale.is_set():
+            return
+        self.stale.clear()
+        try:
+            block = await self.block()
+            write_atomic(self.cfg.context.directory / COMPLETED, "[\n" + ",\n".join(self.entries.values()) + "\n]\n")
+            write_state(self.cfg, block)
+        except OSError as exc:
+            self.trouble(f"cannot update {self.cfg.context.directory} ({exc.strerror})")
+        except BaseException as exc:  # stopped or locked out mid-way: the next publish, or the last, writes it
+            self.stale.set()
+            if not isinstance(exc, QueueBusy):
+                raise
+            self.trouble(f"cannot update {self.cfg.context.directory}: {exc}")
 
 
 class Line(NamedTuple):

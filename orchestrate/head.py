@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 HEARTBEAT_S = 1.0  # heartbeat, lease renewal, memory sampling and the sweep for strays
 WATCH_S = 0.05  # how often the head looks for another process's commit (add, cancel)
 COOLING_S = 60.0  # a rate limit that names no reset time cools its agent this long
-PUBLISH_S = 0.5  # completed_tasks.json and current_state.md are rewritten at most this often
 DETACHING = ("claude", "gemini")  # CLIs known to leave tool processes running in their own session
 
 
@@ -38,8 +37,7 @@ class Head:
         self.stopping: str | None = None  # "now" or "drain"
         self.failures = 0
         self.repo: workspace.Repository | None = None  # where changes are read from, in a git project
-        self.journal = context.Journal(cfg)
-        self.unpublished = asyncio.Event()
+        self.journal = context.Journal(cfg, self._block, self._once)
         self.problems: set[str] = set()  # logged once each
 
     @property
@@ -56,7 +54,9 @@ class Head:
             for name, why in self.distributor.missing().items():
                 self._unavailable(name, why)
             log_file = str(self.cfg.runtime_dir / "head.log")
-            if recovered := await self.queue.register(os.getpid(), log_file, self._slots(), self.now()):
+            if recovered := await self.queue.register(
+                os.getpid(), log_file, self.distributor.rows(self.now()), self.now()
+            ):
                 log.info("%d task(s) left running by a head that died are pending again", recovered)
             pid_file.write_text(f"{os.getpid()}\n")
             log.info("head %d on %s: %s", os.getpid(), self.db, ", ".join(s.id for s in self.distributor.slots))
@@ -64,9 +64,8 @@ class Head:
                 asyncio.get_running_loop().add_signal_handler(sig, self.stop, how)
             self.repo = await workspace.repository(self.cfg)
             if self.cfg.context.update_on_completion:  # rebuilt from the queue: a head killed mid-way left it stale
-                self.journal.entries.update({t.id: context.entry(t) for t in await self.queue.finished()})
-                self.unpublished.set()
-            helpers = [asyncio.ensure_future(self._heartbeat()), asyncio.ensure_future(self._publish())]
+                self.journal.load(await self.queue.finished())
+            helpers = [asyncio.ensure_future(self._heartbeat()), asyncio.ensure_future(self.journal.keep())]
             try:
                 await self._loop()
             finally:
@@ -74,7 +73,7 @@ class Head:
                 for helper in helpers:
                     helper.cancel()
                 await asyncio.gather(*helpers, return_exceptions=True)
-                await self._publish_now()
+                await self.journal.publish()
                 self._sweep()
                 await self.queue.unregister()
                 log.info("head %d stopped", os.getpid())
@@ -148,7 +147,7 @@ class Head:
         agent, adapter, cfg = slot.agent, agents.adapter(slot.agent.type), self.cfg
         assert slot.stop is not None
         # A task that finished a moment ago is in the prompt even before current_state.md is rewritten.
-        text, notes = context.prompt(task, cfg, await self._block() if self.unpublished.is_set() else None)
+        text, notes = context.prompt(task, cfg, await self.journal.fresh_block())
         on_stdin = agents.prompt_on_stdin(agent.type, agent.command, text)
         timeout = task.timeout_seconds or agent.timeout_seconds or cfg.task_queue.timeout_minutes * 60
         env = {**os.environ, **agent.env, process.QUEUE_VAR: str(self.db), process.TASK_VAR: task.name}
@@ -210,7 +209,6 @@ class Head:
         )  # fmt: skip
         if status != "pending" and self.cfg.context.update_on_completion:
             self.journal.add(done)
-            self.unpublished.set()
 
     def _write_output(self, task: Task, message: str, changed: list[str] | None) -> str | None:
         try:
@@ -243,9 +241,6 @@ class Head:
             except QueueBusy as exc:  # each try waits out the busy timeout: this never spins
                 self._once(f"cannot record results: {exc}; still trying")
 
-    def _slots(self) -> list[tuple[object, ...]]:
-        return self.distributor.rows(self.now())
-
     def _unavailable(self, name: str, why: str) -> None:
         if name not in self.distributor.unavailable:
             log.error("agent %s is unavailable: %s", name, why)
@@ -263,27 +258,6 @@ class Head:
             if (limit := self.cfg.performance.max_memory_mb) and slot.rss_mb > limit:
                 slot.interrupt("memory")
 
-    async def _publish(self) -> None:
-        """Rewrite completed_tasks.json and current_state.md at most every PUBLISH_S: a burst of
-        completions costs one rewrite, however many tasks finished since the last."""
-        while True:
-            await self.unpublished.wait()
-            await self._publish_now()
-            await asyncio.sleep(PUBLISH_S)
-
-    async def _publish_now(self) -> None:
-        if self.unpublished.is_set():
-            self.unpublished.clear()
-            try:
-                self.journal.write(await self._block())
-            except OSError as exc:
-                self._once(f"cannot update {self.cfg.context.directory} ({exc.strerror})")
-            except BaseException as exc:  # stopped or locked out mid-way: the next publish, or the last, writes it
-                self.unpublished.set()
-                if not isinstance(exc, QueueBusy):
-                    raise
-                log.error("cannot update %s: %s", self.cfg.context.directory, exc)
-
     async def _block(self) -> str:
         recent, counts = await self.queue.recent(context.RECENT)
         return context.state_block([context.Line(*r) for r in recent], counts)
@@ -293,7 +267,7 @@ class Head:
             try:
                 self._sweep()
                 running = [(s.task.id, s.pid) for s in self.distributor.slots if s.task]
-                await self.queue.heartbeat(self.now(), running, self._slots())
+                await self.queue.heartbeat(self.now(), running, self.distributor.rows(self.now()))
             except QueueBusy as exc:
                 log.warning("heartbeat: %s", exc)
             except Exception:  # a bug: say so, and beat again
