@@ -32,6 +32,7 @@ class Head:
     def __init__(self, cfg: Config, *, until_idle: bool = False) -> None:
         self.cfg, self.until_idle, self.now = cfg, until_idle, time.time
         self.db = cfg.task_queue.database.resolve()
+        self.logs = self._relative(cfg.runtime_dir / "logs")  # as the task rows name the agents' logs
         self.distributor = Distributor(cfg.agents)
         self.wake = asyncio.Event()
         self.stopping: str | None = None  # "now" or "drain"
@@ -124,8 +125,9 @@ class Head:
             free = (s for s in self.distributor.free(self.now()) if s.agent.name not in nothing_for)
             if (slot := next(free, None)) is None:
                 return
-            known, logs = self.distributor.known(), self._relative(self.cfg.runtime_dir / "logs")
-            if (task := await self.queue.claim(slot.id, slot.takes, known, self.now(), logs)) is None:
+            if (
+                task := await self.queue.claim(slot.id, slot.takes, self.distributor.known(), self.now(), self.logs)
+            ) is None:
                 nothing_for.add(slot.agent.name)
                 continue
             slot.task, slot.since, slot.stop = task, self.now(), asyncio.get_running_loop().create_future()

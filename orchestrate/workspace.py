@@ -53,16 +53,14 @@ async def repository(cfg: Config) -> Repository | None:
     return Repository(cfg.root / index, cfg.root / objects)
 
 
-def _env(cfg: Config, repo: Repository, index: Path) -> dict[str, str]:
+def _env(cfg: Config, repo: Repository, index: Path | None = None) -> dict[str, str]:
     """Snapshots use a private index and object store (git's own are only read): the user's
     staging area and .git are left exactly as they were."""
-    own = cfg.runtime_dir / "git-objects"
-    own.mkdir(parents=True, exist_ok=True)
-    return os.environ | {
-        "GIT_INDEX_FILE": str(index),
-        "GIT_OBJECT_DIRECTORY": str(own),
+    own = {
+        "GIT_OBJECT_DIRECTORY": str(cfg.runtime_dir / "git-objects"),
         "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(repo.objects),
     }
+    return os.environ | own | ({"GIT_INDEX_FILE": str(index)} if index else {})
 
 
 async def snapshot(cfg: Config, repo: Repository | None, name: str) -> str | None:
@@ -72,6 +70,7 @@ async def snapshot(cfg: Config, repo: Repository | None, name: str) -> str | Non
     scratch = cfg.runtime_dir / f"{name}.index"
     with contextlib.suppress(OSError):  # starting from git's own index makes `add` read only what changed
         shutil.copyfile(repo.index_file, scratch)
+    (cfg.runtime_dir / "git-objects").mkdir(parents=True, exist_ok=True)
     env = _env(cfg, repo, scratch)
     try:
         added = await git(cfg.root, "add", "--all", "--", ".", *_orchestrates(cfg), env=env)
@@ -85,6 +84,6 @@ async def changes(cfg: Config, repo: Repository | None, before: str | None, afte
     """The files that changed between two snapshots (`M src/app.py`); None without both snapshots."""
     if not (repo and before and after):
         return None
-    env = _env(cfg, repo, cfg.runtime_dir / "unused.index")
+    env = _env(cfg, repo)
     diff = await git(cfg.root, "diff", "--name-status", "--no-renames", "--relative", before, after, env=env)
     return None if diff is None else [" ".join(line.split("\t", 1)) for line in diff.splitlines()]
