@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from orchestrate.config import AgentConfig, Config, ContextConfig, PerformanceConfig, TaskQueueConfig
+from orchestrate.config import AgentConfig, Config, ContextConfig, PerformanceConfig, TaskQueueConfig, WorkspaceConfig
 from orchestrate.errors import ConfigError, UsageError
 
 AGENT_TYPES = ("claude", "codex", "gemini", "command")
@@ -34,6 +34,13 @@ KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
         "a command: a string, or a list of strings",
     ),
     "env": (lambda v: type(v) is dict, "a mapping of variable names to values"),
+    "commands": (
+        lambda v: isinstance(v, str) or (type(v) is list and all(isinstance(x, str) and x.strip() for x in v)),
+        "a shell command, or a list of them",
+    ),
+    "paths": (lambda v: type(v) is list and all(isinstance(x, str) and x.strip() for x in v), "a list of file names"),
+    "workspace": (lambda v: v in ("shared", "worktree"), "shared or worktree"),
+    "merge": (lambda v: v in ("manual", "auto"), "manual or auto"),
 }
 SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {  # key: (kind, default); "?" allows null
     "task_queue": {
@@ -51,29 +58,40 @@ SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {  # key: (kind, default); "?"
     },
     "performance": {"max_memory_mb": ("count?", 4096)},
 }
+# Top-level keys: where and how each task runs, and what it must pass to count as completed.
+WORKSPACE_KEYS: dict[str, tuple[str, Any]] = {
+    "workspace": ("workspace", "shared"),
+    "workspace_files": ("paths", []),
+    "setup": ("text?", None),
+    "verify": ("commands", []),
+    "verify_timeout_seconds": ("number", 600.0),
+    "require_changes": ("flag", False),
+    "merge": ("merge", "manual"),
+}
 AGENT_KEYS: dict[str, tuple[str, Any]] = {
     "type": ("text?", None),
     "command": ("command?", None),
     "max_instances": ("count", 1),
     "timeout_seconds": ("number?", None),
     "env": ("env", {}),
+    "verify": ("commands?", None),
 }
 
 
-def _values(data: Any, where: str, spec: dict[str, tuple[str, Any]]) -> dict[str, Any]:
+def _values(data: Any, where: str, spec: dict[str, tuple[str, Any]], sep: str = ".") -> dict[str, Any]:
     """Check `data` against `spec`, naming the key path of the first thing wrong."""
     data = {} if data is None else data
     if type(data) is not dict:
         raise ConfigError(f"{where}: expected a mapping, got {data!r}")
     for key in data:
         if key not in spec:
-            raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(spec)})")
+            raise ConfigError(f"{where}{sep}{key}: unknown key (known: {', '.join(spec)})")
     values = {}
     for key, (kind, default) in spec.items():
         value = data.get(key, default)
         test, expected = KINDS[kind.rstrip("?")]
         if not (value is default or (value is None and kind.endswith("?")) or test(value)):
-            raise ConfigError(f"{where}.{key}: expected {expected}, got {value!r}")
+            raise ConfigError(f"{where}{sep}{key}: expected {expected}, got {value!r}")
         values[key] = value
     return values
 
@@ -92,11 +110,17 @@ def _agent(name: str, data: Any, where: str) -> AgentConfig:
         argv = tuple(shlex.split(command) if isinstance(command, str) else command)
     except ValueError as exc:  # unbalanced quotes
         raise ConfigError(f"{where}.command: cannot split it: {exc}") from None
+    if (checks := values.pop("verify")) is not None:
+        values["verify"] = commands(checks)
     env = values.pop("env")
     for key, value in env.items():
         if type(value) not in (str, int, float):
             raise ConfigError(f"{where}.env.{key}: expected a string or number (quote it), got {value!r}")
     return AgentConfig(name=name, type=kind, command=argv, env={str(k): str(v) for k, v in env.items()}, **values)
+
+
+def commands(value: str | list[str]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
 
 
 def read_yaml(path: Path, error: type[Exception] = ConfigError, missing_ok: bool = False) -> Any:
@@ -134,10 +158,16 @@ def load(path: Path, *, required: bool = False) -> Config:
 
 def parse(data: dict[str, Any], label: str, root: Path, path: Path) -> Config:
     """Build a Config from already-loaded YAML data."""
+    known = ("agents", *SECTIONS, *WORKSPACE_KEYS)
     for key in data:
-        if key not in (*SECTIONS, "agents"):
-            raise ConfigError(f"{label}: {key}: unknown section (known: agents, {', '.join(SECTIONS)})")
+        if key not in known:
+            raise ConfigError(f"{label}: {key}: unknown key (known: {', '.join(known)})")
     queue, context, performance = (_values(data.get(s), f"{label}: {s}", SECTIONS[s]) for s in SECTIONS)
+    top = _values({k: v for k, v in data.items() if k in WORKSPACE_KEYS}, label, WORKSPACE_KEYS, ": ")
+    workspace = WorkspaceConfig(
+        top["workspace"], tuple(top["workspace_files"]), top["setup"], commands(top["verify"]),
+        top["verify_timeout_seconds"], top["require_changes"], top["merge"],
+    )  # fmt: skip
     agents = data.get("agents", {"claude": {}})
     if not agents or type(agents) is not dict:
         raise ConfigError(f"{label}: agents: no agents configured; add at least one (e.g. claude: {{}})")
@@ -148,6 +178,7 @@ def parse(data: dict[str, Any], label: str, root: Path, path: Path) -> Config:
         task_queue=TaskQueueConfig(**queue | {"database": root / queue["database"]}),
         context=ContextConfig(**context | {"directory": root / context["directory"]}),
         performance=PerformanceConfig(**performance),
+        workspace=workspace,
     )
 
 

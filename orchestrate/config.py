@@ -15,6 +15,7 @@ class AgentConfig:
     max_instances: int = 1
     timeout_seconds: float | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    verify: tuple[str, ...] | None = None  # overrides the project's checks for tasks this agent runs
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,17 @@ class PerformanceConfig:
 
 
 @dataclass(frozen=True)
+class WorkspaceConfig:
+    mode: str = "shared"  # or "worktree": each task on its own branch, in its own checkout
+    files: tuple[str, ...] = ()  # copied into each worktree (untracked files such as .env)
+    setup: str | None = None  # a shell command run in the worktree before each attempt
+    verify: tuple[str, ...] = ()  # shell commands that must all exit 0 for a task to complete
+    verify_timeout_seconds: float = 600
+    require_changes: bool = False
+    merge: str = "manual"  # or "auto": a task that completes is merged into the current branch
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     root: Path  # the project directory: relative paths in the file are resolved against it
@@ -47,6 +59,7 @@ class Config:
     task_queue: TaskQueueConfig
     context: ContextConfig
     performance: PerformanceConfig
+    workspace: WorkspaceConfig = WorkspaceConfig()
 
     @property
     def runtime_dir(self) -> Path:

@@ -53,6 +53,19 @@ def test_missing_or_empty_file_gives_the_defaults(project: Path, text: str | Non
     )
     assert cfg.context == config.ContextConfig(directory=root / "context", update_on_completion=True)
     assert cfg.performance.max_memory_mb == 4096
+    assert cfg.workspace == config.WorkspaceConfig(mode="shared", verify=(), require_changes=False, merge="manual")
+
+
+def test_workspace_keys_load() -> None:
+    cfg = load_text(
+        "workspace: worktree\nworkspace_files: [.env]\nsetup: pip install -e .\nverify: pytest -q\n"
+        "require_changes: true\nmerge: auto\nagents:\n  codex:\n    verify: [make lint, make test]\n"
+    )
+    assert cfg.workspace == config.WorkspaceConfig(
+        mode="worktree", files=(".env",), setup="pip install -e .", verify=("pytest -q",), require_changes=True,
+        merge="auto",
+    )  # fmt: skip
+    assert cfg.agents[0].verify == ("make lint", "make test")
 
 
 def test_the_seed_shape_loads(project: Path) -> None:
@@ -123,6 +136,9 @@ def assert_one_line_error(result, rc: int = 2) -> str:  # type: ignore[no-untype
     return lines[0]
 
 
+ERROR_IDS = "three zero bool unknown-key unknown-section bad-yaml list no-agents workspace verify merge agent-verify"
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -139,12 +155,19 @@ def assert_one_line_error(result, rc: int = 2) -> str:  # type: ignore[no-untype
             "orchestrate: c.yaml: task_queue.timeout_minutes: expected a positive number, got True",
         ),
         ("task_queue:\n  max_size: 1000\n", "orchestrate: c.yaml: task_queue.max_size: unknown key"),
-        ("orchestrator:\n  mode: local\n", "orchestrate: c.yaml: orchestrator: unknown section"),
+        ("orchestrator:\n  mode: local\n", "orchestrate: c.yaml: orchestrator: unknown key"),
         ("agents:\n  claude: {max_instances: 2\n", "orchestrate: c.yaml: line 3: invalid YAML"),
         ("- claude\n- codex\n", "orchestrate: c.yaml: expected a mapping, got ['claude', 'codex']"),
         ("agents: {}\n", "orchestrate: c.yaml: agents: no agents configured"),
+        ("workspace: branches\n", "orchestrate: c.yaml: workspace: expected shared or worktree, got 'branches'"),
+        ("verify: [pytest, 3]\n", "orchestrate: c.yaml: verify: expected a shell command, or a list of them"),
+        ("merge: yes\n", "orchestrate: c.yaml: merge: expected manual or auto, got True"),
+        (
+            "agents:\n  claude:\n    verify: {a: 1}\n",
+            "orchestrate: c.yaml: agents.claude.verify: expected a shell command, or a list of them",
+        ),
     ],
-    ids=["three", "zero", "bool", "unknown-key", "unknown-section", "bad-yaml", "list", "no-agents"],
+    ids=ERROR_IDS.split(),
 )
 def test_config_errors_are_one_line_with_the_key_path(text: str, message: str) -> None:
     Path("c.yaml").write_text(text)
@@ -189,6 +212,7 @@ def test_init_writes_a_config_that_loads(project: Path) -> None:
     cfg = cli_config.load(Path("config.yaml"), required=True)
     assert {a.name: a.type for a in cfg.agents} == {"claude": "claude", "codex": "codex", "gemini": "gemini"}
     assert cfg.task_queue.database == project.resolve() / "tasks.db"
+    assert cfg.workspace == config.WorkspaceConfig()  # every option shown with its default
     assert Path("context/project_overview.md").is_file()
     assert Path("context/agent_outputs").is_dir()
 
