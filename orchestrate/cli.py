@@ -128,6 +128,10 @@ def add(
     context: list[Path] = typer.Option([], "--context", help="A file to give the agent; repeatable."),
     max_retries: int | None = typer.Option(None, "--max-retries", min=0, help="Retries after the first attempt."),
     file: Path | None = typer.Option(None, "--file", "-f", help="A YAML file of tasks to queue at once."),
+    workspace: str | None = typer.Option(None, "--workspace", help="shared or worktree (default: the config's)."),
+    verify: list[str] | None = typer.Option(
+        None, "--verify", help="A shell command that must pass for the task to complete; repeatable."
+    ),
 ) -> None:
     """Queue a task (or a file of tasks) and print its id."""
     from orchestrate import cli_taskfile as taskfile  # only `add` parses task input
@@ -149,8 +153,14 @@ def add(
                 max_retries=retries,
                 context_files=tuple(taskfile.context_file(str(c), Path.cwd(), cfg.root) for c in context),
                 depends_on=taskfile.dependencies(after),
+                workspace=taskfile.workspace(workspace),
+                verify=tuple(verify) if verify else None,
             )
         ]
+    if any(new.workspace == "worktree" for new in batch) and cfg.workspace.mode != "worktree":
+        from orchestrate import cli_workspace
+
+        cli_workspace.require_repository(cfg.root)
     with session.queue() as conn:
         ids = cli_store.add_tasks(conn, batch)
     known = cfg.agent_names()
@@ -170,8 +180,10 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
         head, counts = cli_store.head(conn), cli_store.counts(conn)
         slots = cli_store.slots(conn) if head.running else []
         failures = cli_store.recent_failures(conn)
+    trees = _worktrees(_session(ctx).config)
     if as_json:
-        _echo_json({"head": render.head_json(head), "counts": counts, "agents": [render.slot_json(s) for s in slots]})
+        shape = {"head": render.head_json(head), "counts": counts, "agents": [render.slot_json(s) for s in slots]}
+        _echo_json(shape | {"worktrees": {"count": trees[0], "bytes": trees[1]}})
         return
     typer.echo(f"head     {render.head_line(head)}")
     typer.echo(f"queue    {render.counts_line(counts)}")
@@ -185,6 +197,19 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
             typer.echo(f"{slot.state:<8} {slot.id}: {slot.note}")
     for task in failures:
         typer.echo(f"failed   {task.name}  {render.shorten(task.error or 'no error recorded', 60)}")
+    if trees[0]:
+        from orchestrate.cli_workspace import size
+
+        typer.echo(f"worktrees {trees[0]} in {_session(ctx).config.runtime_dir / 'worktrees'}, {size(trees[1])}")
+
+
+def _worktrees(cfg: Config) -> tuple[int, int]:
+    """How many task worktrees there are, and their size: nothing to import or count without any."""
+    if not (cfg.runtime_dir / "worktrees").is_dir():
+        return 0, 0
+    from orchestrate import cli_workspace
+
+    return cli_workspace.usage(cfg)
 
 
 STATUS_FILTERS = tuple(cli_store.LIST_FILTERS)
@@ -238,8 +263,14 @@ def show(ctx: typer.Context, task: str, as_json: bool = typer.Option(False, "--j
     found = _task(ctx, task)
     if as_json:
         _echo_json(render.task_json(found))
-    else:
-        typer.echo(render.show_task(found))
+        return
+    typer.echo(render.show_task(found))
+    cfg = _session(ctx).config
+    if (found.workspace or cfg.workspace.mode) == "worktree":
+        from orchestrate import cli_workspace
+
+        for line in cli_workspace.branch_lines(cfg, found):
+            typer.echo(line)
 
 
 def _log_path(session: Session, task: store.Task) -> Path:
@@ -293,6 +324,33 @@ def cancel(ctx: typer.Context, task: str) -> None:
         typer.echo(f"note: {names} wait(s) for it and stay blocked until it is retried", err=True)
 
 
+@app.command()
+def merge(ctx: typer.Context, task: str) -> None:
+    """Merge a completed task's branch into the current branch (fast-forward when possible)."""
+    from orchestrate import cli_workspace
+
+    for line in cli_workspace.merge(_session(ctx).config, _task(ctx, task)):
+        typer.echo(line)
+
+
+@app.command()
+def clean(ctx: typer.Context) -> None:
+    """Remove worktrees of cancelled tasks, and worktrees and branches of merged completed tasks."""
+    from orchestrate import cli_workspace
+
+    session = _session(ctx)
+    with session.queue(create=False) as conn:
+
+        def lookup(task_id: int) -> store.Task | None:
+            try:
+                return cli_store.get_task(conn, task_id)
+            except OrchestrateError:
+                return None  # a worktree left from a queue that was deleted: not ours to judge
+
+        for line in cli_workspace.clean(session.config, lookup):
+            typer.echo(line)
+
+
 AGENTS_HELP = "Agent slots for this run, overriding the configuration, e.g. claude:2,codex:2."
 
 
@@ -300,6 +358,10 @@ def _head_config(ctx: typer.Context, agents: str | None) -> Config:
     session = _session(ctx)
     with session.queue():  # a queue file that is not one is exit 2 here, before any head starts
         pass
+    if session.config.workspace.mode == "worktree":
+        from orchestrate import cli_workspace
+
+        cli_workspace.require_repository(session.config.root)
     return cli_config.with_slots(session.config, agents) if agents else session.config
 
 

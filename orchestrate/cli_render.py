@@ -37,6 +37,8 @@ def task_json(task: Task) -> dict[str, Any]:
         "error": task.error,
         "cost_usd": task.cost_usd,
         "blocked": task.blocked,
+        "workspace": task.workspace,
+        "verify": None if task.verify is None else list(task.verify),
     }
 
 
@@ -148,10 +150,12 @@ def show_task(task: Task, now: float | None = None) -> str:
         ("depends on", ", ".join(task_name(d) for d in task.depends_on)),
         ("context", ", ".join(task.context_files)),
         ("timeout", f"{task.timeout_seconds / 60:g} min" if task.timeout_seconds else ""),
+        ("workspace", task.workspace),
+        ("verify", "(none)" if task.verify == () else "; ".join(task.verify or ())),
         ("created", f"{iso(task.created_at)} ({duration(now - task.created_at)} ago)"),
         ("started", iso(task.started_at)),
         ("finished", iso(task.finished_at)),
-        ("retry after", iso(task.not_before) if task.not_before > now else ""),
+        ("retry after", iso(task.not_before) if task.not_before > now and task.status == "pending" else ""),
         ("cost", f"${task.cost_usd:.4f}" if task.cost_usd is not None else ""),
         ("tokens", _tokens(task)),
         ("session", task.session_id),

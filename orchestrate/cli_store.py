@@ -70,6 +70,8 @@ class NewTask(NamedTuple):
     depends_on: tuple[int, ...] = ()  # ids of tasks already in the queue
     after_new: tuple[int, ...] = ()  # positions of other tasks in the same batch
     label: str = ""  # what the user calls it in a task file, for messages
+    workspace: str | None = None
+    verify: tuple[str, ...] | None = None
 
 
 def _check_acyclic(batch: Sequence[NewTask]) -> None:
@@ -118,8 +120,8 @@ def add_tasks(conn: sqlite3.Connection, batch: Sequence[NewTask], now: float | N
 def _insert(conn: sqlite3.Connection, new: NewTask, now: float) -> int:
     row = conn.execute(
         """INSERT INTO tasks (description, priority, rank, agent_type, max_retries,
-               timeout_seconds, context_files, created_at)
-           VALUES (?, ?, ?, ?, ?, ?, json(?), ?) RETURNING id""",
+               timeout_seconds, context_files, created_at, workspace, verify)
+           VALUES (?, ?, ?, ?, ?, ?, json(?), ?, ?, json(?)) RETURNING id""",
         (
             new.description,
             new.priority,
@@ -129,6 +131,8 @@ def _insert(conn: sqlite3.Connection, new: NewTask, now: float) -> int:
             new.timeout_seconds,
             _json_list(new.context_files),
             now,
+            new.workspace,
+            None if new.verify is None else _json_list(new.verify),
         ),
     ).fetchone()
     return int(row[0])

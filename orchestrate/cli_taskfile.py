@@ -22,6 +22,8 @@ FIELDS = (
     "max_retries",
     "subtasks",  # appended to the description as a checklist
     "context_required",  # accepted from the seed's examples; context is always given
+    "workspace",
+    "verify",
 )
 
 
@@ -38,6 +40,18 @@ def timeout_seconds(minutes: Any) -> float | None:
     if isinstance(minutes, (int, float)) and not isinstance(minutes, bool) and minutes > 0:
         return float(minutes) * 60
     raise UsageError(f"timeout must be a positive number of minutes, not {minutes!r}")
+
+
+def workspace(mode: Any) -> str | None:
+    if mode is None or mode in ("shared", "worktree"):
+        return mode  # type: ignore[no-any-return]
+    raise UsageError(f"workspace must be shared or worktree, not {mode!r}")
+
+
+def verify(commands: Any) -> tuple[str, ...] | None:
+    if commands is None:
+        return None
+    return tuple(str(c) for c in _strings(commands, "verify"))  # [] turns the checks off
 
 
 def context_file(name: str, base: Path, root: Path) -> str:
@@ -111,6 +125,8 @@ def _build(e: dict[str, Any], label: str, path: Path, root: Path, local: dict[st
         depends_on=tuple(_existing(r) for r in refs if r not in local),
         after_new=tuple(local[r] for r in refs if r in local),
         label=label,
+        workspace=workspace(e.get("workspace")),
+        verify=verify(e.get("verify")),
     )
 
 

@@ -30,7 +30,7 @@ def output_path(cfg: Config, task_id: int) -> Path:
     return cfg.context.directory / "agent_outputs" / f"{task_name(task_id)}_output.md"
 
 
-def prompt(task: Task, cfg: Config, block: str | None = None) -> tuple[str, list[str]]:
+def prompt(task: Task, cfg: Config, block: str | None = None, cwd: Path | None = None) -> tuple[str, list[str]]:
     """The prompt for one attempt at `task`, and notes for its log about context left out.
 
     `block` is orchestrate's latest checklist when current_state.md has not been rewritten yet.
@@ -39,7 +39,7 @@ def prompt(task: Task, cfg: Config, block: str | None = None) -> tuple[str, list
     files = [(f"Project overview ({OVERVIEW})", where / OVERVIEW), (f"Current state ({STATE})", where / STATE)]
     files += [(f"Output of {task_name(d)}, which this task builds on", output_path(cfg, d)) for d in task.depends_on]
     files += [(f"Context file {name}", cfg.root / name) for name in task.context_files]
-    sections = [f"# Task {task.name}\n\n{task.description}", INSTRUCTIONS.format(cwd=cfg.root)]
+    sections = [f"# Task {task.name}\n\n{task.description}", INSTRUCTIONS.format(cwd=cwd or cfg.root)]
     notes, room = [], cfg.context.prompt_max_kb * 1024
     for title, path in files:
         try:
@@ -75,7 +75,9 @@ def iso(stamp: float | None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(stamp)) if stamp else "-"
 
 
-def write_output(cfg: Config, task: Task, message: str, changes: Sequence[str] | None) -> Path:
+def write_output(
+    cfg: Config, task: Task, message: str, changes: Sequence[str] | None, checks: Sequence[str] = ()
+) -> Path:
     """context/agent_outputs/task_NNN_output.md: what the agent said and did, for people and later tasks."""
     took = f"{task.finished_at - task.started_at:.0f} s" if task.finished_at and task.started_at else "-"
     facts = {
@@ -97,6 +99,8 @@ def write_output(cfg: Config, task: Task, message: str, changes: Sequence[str] |
         lines.append("(not a git repository, so not tracked)")
     else:
         lines += [f"- {change}" for change in changes] or ["(none)"]
+    if checks:
+        lines += ["", "## Checks", "", *(f"- {check}" for check in checks)]
     lines += ["", "## Final message", "", message or "(none)", ""]
     path = output_path(cfg, task.id)
     write_atomic(path, "\n".join(lines))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import signal
@@ -15,7 +16,7 @@ from typing import Any
 
 from orchestrate import agents, context, process, workspace
 from orchestrate.agents import Result
-from orchestrate.config import Config
+from orchestrate.config import AgentConfig, Config
 from orchestrate.distributor import Distributor, Slot
 from orchestrate.errors import AgentUnavailable, OrchestrateError, QueueBusy
 from orchestrate.queue import Queue
@@ -40,6 +41,7 @@ class Head:
         self.repo: workspace.Repository | None = None  # where changes are read from, in a git project
         self.journal = context.Journal(cfg, self._block, self._once)
         self.problems: set[str] = set()  # logged once each
+        self.merging = asyncio.Lock()
 
     @property
     def busy(self) -> dict[int, Slot]:
@@ -49,6 +51,7 @@ class Head:
         """Work the queue until stopped (or, with until_idle, until nothing is left): the exit status."""
         lock, pid_file = _lock(self.db), self.cfg.runtime_dir / "head.pid"
         self.cfg.runtime_dir.mkdir(parents=True, exist_ok=True)
+        (self.cfg.runtime_dir / ".gitignore").write_text("*\n")  # runtime files, worktrees: none is the project's
         self.queue = await Queue.open(self.db)
         try:
             self._sweep()  # a dead head's agents die before their tasks are handed out again
@@ -148,39 +151,80 @@ class Head:
     async def _attempt(self, slot: Slot, task: Task) -> None:
         agent, adapter, cfg = slot.agent, agents.adapter(slot.agent.type), self.cfg
         assert slot.stop is not None
+        tree = workspace.worktree(cfg, task)
+        cwd = tree / self.repo.prefix if tree and self.repo else cfg.root
         # A task that finished a moment ago is in the prompt even before current_state.md is rewritten.
-        text, notes = context.prompt(task, cfg, await self.journal.fresh_block())
+        text, notes = context.prompt(task, cfg, await self.journal.fresh_block(), cwd)
         on_stdin = agents.prompt_on_stdin(agent.type, agent.command, text)
         timeout = task.timeout_seconds or agent.timeout_seconds or cfg.task_queue.timeout_minutes * 60
         env = {**os.environ, **agent.env, process.QUEUE_VAR: str(self.db), process.TASK_VAR: task.name}
+        run = functools.partial(
+            process.run, cwd=str(cwd), env=env, grace=cfg.task_queue.kill_grace_seconds, stop=slot.stop,
+            started=lambda pid: setattr(slot, "pid", pid),
+        )  # fmt: skip
         with process.Log(cfg.root / str(task.log_file), self._once) as out:  # the claim set log_file
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             out.write(f"=== orchestrate: attempt {task.attempts + 1} on {slot.id} at {stamp} ===\n".encode())
             out.write("".join(f"=== orchestrate: {note} ===\n" for note in notes).encode())
-            before = await workspace.snapshot(cfg, self.repo, task.name)
+            why, failed = None, "not a git repository, so it has no worktree" if tree and not self.repo else None
+            if tree and self.repo and not (failed := await workspace.prepare(cfg, task, tree)) and cfg.workspace.setup:
+                why, failed = await self._shell("setup", cfg.workspace.setup, run, out)
+            if why or failed:
+                return await self._settle(slot, task, Result(False, "", failed), why, timeout, None)
+            before = await workspace.snapshot(cfg, self.repo, task.name) if not tree else None
             reader, argv = adapter.Reader(), adapter.argv(agent.command, None if on_stdin else text)
             try:
-                code, why = await process.run(
-                    argv, cwd=str(cfg.root), env=env, stdin=text.encode() if on_stdin else None, log=out,
-                    reader=reader, timeout=timeout, grace=cfg.task_queue.kill_grace_seconds, stop=slot.stop,
-                    started=lambda pid: setattr(slot, "pid", pid),
-                )  # fmt: skip
+                code, why = await run(argv, stdin=text.encode() if on_stdin else None, log=out, reader=reader,
+                                      timeout=timeout)  # fmt: skip
             except AgentUnavailable as exc:
                 self._unavailable(agent.name, str(exc))
                 return await self._requeue(task, str(exc))
-        if why or agent.type in DETACHING:
-            self._sweep(task.name)  # at once; other strays are found by the next heartbeat
-        after = await workspace.snapshot(cfg, self.repo, task.name) if before else None
-        changed = await workspace.changes(cfg, self.repo, before, after)
-        await self._settle(slot, task, reader.finish(code), why, timeout, changed)
+            if why or agent.type in DETACHING:
+                self._sweep(task.name)  # at once; other strays are found by the next heartbeat
+            result, checks = reader.finish(code), []
+            if tree and self.repo:
+                await workspace.commit(self.repo, task, tree)
+                changed = await workspace.changes(cfg, self.repo, f"HEAD...{workspace.branch(task)}")
+            else:
+                after = await workspace.snapshot(cfg, self.repo, task.name) if before else None
+                changed = await workspace.changes(cfg, self.repo, before, after)
+            if result.ok and not why:  # the agent's word is not taken for it
+                if cfg.workspace.require_changes and not changed:
+                    failed = "no changes made" + (
+                        " (not a git repository: none can be seen)" if changed is None else ""
+                    )
+                for command in () if failed else self._checks(task, agent):
+                    why, failed = await self._shell("verify", command, run, out)
+                    checks.append(f"`{command}`: " + ("passed" if not (why or failed) else why or "FAILED"))
+                    if why or failed:
+                        break
+                result = result._replace(ok=False, error=failed) if failed else result
+        await self._settle(slot, task, result, why, timeout, changed, checks)
+
+    def _checks(self, task: Task, agent: AgentConfig) -> tuple[str, ...]:
+        """The task's own verify commands, else its agent's, else the project's."""
+        return next(c for c in (task.verify, agent.verify, self.cfg.workspace.verify) if c is not None)
+
+    async def _shell(self, step: str, command: str, run: Any, out: process.Log) -> tuple[str | None, str | None]:
+        """Run a setup or verify command to its end: (why it was stopped, what failed), each None if not."""
+        out.write(f"=== orchestrate: {step}: {command} ===\n".encode())
+        tail, limit = agents.JsonLines(), self.cfg.workspace.verify_timeout_seconds
+        code, why = await run(["/bin/sh", "-c", command], stdin=None, log=out, reader=tail, timeout=limit)
+        if why in ("cancelled", "stopped") or (code == 0 and not why):
+            return why, None
+        how = f"timed out after {limit:g} s" if why == "timeout" else f"stopped: {why}" if why else f"exit {code}"
+        return None, f"{step} `{command}` failed ({how}):\n" + "\n".join(tail.tail)
 
     async def _settle(
-        self, slot: Slot, task: Task, result: Result, why: str | None, timeout: float, changed: list[str] | None
-    ) -> None:
-        now = self.now()
+        self, slot: Slot, task: Task, result: Result, why: str | None, timeout: float, changed: list[str] | None,
+        checks: list[str] | None = None,
+    ) -> None:  # fmt: skip
+        now, tree = self.now(), workspace.worktree(self.cfg, task)
         slot.cost_usd += result.cost_usd or 0
         if why in ("cancelled", "stopped"):
             log.info("%s: %s; its agent was stopped", task.name, why)
+            if why == "cancelled" and tree:
+                await self._tidy(task)
             return await self._requeue(task, None) if why == "stopped" else None
         if result.limited_until is not None and why is None:
             reset = max(result.limited_until, now + 1) if result.limited_until else now + COOLING_S
@@ -193,6 +237,11 @@ class Head:
         }.get(why or "", result.error)
         attempts = task.attempts + 1
         status = "completed" if result.ok and not why else "pending" if attempts <= task.max_retries else "failed"
+        merged = False
+        if status == "completed" and tree and self.repo and self.cfg.workspace.merge == "auto":
+            async with self.merging:  # one at a time: each merge starts from the one before
+                error = await workspace.merge(self.cfg, self.repo, task)
+            status, merged = ("failed", False) if error else (status, True)  # a conflict needs a person
         slot.tasks_done += 1
         self.failures += status == "failed"
         log.info("%s: %s on %s%s", task.name, status, slot.id, f": {error}" if error else "")
@@ -203,7 +252,7 @@ class Head:
         )  # fmt: skip
         done = task._replace(agent=slot.id, **ended)
         if status != "pending":  # the output file first: a task that builds on this one may start at once
-            done = done._replace(output_file=self._write_output(done, result.message, changed))
+            done = done._replace(output_file=self._write_output(done, result.message, changed, checks or []))
         backoff = self.cfg.task_queue.retry_delay_seconds * 2 ** (attempts - 1)
         await self._record(
             task.id, **ended, result=result.message, session_id=result.session_id,
@@ -211,10 +260,17 @@ class Head:
         )  # fmt: skip
         if status != "pending" and self.cfg.context.update_on_completion:
             self.journal.add(done)
+        if merged:
+            await self._tidy(task)
 
-    def _write_output(self, task: Task, message: str, changed: list[str] | None) -> str | None:
+    async def _tidy(self, task: Task) -> None:
+        """Remove the worktree of a task that was merged or cancelled; its branch stays."""
+        if problem := await workspace.remove(self.cfg, task):
+            log.warning("%s: kept its worktree: %s", task.name, problem)
+
+    def _write_output(self, task: Task, message: str, changed: list[str] | None, checks: list[str]) -> str | None:
         try:
-            return self._relative(context.write_output(self.cfg, task, message, changed))
+            return self._relative(context.write_output(self.cfg, task, message, changed, checks))
         except OSError as exc:
             self._once(f"cannot write output files in {self.cfg.context.directory} ({exc.strerror})")
             return None

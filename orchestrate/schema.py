@@ -83,4 +83,10 @@ def m001_initial(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial]
+def m002_workspaces(conn: sqlite3.Connection) -> None:
+    """A task's own workspace mode and checks; NULL means the configuration's."""
+    conn.execute("ALTER TABLE tasks ADD COLUMN workspace TEXT CHECK (workspace IN ('shared', 'worktree'))")
+    conn.execute("ALTER TABLE tasks ADD COLUMN verify TEXT")  # a JSON list of shell commands
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_workspaces]

@@ -92,6 +92,8 @@ class Task(NamedTuple):
     cost_usd: float | None
     input_tokens: int | None
     output_tokens: int | None
+    workspace: str | None  # "shared" or "worktree"; None: the configuration's
+    verify: tuple[str, ...] | None  # None: the agent's or the project's checks
     depends_on: tuple[int, ...]
     blocked: bool  # pending, with a dependency not completed yet (derived, never stored)
 
@@ -104,12 +106,12 @@ class Task(NamedTuple):
         return "blocked" if self.blocked else self.status
 
 
-_TASK_COLUMNS = [f for f in Task._fields if f not in ("depends_on", "blocked", "context_files")]
+_TASK_COLUMNS = [f for f in Task._fields if f not in ("depends_on", "blocked", "context_files", "verify")]
 
 
 def task_columns(table: str) -> str:
     """The columns task_from_row reads, from `table` (an alias, or `tasks` in a RETURNING clause)."""
-    return f"""{", ".join(f"{table}.{c}" for c in _TASK_COLUMNS)}, {table}.context_files,
+    return f"""{", ".join(f"{table}.{c}" for c in _TASK_COLUMNS)}, {table}.context_files, {table}.verify,
         (SELECT group_concat(d.depends_on) FROM deps d WHERE d.task_id = {table}.id) AS depends_on,
         {table}.status = 'pending' AND EXISTS (
             SELECT 1 FROM deps d JOIN tasks p ON p.id = d.depends_on
@@ -126,6 +128,7 @@ def task_from_row(row: sqlite3.Row) -> Task:
     return Task(
         **{c: row[c] for c in _TASK_COLUMNS},
         context_files=tuple(json.loads(row["context_files"])),
+        verify=None if row["verify"] is None else tuple(json.loads(row["verify"])),
         depends_on=deps,
         blocked=bool(row["blocked"]),
     )

@@ -17,7 +17,7 @@ from orchestrate import schema
 TASK_KEYS = {
     "id", "description", "status", "priority", "agent_type", "agent", "attempts", "max_retries",
     "depends_on", "created_at", "started_at", "finished_at", "output_file", "log_file", "error",
-    "cost_usd", "blocked",
+    "cost_usd", "blocked", "workspace", "verify",
 }  # fmt: skip
 
 
@@ -77,6 +77,7 @@ def test_task_json_shape_field_by_field(project: Path) -> None:
     assert task["agent_type"] == "codex" and task["agent"] is None
     assert task["attempts"] == 0 and task["max_retries"] == 5
     assert task["depends_on"] == ["task_001"]
+    assert task["workspace"] is None and task["verify"] is None  # the configuration's
     created = datetime.fromisoformat(str(task["created_at"])).timestamp()
     assert before - 2 <= created <= time.time() + 2
     for key in ("started_at", "finished_at", "output_file", "log_file", "error", "cost_usd"):
@@ -102,6 +103,7 @@ def test_status_without_a_head_or_a_queue(project: Path) -> None:
         "head": {"running": False, "pid": None, "started_at": None},
         "counts": {"pending": 0, "running": 0, "completed": 0, "failed": 0, "cancelled": 0},
         "agents": [],
+        "worktrees": {"count": 0, "bytes": 0},  # added to DESIGN's shape by the worktree issue
     }
     assert "not running" in invoke("status").stdout
     assert invoke("tasks").stdout.strip() == "no tasks"
@@ -317,7 +319,7 @@ def test_init_writes_a_working_project(project: Path) -> None:
 
 def test_help_lists_every_command() -> None:
     out = orchestrate("--help").stdout
-    for command in ("init", "add", "status", "tasks", "agents", "show", "logs", "retry", "cancel"):
+    for command in ("init", "add", "status", "tasks", "agents", "show", "logs", "retry", "cancel", "merge", "clean"):
         assert command in out
 
 

@@ -211,3 +211,16 @@ def test_max_retries_defaults_to_the_config() -> None:
     result = add_file("- description: default\n- description: explicit\n  max_retries: 0\n")
     assert result.returncode == 0, result.stderr
     assert [(t["description"], t["max_retries"]) for t in queue()] == [("default", 5), ("explicit", 0)]
+
+
+def test_a_task_sets_its_own_workspace_and_checks() -> None:
+    result = add_file(
+        "- description: one\n  workspace: shared\n  verify: pytest -q\n"
+        "- description: two\n  verify: [make lint, make test]\n- description: three\n  verify: []\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert [(t["workspace"], t["verify"]) for t in queue()] == [
+        ("shared", ["pytest -q"]), (None, ["make lint", "make test"]), (None, []),
+    ]  # fmt: skip
+    bad = add_file("- description: four\n  workspace: branch\n")
+    assert bad.returncode == 2 and "workspace must be shared or worktree, not 'branch'" in bad.stderr

@@ -31,6 +31,8 @@ Behaviour is steered by directives anywhere in the prompt, `[fake:NAME]` or `[fa
     exit=N            normal output, exit status N
     echo=TEXT         the answer also quotes every prompt line containing TEXT ("I read: ...")
     noresult          events but no result object, exit 0
+    heed              on a retry, create each file that the previous attempt's error (quoted in
+                      the prompt) says "NAME is missing"
 
 Only the task's own words steer a run (see own_words): the shared context that orchestrate adds
 to a prompt quotes other tasks. Environment: FAKE_RECORD=/path.jsonl appends one line per start and one per normal finish;
@@ -557,6 +559,15 @@ class Plan:
     allowed: bool = True
 
 
+def heed(prompt: str) -> None:
+    """Act on the hint a retry's prompt carries: create each file the last error says is missing."""
+    _, _, hint = prompt.partition("## The previous attempt failed")
+    root = Path.cwd().resolve()
+    for name in re.findall(r"([\w./-]+) is missing", hint):
+        if root in (root / name).resolve().parents:
+            (root / name).write_text("fixed after the hint\n", encoding="utf-8")
+
+
 def make_plan(cli: str, prompt: str, can_write: bool) -> Plan:
     task = task_line(prompt)
     match = CREATE.search(prompt)
@@ -708,6 +719,8 @@ class Agent:
         if plan.path is not None and plan.allowed:
             plan.path.parent.mkdir(parents=True, exist_ok=True)
             plan.path.write_text(plan.content, encoding="utf-8")
+        if "heed" in d:
+            heed(ctx.prompt)
         self.work()
         if ctx.on("noresult"):
             self.noresult()

@@ -1,0 +1,156 @@
+"""Worktrees and task branches as the commands see them: merge, clean, and what show and status print."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+from orchestrate import workspace
+from orchestrate.config import Config
+from orchestrate.errors import ConfigError, OrchestrateError
+from orchestrate.store import Task
+
+
+def git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, errors="replace")
+    except OSError as exc:
+        return subprocess.CompletedProcess(["git", *args], 127, "", f"cannot run git: {exc.strerror}")
+
+
+def require_repository(root: Path) -> None:
+    """Worktree mode needs a git repository with a commit to branch from: say so before anything runs."""
+    if git(root, "rev-parse", "--git-dir").returncode:
+        raise ConfigError(
+            f"workspace: worktree needs a git repository, and {root} is not in one;"
+            " run `git init` and commit, or use workspace: shared"
+        )
+    if git(root, "rev-parse", "--verify", "-q", "HEAD").returncode:
+        raise ConfigError(f"workspace: worktree needs a commit to branch from; {root} has none yet: commit once")
+
+
+def worktrees(cfg: Config) -> Path:
+    return cfg.runtime_dir / "worktrees"
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes under `path`, as du counts them (links not followed)."""
+    total = 0
+    for top, dirs, files in os.walk(path):
+        for name in files + dirs:
+            try:
+                total += os.lstat(os.path.join(top, name)).st_blocks * 512
+            except OSError:
+                continue
+    return total
+
+
+def usage(cfg: Config) -> tuple[int, int]:
+    """How many task worktrees exist, and the bytes they hold."""
+    try:
+        found = [e.path for e in os.scandir(worktrees(cfg)) if e.is_dir()]
+    except OSError:
+        return 0, 0
+    return len(found), sum(disk_usage(Path(p)) for p in found)
+
+
+def size(n: int) -> str:
+    for unit in ("B", "KB", "MB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n:.1f} GB"
+
+
+def branch_lines(cfg: Config, task: Task) -> list[str]:
+    """What `show` prints of a task's branch: its commits and diffstat against the current branch."""
+    name = workspace.branch(task)
+    if git(cfg.root, "rev-parse", "--verify", "-q", f"refs/heads/{name}").returncode:
+        return []
+    commits = git(cfg.root, "log", "--oneline", f"HEAD..{name}").stdout.splitlines()
+    tree = worktrees(cfg) / task.name
+    fields = [("branch", name + ("" if commits else " (merged into the current branch)"))]
+    fields += [("worktree", str(tree))] if tree.exists() else []
+    fields += [("commit", c) for c in commits]
+    fields += [("", s.strip()) for s in git(cfg.root, "diff", "--stat", f"HEAD...{name}").stdout.splitlines()]
+    return [f"  {label + ':' if label else '':<12} {value}" for label, value in fields]
+
+
+def merge(cfg: Config, task: Task) -> list[str]:
+    """Merge a completed task's branch into the current branch; what happened, line by line."""
+    if task.status != "completed":
+        raise OrchestrateError(f"{task.name} is {task.status}; only a completed task's branch is merged")
+    name = workspace.branch(task)
+    if git(cfg.root, "rev-parse", "--verify", "-q", f"refs/heads/{name}").returncode:
+        raise OrchestrateError(f"{task.name} has no branch {name}: it did not run in a worktree")
+    before = git(cfg.root, "rev-parse", "HEAD").stdout.strip()
+    current = git(cfg.root, "rev-parse", "--abbrev-ref", "HEAD").stdout.strip()
+    repo = asyncio.run(workspace.repository(cfg))
+    if repo is None:
+        raise OrchestrateError(f"{cfg.root} is not in a git repository")
+    if problem := asyncio.run(workspace.merge(cfg, repo, task)):
+        raise OrchestrateError(f"{problem}; nothing was merged")
+    after = git(cfg.root, "rev-parse", "HEAD").stdout.strip()
+    tip = git(cfg.root, "rev-parse", name).stdout.strip()
+    how = "already merged" if after == before else "fast-forward" if after == tip else "merge commit"
+    lines = [f"merged {name} into {current} ({how})"]
+    return lines + tidy(cfg, task)
+
+
+def tidy(cfg: Config, task: Task) -> list[str]:
+    tree = worktrees(cfg) / task.name
+    if not tree.exists():
+        return []
+    freed = disk_usage(tree)
+    if problem := asyncio.run(workspace.remove(cfg, task)):
+        return [f"kept {tree}: {problem}"]
+    return [f"removed {tree} ({size(freed)})"]
+
+
+class Found(NamedTuple):
+    task_id: int
+    worktree: Path | None
+    branch: str | None
+
+
+def found(cfg: Config) -> Iterator[Found]:
+    """Every task worktree and task branch there is, by task."""
+    trees = {e.name: Path(e.path) for e in os.scandir(worktrees(cfg))} if worktrees(cfg).is_dir() else {}
+    refs = git(cfg.root, "for-each-ref", "--format=%(refname:short)", "refs/heads/orchestrate/").stdout.split()
+    branches = {r.removeprefix("orchestrate/"): r for r in refs}
+    for name in sorted(trees.keys() | branches.keys()):
+        if name.startswith("task_") and name[5:].isdigit():
+            yield Found(int(name[5:]), trees.get(name), branches.get(name))
+
+
+def clean(cfg: Config, lookup: Callable[[int], Task | None]) -> list[str]:
+    """Remove the worktrees of cancelled tasks, and the worktrees and branches of completed tasks
+    merged into the current branch. Never a running task's, never one with uncommitted changes."""
+    lines, freed, removed, deleted = [], 0, 0, 0
+    for item in found(cfg):
+        task = lookup(item.task_id)
+        merged = (
+            bool(item.branch) and not git(cfg.root, "merge-base", "--is-ancestor", str(item.branch), "HEAD").returncode
+        )
+        if task is None or not (task.status == "cancelled" or (task.status == "completed" and merged)):
+            continue  # still to run, to review or to merge
+        if item.worktree:
+            if git(item.worktree, "status", "--porcelain").stdout.strip():
+                lines.append(f"kept {item.worktree}: it has uncommitted changes")
+                continue
+            bytes_ = disk_usage(item.worktree)
+            if problem := asyncio.run(workspace.remove(cfg, task)):
+                lines.append(f"kept {item.worktree}: {problem}")
+                continue
+            lines.append(f"removed {item.worktree} ({size(bytes_)})")
+            freed, removed = freed + bytes_, removed + 1
+        if item.branch and task.status == "completed" and not git(cfg.root, "branch", "-d", item.branch).returncode:
+            lines.append(f"deleted branch {item.branch}")
+            deleted += 1
+    git(cfg.root, "worktree", "prune")
+    lines.append(f"freed {size(freed)}: {removed} worktree(s) removed, {deleted} branch(es) deleted")
+    return lines
