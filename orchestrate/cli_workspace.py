@@ -58,12 +58,11 @@ def usage(cfg: Config) -> tuple[int, int]:
     return len(found), sum(disk_usage(Path(p)) for p in found)
 
 
-def size(n: int) -> str:
-    for unit in ("B", "KB", "MB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n:.1f} GB"
+def size(n: float) -> str:
+    unit, larger = "B", iter(("KB", "MB", "GB"))
+    while n >= 1024 and unit != "GB":
+        n, unit = n / 1024, next(larger)
+    return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
 
 
 def branch_lines(cfg: Config, task: Task) -> list[str]:
