@@ -32,6 +32,15 @@ def run_all(expect: int = 0) -> None:
     assert result.returncode == expect, (result.stdout, result.stderr)
 
 
+def two_tasks(project: Path, first: str, second: str, more: str = WORKTREE, expect: int = 0) -> None:
+    """A repository, two agents, and two tasks run to the end."""
+    repository(project)
+    configure(project, claude=2, retries=0, more=more)
+    ok("add", first)
+    ok("add", second)
+    run_all(expect)
+
+
 def branch_file(branch: str, name: str) -> str:
     return git("show", f"orchestrate/{branch}:{name}")
 
@@ -118,21 +127,13 @@ def test_a_task_and_an_agent_override_the_checks_in_a_shared_project(project: Pa
 
 
 def test_require_changes(project: Path, fakes: Path) -> None:
-    repository(project)
-    configure(project, retries=0, more="require_changes: true\n")  # shared: changes read from git snapshots
-    ok("add", "Say hello")
-    ok("add", "Create HELLO.md")
-    run_all(expect=1)
+    two_tasks(project, "Say hello", "Create HELLO.md", more="require_changes: true\n", expect=1)  # shared mode
     assert (task(1)["status"], task(1)["error"]) == ("failed", "no changes made")
     assert task(2)["status"] == "completed"
 
 
 def test_merge_fast_forwards_and_a_conflict_aborts_cleanly(project: Path, fakes: Path) -> None:
-    repository(project)
-    configure(project, claude=2, more=WORKTREE)
-    ok("add", "Create NOTES.md with alpha")
-    ok("add", "Create NOTES.md with beta")
-    run_all()
+    two_tasks(project, "Create NOTES.md with alpha", "Create NOTES.md with beta")
     merged = ok("merge", "task_001")
     assert "merged orchestrate/task_001 into main (fast-forward)" in merged
     assert "removed" in merged and trees(project) == ["task_002"]
@@ -147,11 +148,7 @@ def test_merge_fast_forwards_and_a_conflict_aborts_cleanly(project: Path, fakes:
 
 
 def test_auto_merge_merges_one_at_a_time_and_fails_a_conflict(project: Path, fakes: Path) -> None:
-    repository(project)
-    configure(project, claude=2, retries=0, more=WORKTREE + "merge: auto\n")
-    ok("add", "Create A.md")
-    ok("add", "Create B.md")
-    run_all()
+    two_tasks(project, "Create A.md", "Create B.md", more=WORKTREE + "merge: auto\n")
     assert (project / "A.md").exists() and (project / "B.md").exists()  # both merged, one after the other
     assert trees(project) == []  # a merged task's worktree is removed; its branch stays until `clean`
     ok("add", "Create NOTES.md with alpha [fake:sleep=0.5]")
@@ -166,11 +163,7 @@ def test_auto_merge_merges_one_at_a_time_and_fails_a_conflict(project: Path, fak
 
 
 def test_clean_keeps_dirty_and_running_worktrees(project: Path, fakes: Path) -> None:
-    repository(project)
-    configure(project, claude=2, more=WORKTREE)
-    ok("add", "Create A.md")
-    ok("add", "Create B.md")
-    run_all()
+    two_tasks(project, "Create A.md", "Create B.md")
     (project / ".orchestrate/worktrees/task_001/scratch.txt").write_text("not committed\n")
     assert "has uncommitted changes" not in ok("merge", "task_001")  # git's reason is quoted instead
     assert trees(project) == ["task_001", "task_002"]
