@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from orchestrate.config import AgentConfig, Config, ContextConfig, PerformanceConfig, TaskQueueConfig
+from orchestrate.config import AgentConfig, Config, ContextConfig, DashboardConfig, PerformanceConfig, TaskQueueConfig
 from orchestrate.errors import ConfigError, UsageError
 
 AGENT_TYPES = ("claude", "codex", "gemini", "command")
@@ -34,6 +34,7 @@ KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
         "a command: a string, or a list of strings",
     ),
     "env": (lambda v: type(v) is dict, "a mapping of variable names to values"),
+    "port": (lambda v: type(v) is int and 0 < v < 65536, "a port number, 1 to 65535"),
 }
 SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {  # key: (kind, default); "?" allows null
     "task_queue": {
@@ -50,6 +51,7 @@ SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {  # key: (kind, default); "?"
         "prompt_max_kb": ("count", 128),
     },
     "performance": {"max_memory_mb": ("count?", 4096)},
+    "dashboard": {"port": ("port?", None), "host": ("text", "127.0.0.1"), "token": ("text?", None)},
 }
 AGENT_KEYS: dict[str, tuple[str, Any]] = {
     "type": ("text?", None),
@@ -137,7 +139,12 @@ def parse(data: dict[str, Any], label: str, root: Path, path: Path) -> Config:
     for key in data:
         if key not in (*SECTIONS, "agents"):
             raise ConfigError(f"{label}: {key}: unknown section (known: agents, {', '.join(SECTIONS)})")
-    queue, context, performance = (_values(data.get(s), f"{label}: {s}", SECTIONS[s]) for s in SECTIONS)
+    queue, context, performance, dashboard = (_values(data.get(s), f"{label}: {s}", SECTIONS[s]) for s in SECTIONS)
+    if not dashboard["token"] and not is_loopback(dashboard["host"]):
+        raise ConfigError(
+            f"{label}: dashboard.token: required when dashboard.host is {dashboard['host']!r}, which is not"
+            " loopback: anyone who can reach the port could cancel tasks"
+        )
     agents = data.get("agents", {"claude": {}})
     if not agents or type(agents) is not dict:
         raise ConfigError(f"{label}: agents: no agents configured; add at least one (e.g. claude: {{}})")
@@ -148,7 +155,20 @@ def parse(data: dict[str, Any], label: str, root: Path, path: Path) -> Config:
         task_queue=TaskQueueConfig(**queue | {"database": root / queue["database"]}),
         context=ContextConfig(**context | {"directory": root / context["directory"]}),
         performance=PerformanceConfig(**performance),
+        dashboard=DashboardConfig(**dashboard),
     )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` only accepts connections from this machine."""
+    if host in ("127.0.0.1", "localhost", "::1"):
+        return True
+    import ipaddress  # only for a host that is not the default
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 def with_slots(cfg: Config, spec: str) -> Config:

@@ -40,6 +40,13 @@ class PerformanceConfig:
 
 
 @dataclass(frozen=True)
+class DashboardConfig:
+    port: int | None = None  # set: the head serves the dashboard itself
+    host: str = "127.0.0.1"
+    token: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     root: Path  # the project directory: relative paths in the file are resolved against it
@@ -47,6 +54,7 @@ class Config:
     task_queue: TaskQueueConfig
     context: ContextConfig
     performance: PerformanceConfig
+    dashboard: DashboardConfig = DashboardConfig()
 
     @property
     def runtime_dir(self) -> Path:
