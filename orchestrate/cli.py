@@ -171,7 +171,7 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
         slots = cli_store.slots(conn) if head.running else []
         failures = cli_store.recent_failures(conn)
     if as_json:
-        _echo_json({"head": render.head_json(head), "counts": counts, "agents": [render.slot_json(s) for s in slots]})
+        _echo_json(render.status_json(head, counts, slots))
         return
     typer.echo(f"head     {render.head_line(head)}")
     typer.echo(f"queue    {render.counts_line(counts)}")
@@ -242,17 +242,12 @@ def show(ctx: typer.Context, task: str, as_json: bool = typer.Option(False, "--j
         typer.echo(render.show_task(found))
 
 
-def _log_path(session: Session, task: store.Task) -> Path:
-    logs = session.config.runtime_dir / "logs"
-    return session.config.root / task.log_file if task.log_file else logs / f"{task.name}.log"
-
-
 @app.command()
 def logs(ctx: typer.Context, task: str, follow: bool = typer.Option(False, "--follow", "-f")) -> None:
     """Print what the task's agent printed; `-f` follows it while the task runs."""
     session = _session(ctx)
     found = _task(ctx, task)
-    path = _log_path(session, found)
+    path = cli_store.log_path(session.config, found)
     if not path.exists() and not (follow and found.status in ("pending", "running")):
         raise OrchestrateError(f"{found.name} has no log yet ({path} does not exist): it has not run")
     offset = 0

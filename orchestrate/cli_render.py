@@ -40,6 +40,11 @@ def task_json(task: Task) -> dict[str, Any]:
     }
 
 
+def status_json(head: Head, counts: dict[str, int], slots: Sequence[Slot]) -> dict[str, Any]:
+    """`status --json`: the head, the counts by status and the agent slots, as DESIGN.md has them."""
+    return {"head": head_json(head), "counts": counts, "agents": [slot_json(s) for s in slots]}
+
+
 def head_json(head: Head) -> dict[str, Any]:
     return {"running": head.running, "pid": head.pid, "started_at": iso(head.started_at)}
 
