@@ -335,6 +335,30 @@ def stop(ctx: typer.Context, wait: bool = typer.Option(False, "--wait", help="Le
     typer.echo(f"head {pid} stopped")
 
 
+@app.command()
+def dashboard(
+    ctx: typer.Context,
+    port: int | None = typer.Option(
+        None, "--port", min=0, max=65535, help="Default: the config's dashboard.port, else 8765; 0 picks a free one."
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; any but loopback needs a token."),
+    token: str | None = typer.Option(
+        None, "--token", envvar="ORCHESTRATE_DASHBOARD_TOKEN", help="Required of every request (default: the config's)."
+    ),
+) -> None:
+    """Serve the live web dashboard until Ctrl-C."""
+    from orchestrate import dashboard as web  # the server and its JSON stay off the other commands' start-up
+
+    session = _session(ctx)
+    with session.queue(create=False):  # a file that is not a queue is exit 2 here, not an error on every request
+        pass
+    cfg = session.config
+    port = (cfg.dashboard.port or web.DEFAULT_PORT) if port is None else port
+    server = web.open_server(cfg, host, port, token or cfg.dashboard.token)
+    typer.echo(f"dashboard on {server.url} (Ctrl-C stops it)")
+    web.serve_until_stopped(server)
+
+
 def main() -> None:
     """Console entry point."""
     app(prog_name="orchestrate")
