@@ -4,6 +4,7 @@ extras beside them, and the Prometheus text for /metrics."""
 from __future__ import annotations
 
 import math
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ from typing import Any
 from orchestrate import cli_render as render
 from orchestrate import cli_store
 from orchestrate.config import Config
+from orchestrate.errors import OrchestrateError
 from orchestrate.store import SELECT_TASKS, STATES, Task, task_from_row
 
 AGENT_STATES = ("idle", "busy", "cooling", "unavailable")
@@ -52,9 +54,11 @@ def tasks(conn: sqlite3.Connection, status: str = "all", search: str = "", limit
     where, args = cli_store.LIST_FILTERS[status], []
     if search:
         escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        # the id as store.task_name writes it
         where += " AND (t.description LIKE ? ESCAPE '\\' OR printf('task_%03d', t.id) LIKE ? ESCAPE '\\')"
         args += [f"%{escaped}%"] * 2
-    rows = conn.execute(f"{SELECT_TASKS} WHERE {where} ORDER BY t.id DESC LIMIT ?", [*args, limit or -1])
+    newest = -1 if limit is None else limit  # -1: no limit
+    rows = conn.execute(f"{SELECT_TASKS} WHERE {where} ORDER BY t.id DESC LIMIT ?", [*args, newest])
     return [task_from_row(r) for r in reversed(rows.fetchall())]
 
 
@@ -87,13 +91,15 @@ def log_chunk(path: Path, offset: int | None) -> dict[str, Any]:
     read from its start, and `offset` in the answer says where this text begins.
     """
     try:
-        size = path.stat().st_size
+        with path.open("rb") as log:
+            size = os.fstat(log.fileno()).st_size
+            start = max(size - LOG_TAIL, 0) if offset is None else offset if offset <= size else 0
+            log.seek(start)
+            data = log.read(LOG_CHUNK)
     except FileNotFoundError:
         return {"exists": False, "offset": 0, "next": 0, "size": 0, "text": ""}
-    start = max(size - LOG_TAIL, 0) if offset is None else offset if offset <= size else 0
-    with path.open("rb") as log:
-        log.seek(start)
-        data = log.read(LOG_CHUNK)
+    except OSError as exc:
+        raise OrchestrateError(f"cannot read {path}: {exc.strerror}") from None
     text, used = _decode(data)
     return {"exists": True, "offset": start, "next": start + used, "size": size, "text": text}
 
@@ -113,11 +119,14 @@ def output_text(cfg: Config, task: Task) -> str | None:
     """The task's output file (what orchestrate wrote when it ended), or None before there is one."""
     if not task.output_file:
         return None
+    path = cfg.root / task.output_file
     try:
-        with (cfg.root / task.output_file).open("rb") as output:
+        with path.open("rb") as output:
             data = output.read(OUTPUT_MAX + 1)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise OrchestrateError(f"cannot read {path}: {exc.strerror}") from None
     text = data[:OUTPUT_MAX].decode(errors="replace")
     if len(data) > OUTPUT_MAX:
         text += f"\n[… cut at {OUTPUT_MAX // 1024} KiB: the whole file is {task.output_file}]"

@@ -139,9 +139,10 @@ def test_the_task_list_searches_and_keeps_the_newest(serve: Callable[..., Served
     assert ids("q=%25coverage") == []  # % is a character, not a wildcard
     assert ids("q=parser&status=blocked") == ["task_002"]
     assert ids("limit=2") == ["task_002", "task_003"]  # the newest, oldest first as everywhere
+    assert ids("limit=0") == []
 
 
-def test_errors_are_json_with_the_right_status(serve: Callable[..., Served]) -> None:
+def test_errors_are_json_with_the_right_status(project: Path, serve: Callable[..., Served]) -> None:
     a_small_queue()
     url = serve().url
     for method, path, code in [
@@ -162,6 +163,9 @@ def test_errors_are_json_with_the_right_status(serve: Callable[..., Served]) -> 
         assert answer.headers["Content-Type"] == "application/json"
         assert answer.json()["error"], (method, path)
     assert "task_999 does not exist" in request(url, "/api/tasks/task_999").json()["error"]
+    (project / ".orchestrate/logs/task_001.log").mkdir(parents=True)  # where its log would be, unreadable
+    unreadable = request(url, "/api/tasks/1/log")
+    assert unreadable.status == 500 and unreadable.json()["error"].startswith("cannot read ")
 
 
 def test_retry_and_cancel_change_the_queue_as_the_commands_do(serve: Callable[..., Served]) -> None:
