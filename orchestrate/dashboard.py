@@ -1,178 +1,31 @@
-"""The live web dashboard: one page and a JSON API over the queue, on the standard library's
-threaded HTTP server, served by `orchestrate dashboard` or by a thread of the head."""
+"""The live web dashboard's server: the standard library's threaded HTTP server with the token
+and same-origin rules, run by `orchestrate dashboard` or in a thread of the head."""
 
 from __future__ import annotations
 
 import errno
 import hmac
-import json
 import logging
-import re
 import signal
 import socket
 import socketserver
-import sqlite3
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from types import FrameType
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from orchestrate import cli_render as render
-from orchestrate import cli_store
-from orchestrate import dashboard_data as data
 from orchestrate.cli_config import is_loopback
 from orchestrate.config import Config
+from orchestrate.dashboard_api import Refused, Reply, dispatch, json_reply
 from orchestrate.errors import InvalidTransition, OrchestrateError, QueueBusy, TaskNotFound, UsageError
-from orchestrate.store import Task
 
 log = logging.getLogger(__name__)
 DEFAULT_PORT = 8765
-PAGE = Path(__file__).with_name("dashboard.html")
-# The page is one file: nothing may load from elsewhere, and no other site may frame it.
-PAGE_POLICY = (
-    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:;"
-    " frame-ancestors 'none'"
-)
 STATUS_OF = {TaskNotFound: 404, UsageError: 400, InvalidTransition: 409, QueueBusy: 503}
 BODY_MAX = 64 * 1024  # the API takes no request body; one is read and dropped to keep the connection usable
-
-
-class Reply(NamedTuple):
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-def json_reply(value: Any, status: int = 200) -> Reply:
-    return Reply(status, json.dumps(value).encode())
-
-
-class Refused(Exception):
-    """A request the dashboard does not answer: its HTTP status, and a sentence for {"error": ...}."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class Request(NamedTuple):
-    cfg: Config
-    args: tuple[str, ...]  # what the route's pattern captured from the path
-    query: dict[str, list[str]]
-
-    def param(self, name: str, default: str = "") -> str:
-        return self.query.get(name, [default])[-1]
-
-    def number(self, name: str) -> int | None:
-        text = self.param(name)
-        if not text:
-            return None
-        if not text.isdigit():
-            raise Refused(400, f"{name} must be a whole number, 0 or more, not {text!r}")
-        return int(text)
-
-    @contextmanager
-    def queue(self) -> Iterator[sqlite3.Connection]:
-        """A connection of this request's own: in WAL mode readers never hold up the head."""
-        with cli_store.opened(self.cfg.task_queue.database, create=False) as conn:
-            yield conn
-
-
-Route = Callable[[Request], Reply]
-ROUTES: list[tuple[str, re.Pattern[str], Route]] = []
-
-
-def route(method: str, pattern: str) -> Callable[[Route], Route]:
-    def register(answer: Route) -> Route:
-        ROUTES.append((method, re.compile(pattern + r"\Z"), answer))
-        return answer
-
-    return register
-
-
-def _task_id(ref: str) -> int:
-    try:
-        return cli_store.parse_task_id(ref)
-    except UsageError as exc:  # in a path, a malformed id names no task
-        raise Refused(404, str(exc)) from None
-
-
-def _task(conn: sqlite3.Connection, ref: str) -> Task:
-    return cli_store.get_task(conn, _task_id(ref))
-
-
-@route("GET", "/")
-def page(req: Request) -> Reply:
-    return Reply(200, PAGE.read_bytes(), "text/html; charset=utf-8", (("Content-Security-Policy", PAGE_POLICY),))
-
-
-@route("GET", "/api/status")
-def status(req: Request) -> Reply:
-    with req.queue() as conn:
-        return json_reply(data.status(conn))
-
-
-@route("GET", "/api/tasks")
-def tasks(req: Request) -> Reply:
-    wanted = req.param("status", "all")
-    if wanted not in cli_store.LIST_FILTERS:
-        raise Refused(400, f"status must be one of {', '.join(cli_store.LIST_FILTERS)}, not {wanted!r}")
-    with req.queue() as conn:
-        found = data.tasks(conn, wanted, req.param("q").strip(), req.number("limit"))
-    return json_reply([render.task_json(t) for t in found])
-
-
-@route("GET", "/api/tasks/([^/]+)")
-def task(req: Request) -> Reply:
-    with req.queue() as conn:
-        return json_reply(render.task_json(_task(conn, req.args[0])))
-
-
-@route("GET", "/api/tasks/([^/]+)/output")
-def output(req: Request) -> Reply:
-    with req.queue() as conn:
-        found = _task(conn, req.args[0])
-    text = data.output_text(req.cfg, found)
-    if text is None:
-        raise Refused(404, f"{found.name} has no output file yet: orchestrate writes it when the task ends")
-    return Reply(200, text.encode(), "text/plain; charset=utf-8")
-
-
-@route("GET", "/api/tasks/([^/]+)/log")
-def log_tail(req: Request) -> Reply:
-    with req.queue() as conn:
-        found = _task(conn, req.args[0])
-    chunk = data.log_chunk(cli_store.log_path(req.cfg, found), req.number("offset"))
-    return json_reply({"task": found.name, "status": found.status, **chunk})
-
-
-@route("POST", "/api/tasks/([^/]+)/(retry|cancel)")
-def change(req: Request) -> Reply:
-    """What `orchestrate retry` and `orchestrate cancel` do, through the same functions."""
-    transition = cli_store.retry if req.args[1] == "retry" else cli_store.cancel
-    task_id = _task_id(req.args[0])
-    with req.queue() as conn:
-        transition(conn, task_id)
-        return json_reply(render.task_json(cli_store.get_task(conn, task_id)))
-
-
-@route("GET", "/api/completions")
-def completions(req: Request) -> Reply:
-    with req.queue() as conn:
-        return json_reply(data.completions(conn))
-
-
-@route("GET", "/metrics")
-def metrics(req: Request) -> Reply:
-    with req.queue() as conn:
-        return Reply(200, data.metrics(conn).encode(), "text/plain; version=0.0.4; charset=utf-8")
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -195,7 +48,7 @@ class Handler(BaseHTTPRequestHandler):
             if remember and method == "GET" and url.path == "/":  # out of the address bar and the history
                 reply = Reply(303, b"", "text/plain", (("Location", "/"),))
             else:
-                reply = self._dispatch(method, url.path, query)
+                reply = dispatch(self.server.cfg, method, url.path, query)
             reply = reply._replace(headers=reply.headers + remember)
         except Refused as exc:
             challenge = (("WWW-Authenticate", "Bearer"),) if exc.status == 401 else ()
@@ -206,17 +59,6 @@ class Handler(BaseHTTPRequestHandler):
             log.exception("dashboard: %s %s failed", method, url.path)
             reply = json_reply({"error": "the dashboard failed to answer; its log has the details"}, 500)
         self._send(reply)
-
-    def _dispatch(self, method: str, path: str, query: dict[str, list[str]]) -> Reply:
-        allowed = []
-        for verb, pattern, answer in ROUTES:
-            if match := pattern.match(path):
-                if verb == method:
-                    return answer(Request(self.server.cfg, match.groups(), query))
-                allowed.append(verb)
-        if allowed:
-            return json_reply({"error": f"{path} takes {' or '.join(allowed)}, not {method}"}, 405)
-        raise Refused(404, f"no such page: {path}")
 
     def _admit(self, method: str, query: dict[str, list[str]]) -> tuple[tuple[str, str], ...]:
         """Refuse what must not be answered; the header that remembers a token given in the URL."""
