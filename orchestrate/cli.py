@@ -180,10 +180,9 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
         head, counts = cli_store.head(conn), cli_store.counts(conn)
         slots = cli_store.slots(conn) if head.running else []
         failures = cli_store.recent_failures(conn)
-    trees = _worktrees(_session(ctx).config)
+    trees = cli_store.worktree_usage(_session(ctx).config)
     if as_json:
-        shape = {"head": render.head_json(head), "counts": counts, "agents": [render.slot_json(s) for s in slots]}
-        _echo_json(shape | {"worktrees": {"count": trees[0], "bytes": trees[1]}})
+        _echo_json(render.status_json(head, counts, slots, trees))
         return
     typer.echo(f"head     {render.head_line(head)}")
     typer.echo(f"queue    {render.counts_line(counts)}")
@@ -201,15 +200,6 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
         from orchestrate.cli_workspace import size
 
         typer.echo(f"worktrees {trees[0]} in {_session(ctx).config.runtime_dir / 'worktrees'}, {size(trees[1])}")
-
-
-def _worktrees(cfg: Config) -> tuple[int, int]:
-    """How many task worktrees there are, and their size: nothing to import or count without any."""
-    if not (cfg.runtime_dir / "worktrees").is_dir():
-        return 0, 0
-    from orchestrate import cli_workspace
-
-    return cli_workspace.usage(cfg)
 
 
 STATUS_FILTERS = tuple(cli_store.LIST_FILTERS)
@@ -273,17 +263,12 @@ def show(ctx: typer.Context, task: str, as_json: bool = typer.Option(False, "--j
             typer.echo(line)
 
 
-def _log_path(session: Session, task: store.Task) -> Path:
-    logs = session.config.runtime_dir / "logs"
-    return session.config.root / task.log_file if task.log_file else logs / f"{task.name}.log"
-
-
 @app.command()
 def logs(ctx: typer.Context, task: str, follow: bool = typer.Option(False, "--follow", "-f")) -> None:
     """Print what the task's agent printed; `-f` follows it while the task runs."""
     session = _session(ctx)
     found = _task(ctx, task)
-    path = _log_path(session, found)
+    path = cli_store.log_path(session.config, found)
     if not path.exists() and not (follow and found.status in ("pending", "running")):
         raise OrchestrateError(f"{found.name} has no log yet ({path} does not exist): it has not run")
     offset = 0
@@ -400,6 +385,30 @@ def stop(ctx: typer.Context, wait: bool = typer.Option(False, "--wait", help="Le
         typer.echo("stopping once the running tasks finish...")
     pid = cli_lifecycle.stop(_session(ctx).config, wait)
     typer.echo(f"head {pid} stopped")
+
+
+@app.command()
+def dashboard(
+    ctx: typer.Context,
+    port: int | None = typer.Option(
+        None, "--port", min=0, max=65535, help="Default: the config's dashboard.port, else 8765; 0 picks a free one."
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; any but loopback needs a token."),
+    token: str | None = typer.Option(
+        None, "--token", envvar="ORCHESTRATE_DASHBOARD_TOKEN", help="Required of every request (default: the config's)."
+    ),
+) -> None:
+    """Serve the live web dashboard until Ctrl-C."""
+    from orchestrate import dashboard as web  # the server and its JSON stay off the other commands' start-up
+
+    session = _session(ctx)
+    with session.queue(create=False):  # a file that is not a queue is exit 2 here, not an error on every request
+        pass
+    cfg = session.config
+    port = (cfg.dashboard.port or web.DEFAULT_PORT) if port is None else port
+    server = web.open_server(cfg, host, port, token or cfg.dashboard.token)
+    typer.echo(f"dashboard on {server.url} (Ctrl-C stops it)")
+    web.serve_until_stopped(server)
 
 
 def main() -> None:

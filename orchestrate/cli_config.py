@@ -10,7 +10,15 @@ from typing import Any
 
 import yaml
 
-from orchestrate.config import AgentConfig, Config, ContextConfig, PerformanceConfig, TaskQueueConfig, WorkspaceConfig
+from orchestrate.config import (
+    AgentConfig,
+    Config,
+    ContextConfig,
+    DashboardConfig,
+    PerformanceConfig,
+    TaskQueueConfig,
+    WorkspaceConfig,
+)
 from orchestrate.errors import ConfigError, UsageError
 
 AGENT_TYPES = ("claude", "codex", "gemini", "command")
@@ -41,6 +49,7 @@ KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "paths": (lambda v: type(v) is list and all(isinstance(x, str) and x.strip() for x in v), "a list of file names"),
     "workspace": (lambda v: v in ("shared", "worktree"), "shared or worktree"),
     "merge": (lambda v: v in ("manual", "auto"), "manual or auto"),
+    "port": (lambda v: type(v) is int and 0 < v < 65536, "a port number, 1 to 65535"),
 }
 SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {  # key: (kind, default); "?" allows null
     "task_queue": {
@@ -57,6 +66,7 @@ SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {  # key: (kind, default); "?"
         "prompt_max_kb": ("count", 128),
     },
     "performance": {"max_memory_mb": ("count?", 4096)},
+    "dashboard": {"port": ("port?", None), "host": ("text", "127.0.0.1"), "token": ("text?", None)},
 }
 # Top-level keys: where and how each task runs, and what it must pass to count as completed.
 WORKSPACE_KEYS: dict[str, tuple[str, Any]] = {
@@ -162,7 +172,12 @@ def parse(data: dict[str, Any], label: str, root: Path, path: Path) -> Config:
     for key in data:
         if key not in known:
             raise ConfigError(f"{label}: {key}: unknown key (known: {', '.join(known)})")
-    queue, context, performance = (_values(data.get(s), f"{label}: {s}", SECTIONS[s]) for s in SECTIONS)
+    queue, context, performance, dashboard = (_values(data.get(s), f"{label}: {s}", SECTIONS[s]) for s in SECTIONS)
+    if not dashboard["token"] and not is_loopback(dashboard["host"]):
+        raise ConfigError(
+            f"{label}: dashboard.token: required when dashboard.host is {dashboard['host']!r}, which is not"
+            " loopback: anyone who can reach the port could cancel tasks"
+        )
     top = _values({k: v for k, v in data.items() if k in WORKSPACE_KEYS}, label, WORKSPACE_KEYS, ": ")
     workspace = WorkspaceConfig(
         top["workspace"], tuple(top["workspace_files"]), top["setup"], commands(top["verify"]),
@@ -179,7 +194,20 @@ def parse(data: dict[str, Any], label: str, root: Path, path: Path) -> Config:
         context=ContextConfig(**context | {"directory": root / context["directory"]}),
         performance=PerformanceConfig(**performance),
         workspace=workspace,
+        dashboard=DashboardConfig(**dashboard),
     )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` only accepts connections from this machine."""
+    if host in ("127.0.0.1", "localhost", "::1"):
+        return True
+    import ipaddress  # only for a host that is not the default
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 def with_slots(cfg: Config, spec: str) -> Config:

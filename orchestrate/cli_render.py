@@ -42,6 +42,15 @@ def task_json(task: Task) -> dict[str, Any]:
     }
 
 
+def status_json(
+    head: Head, counts: dict[str, int], slots: Sequence[Slot], worktrees: tuple[int, int]
+) -> dict[str, Any]:
+    """`status --json`: the head, the counts by status and the agent slots, as DESIGN.md has them,
+    and the task worktrees (issue 5)."""
+    shape = {"head": head_json(head), "counts": counts, "agents": [slot_json(s) for s in slots]}
+    return shape | {"worktrees": {"count": worktrees[0], "bytes": worktrees[1]}}
+
+
 def head_json(head: Head) -> dict[str, Any]:
     return {"running": head.running, "pid": head.pid, "started_at": iso(head.started_at)}
 

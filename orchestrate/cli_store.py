@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from orchestrate.config import Config
 from orchestrate.errors import ConfigError, InvalidTransition, QueueBusy, TaskNotFound, UsageError
 from orchestrate.store import (
     BUSY_TIMEOUT_S,
@@ -151,6 +152,20 @@ def get_task(conn: sqlite3.Connection, task_id: int) -> Task:
     if row is None:
         raise TaskNotFound(f"{task_name(task_id)} does not exist; `orchestrate tasks` lists the queue")
     return task_from_row(row)
+
+
+def log_path(cfg: Config, task: Task) -> Path:
+    """The task's log: where its row says (relative to the project), else where the head will write it."""
+    return cfg.root / task.log_file if task.log_file else cfg.runtime_dir / "logs" / f"{task.name}.log"
+
+
+def worktree_usage(cfg: Config) -> tuple[int, int]:
+    """How many task worktrees there are, and their bytes: without any, nothing to import or count."""
+    if not (cfg.runtime_dir / "worktrees").is_dir():
+        return 0, 0
+    from orchestrate import cli_workspace
+
+    return cli_workspace.usage(cfg)
 
 
 LIST_FILTERS = {

@@ -52,6 +52,13 @@ class WorkspaceConfig:
 
 
 @dataclass(frozen=True)
+class DashboardConfig:
+    port: int | None = None  # set: the head serves the dashboard itself
+    host: str = "127.0.0.1"
+    token: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     root: Path  # the project directory: relative paths in the file are resolved against it
@@ -60,6 +67,7 @@ class Config:
     context: ContextConfig
     performance: PerformanceConfig
     workspace: WorkspaceConfig = WorkspaceConfig()
+    dashboard: DashboardConfig = DashboardConfig()
 
     @property
     def runtime_dir(self) -> Path:

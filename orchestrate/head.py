@@ -53,7 +53,12 @@ class Head:
         self.cfg.runtime_dir.mkdir(parents=True, exist_ok=True)
         (self.cfg.runtime_dir / ".gitignore").write_text("*\n")  # runtime files, worktrees: none is the project's
         self.queue = await Queue.open(self.db)
+        web = None  # the dashboard's server, when the config gives it a port
         try:
+            if port := self.cfg.dashboard.port:  # imported only then; it reads the queue on connections of its own
+                from orchestrate import dashboard
+
+                web = dashboard.start(self.cfg, port)
             self._sweep()  # a dead head's agents die before their tasks are handed out again
             for name, why in self.distributor.missing().items():
                 self._unavailable(name, why)
@@ -83,6 +88,8 @@ class Head:
                 log.info("head %d stopped", os.getpid())
             return 1 if self.failures or (self.until_idle and await self.queue.pending()) else 0
         finally:
+            if web:
+                web.stop()
             pid_file.unlink(missing_ok=True)
             await self.queue.close()
             os.close(lock)

@@ -1,0 +1,172 @@
+"""What the dashboard reads from the queue and the agents' files: DESIGN's JSON shapes, the page's
+extras beside them, and the Prometheus text for /metrics."""
+
+from __future__ import annotations
+
+import math
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from orchestrate import cli_render as render
+from orchestrate import cli_store
+from orchestrate.config import Config
+from orchestrate.errors import OrchestrateError
+from orchestrate.store import SELECT_TASKS, STATES, Task, task_from_row
+
+AGENT_STATES = ("idle", "busy", "cooling", "unavailable")
+LOG_TAIL = 64 * 1024  # what a first look at a log shows: its end
+LOG_CHUNK = 256 * 1024  # the most one request returns; a client follows with the next offset
+OUTPUT_MAX = 1024 * 1024
+CHART_BARS = 30
+# Bar widths for the completions chart: the first that fits the history in CHART_BARS bars.
+BAR_SECONDS = (2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400, 7 * 86400)
+DURATION_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+def status(conn: sqlite3.Connection, cfg: Config, now: float | None = None) -> dict[str, Any]:
+    """`status --json`, plus what the page shows besides: the total cost, and each slot's cost,
+    time on its task and note."""
+    now = time.time() if now is None else now
+    head, counts = cli_store.head(conn, now), cli_store.counts(conn)
+    slots = cli_store.slots(conn) if head.running else []
+    shown = render.status_json(head, counts, slots, cli_store.worktree_usage(cfg))
+    for agent, slot in zip(shown["agents"], slots, strict=True):
+        elapsed = round(now - slot.since, 1) if slot.state == "busy" and slot.since is not None else None
+        agent.update(cost_usd=slot.cost_usd, elapsed_s=elapsed, note=slot.note)
+    shown["cost_usd"] = total_cost(conn)
+    return shown
+
+
+def total_cost(conn: sqlite3.Connection) -> float:
+    """What the tasks' recorded attempts cost (each task keeps the cost of its latest attempt)."""
+    return float(conn.execute("SELECT total(cost_usd) FROM tasks").fetchone()[0])
+
+
+def tasks(conn: sqlite3.Connection, status: str = "all", search: str = "", limit: int | None = None) -> list[Task]:
+    """`tasks --status` (a key of LIST_FILTERS), narrowed to those whose id or description
+    contains `search`, and to the newest `limit`; oldest first, as the CLI lists them."""
+    if not search and limit is None:
+        return cli_store.list_tasks(conn, status)
+    where, args = cli_store.LIST_FILTERS[status], []
+    if search:
+        escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        # the id as store.task_name writes it
+        where += " AND (t.description LIKE ? ESCAPE '\\' OR printf('task_%03d', t.id) LIKE ? ESCAPE '\\')"
+        args += [f"%{escaped}%"] * 2
+    newest = -1 if limit is None else limit  # -1: no limit
+    rows = conn.execute(f"{SELECT_TASKS} WHERE {where} ORDER BY t.id DESC LIMIT ?", [*args, newest])
+    return [task_from_row(r) for r in reversed(rows.fetchall())]
+
+
+def completions(conn: sqlite3.Connection, now: float | None = None) -> dict[str, Any]:
+    """Tasks completed per interval, from the first completion to now, in at most CHART_BARS bars.
+
+    Bars are aligned to multiples of their width, so they stay put from one poll to the next.
+    """
+    now = time.time() if now is None else now
+    first = conn.execute("SELECT min(finished_at) FROM tasks WHERE status = 'completed'").fetchone()[0]
+    history = now - first if first is not None else 0
+    width = next((w for w in BAR_SECONDS if w * (CHART_BARS - 1) >= history), BAR_SECONDS[-1])
+    end = (math.floor(now / width) + 1) * width
+    start = end - width * CHART_BARS
+    counts = [0] * CHART_BARS
+    rows = conn.execute(
+        """SELECT CAST((finished_at - ?) / ? AS INTEGER), count(*) FROM tasks
+           WHERE status = 'completed' AND finished_at >= ? GROUP BY 1""",
+        (start, width, start),
+    )
+    for bar, n in rows:
+        counts[min(bar, CHART_BARS - 1)] += n
+    return {"start": render.iso(start), "bar_seconds": width, "counts": counts}
+
+
+def log_chunk(path: Path, offset: int | None) -> dict[str, Any]:
+    """Up to LOG_CHUNK bytes of a log from `offset` (by default its last LOG_TAIL bytes), as text.
+
+    `next` is where to read on from. A log shorter than `offset` was started afresh, so it is
+    read from its start, and `offset` in the answer says where this text begins.
+    """
+    try:
+        with path.open("rb") as log:
+            size = os.fstat(log.fileno()).st_size
+            start = max(size - LOG_TAIL, 0) if offset is None else offset if offset <= size else 0
+            log.seek(start)
+            data = log.read(LOG_CHUNK)
+    except FileNotFoundError:
+        return {"exists": False, "offset": 0, "next": 0, "size": 0, "text": ""}
+    except OSError as exc:
+        raise OrchestrateError(f"cannot read {path}: {exc.strerror}") from None
+    text, used = _decode(data)
+    return {"exists": True, "offset": start, "next": start + used, "size": size, "text": text}
+
+
+def _decode(data: bytes) -> tuple[str, int]:
+    """The text in `data`, and how many bytes it used: a character the agent has only half
+    written yet is left for the next read instead of becoming garbage."""
+    try:
+        return data.decode(), len(data)
+    except UnicodeDecodeError as exc:
+        if exc.reason == "unexpected end of data":
+            return data[: exc.start].decode(errors="replace"), exc.start
+        return data.decode(errors="replace"), len(data)
+
+
+def output_text(cfg: Config, task: Task) -> str | None:
+    """The task's output file (what orchestrate wrote when it ended), or None before there is one."""
+    if not task.output_file:
+        return None
+    path = cfg.root / task.output_file
+    try:
+        with path.open("rb") as output:
+            data = output.read(OUTPUT_MAX + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise OrchestrateError(f"cannot read {path}: {exc.strerror}") from None
+    text = data[:OUTPUT_MAX].decode(errors="replace")
+    if len(data) > OUTPUT_MAX:
+        text += f"\n[… cut at {OUTPUT_MAX // 1024} KiB: the whole file is {task.output_file}]"
+    return text
+
+
+def metrics(conn: sqlite3.Connection, now: float | None = None) -> str:
+    """The queue in Prometheus' text exposition format (version 0.0.4)."""
+    head = cli_store.head(conn, now)
+    counts = cli_store.counts(conn)
+    slots = cli_store.slots(conn) if head.running else []
+    lines = _family("orchestrate_head_running", "gauge", "1 while a head node works this queue.", [("", head.running)])
+    tasks_by_status = [(f'{{status="{s}"}}', counts[s]) for s in STATES]
+    lines += _family("orchestrate_tasks", "gauge", "Tasks in the queue by status.", tasks_by_status)
+    agents_by_state = [(f'{{state="{s}"}}', sum(a.state == s for a in slots)) for s in AGENT_STATES]
+    lines += _family("orchestrate_agents", "gauge", "The head's agent slots by state.", agents_by_state)
+    lines += _durations(conn)
+    # A gauge, though named _total as asked: a retried task keeps only its latest attempt's cost.
+    cost = [("", total_cost(conn))]
+    lines += _family("orchestrate_cost_usd_total", "gauge", "What the tasks' recorded attempts cost, in USD.", cost)
+    return "\n".join(lines) + "\n"
+
+
+def _durations(conn: sqlite3.Connection) -> list[str]:
+    """A histogram of completed tasks' run time (finished_at - started_at of their last attempt)."""
+    le = ", ".join(f"total(d <= {b})" for b in DURATION_BUCKETS)
+    row = conn.execute(
+        f"""SELECT {le}, count(*), total(d) FROM (SELECT finished_at - started_at AS d FROM tasks
+            WHERE status = 'completed' AND started_at IS NOT NULL AND finished_at IS NOT NULL)"""
+    ).fetchone()
+    *cumulative, count, seconds = row
+    buckets = [(f'_bucket{{le="{b}"}}', n) for b, n in zip(DURATION_BUCKETS, cumulative, strict=True)]
+    samples = [*buckets, ('_bucket{le="+Inf"}', count), ("_sum", seconds), ("_count", count)]
+    return _family("orchestrate_task_duration_seconds", "histogram", "Run time of completed tasks.", samples)
+
+
+def _family(name: str, kind: str, meaning: str, samples: Sequence[tuple[str, float]]) -> list[str]:
+    lines = [f"# HELP {name} {meaning}", f"# TYPE {name} {kind}"]
+    return lines + [f"{name}{suffix} {_number(value)}" for suffix, value in samples]
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
