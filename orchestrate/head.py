@@ -118,7 +118,9 @@ class Head:
                 if (latest := await self.queue.data_version()) != version:
                     version = latest
                     for task_id, status in (await self.queue.statuses(self.busy)).items():
-                        self.busy[task_id].interrupt("cancelled" if status == "cancelled" else None)
+                        # looked up again: a task may have ended while the statuses were read
+                        if status == "cancelled" and (slot := self.busy.get(task_id)):
+                            slot.interrupt("cancelled")
                     break
             self.wake.clear()
 
