@@ -176,7 +176,12 @@ class Head:
             out.write(f"=== orchestrate: attempt {task.attempts + 1} on {slot.id} at {stamp} ===\n".encode())
             out.write("".join(f"=== orchestrate: {note} ===\n" for note in notes).encode())
             why, failed = None, "not a git repository, so it has no worktree" if tree and not self.repo else None
-            if tree and self.repo and not (failed := await workspace.prepare(cfg, task, tree)) and cfg.workspace.setup:
+            if (
+                tree
+                and self.repo
+                and not (failed := await workspace.prepare(cfg, self.repo, task, tree))
+                and cfg.workspace.setup
+            ):
                 why, failed = await self._shell("setup", cfg.workspace.setup, run, out)
             if why or failed:
                 return await self._settle(slot, task, Result(False, "", failed), why, timeout, None)
@@ -192,7 +197,7 @@ class Head:
                 self._sweep(task.name)  # at once; other strays are found by the next heartbeat
             result, checks = reader.finish(code), []
             if tree and self.repo:
-                await workspace.commit(self.repo, task, tree)
+                await workspace.commit(cfg, self.repo, task, tree)
                 changed = await workspace.changes(cfg, self.repo, f"HEAD...{workspace.branch(task)}")
             else:
                 after = await workspace.snapshot(cfg, self.repo, task.name) if before else None

@@ -110,7 +110,7 @@ def worktree(cfg: Config, task: Task) -> Path | None:
     return cfg.runtime_dir / "worktrees" / task.name if (task.workspace or cfg.workspace.mode) == "worktree" else None
 
 
-async def prepare(cfg: Config, task: Task, path: Path) -> str | None:
+async def prepare(cfg: Config, repo: Repository, task: Task, path: Path) -> str | None:
     """Check out the task's branch in `path`, made on its first attempt (from its one dependency's
     branch, so chains build on each other, or else from HEAD) and kept for the retries; why not."""
     if (path / ".git").exists():
@@ -127,15 +127,18 @@ async def prepare(cfg: Config, task: Task, path: Path) -> str | None:
         return f"cannot make a worktree for {task.name}: {err.strip()}"
     for name in cfg.workspace.files:  # untracked files the work needs, such as .env
         if (cfg.root / name).is_file():
-            (path / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(cfg.root / name, path / name)
+            (path / repo.prefix / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(cfg.root / name, path / repo.prefix / name)
     return None
 
 
-async def commit(repo: Repository, task: Task, path: Path) -> None:
-    """Commit what the agent left uncommitted on the task's branch: nothing it did is lost."""
-    if await git(path, "status", "--porcelain"):
-        await git(path, "add", "--all")
+async def commit(cfg: Config, repo: Repository, task: Task, path: Path) -> None:
+    """Commit what the agent left uncommitted on the task's branch, so nothing it did is lost;
+    but not the workspace_files copied in: a .env stays out of the history."""
+    await git(path, "add", "--all")
+    if cfg.workspace.files:
+        await git(path / repo.prefix, "reset", "-q", "--", *cfg.workspace.files)
+    if await git(path, "diff", "--cached", "--quiet") is None:  # exit 1: something is staged
         await git(path, *repo.identity, "commit", "-q", "--no-verify", "-m", f"{task.name}: {task.description}")
 
 
@@ -154,5 +157,7 @@ async def merge(cfg: Config, repo: Repository, task: Task) -> str | None:
 async def remove(cfg: Config, task: Task) -> str | None:
     """Remove the task's worktree (its branch stays) unless it holds uncommitted changes; why not."""
     path = cfg.runtime_dir / "worktrees" / task.name
-    code, _, err = await run_git(cfg.root, "worktree", "remove", str(path)) if path.exists() else (0, "", "")
-    return err.strip() or "git failed" if code else None
+    if not path.exists():
+        return None
+    code, _, err = await run_git(cfg.root, "worktree", "remove", str(path))
+    return (err.strip() or "git failed") if code else None

@@ -59,7 +59,8 @@ def clean_checkout() -> None:
 def test_parallel_tasks_editing_one_file_land_on_separate_branches(project: Path, fakes: Path) -> None:
     repository(project)
     (project / ".env").write_text("SECRET=1\n")
-    configure(project, claude=2, more=WORKTREE + "workspace_files: [.env]\nsetup: echo ok > .setup-ran\n")
+    (project / "local.cfg").write_text("mine\n")  # neither tracked nor ignored
+    configure(project, claude=2, more=WORKTREE + "workspace_files: [.env, local.cfg]\nsetup: echo ok > .setup-ran\n")
     ok("add", "Create NOTES.md with alpha [fake:sleep=1]")
     ok("add", "Create NOTES.md with beta [fake:sleep=1]")
     run_all()
@@ -79,6 +80,7 @@ def test_parallel_tasks_editing_one_file_land_on_separate_branches(project: Path
     for name in ("task_001", "task_002"):  # the untracked .env was copied in, and setup ran first
         assert (project / ".orchestrate/worktrees" / name / ".env").read_text() == "SECRET=1\n"
         assert (project / ".orchestrate/worktrees" / name / ".setup-ran").read_text() == "ok\n"
+        assert "local.cfg" not in git("ls-tree", "--name-only", f"orchestrate/{name}")  # copied in, never committed
     assert "- A NOTES.md" in (project / "context/agent_outputs/task_001_output.md").read_text()
     shown = ok("show", "task_001")
     assert "orchestrate/task_001" in shown and "NOTES.md | 1 +" in shown and "task_001: Create NOTES.md" in shown
