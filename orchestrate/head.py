@@ -175,14 +175,7 @@ class Head:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             out.write(f"=== orchestrate: attempt {task.attempts + 1} on {slot.id} at {stamp} ===\n".encode())
             out.write("".join(f"=== orchestrate: {note} ===\n" for note in notes).encode())
-            why, failed = None, "not a git repository, so it has no worktree" if tree and not self.repo else None
-            if (
-                tree
-                and self.repo
-                and not (failed := await workspace.prepare(cfg, self.repo, task, tree))
-                and cfg.workspace.setup
-            ):
-                why, failed = await self._shell("setup", cfg.workspace.setup, run, out)
+            why, failed = await self._prepare(task, tree, run, out) if tree else (None, None)
             if why or failed:
                 return await self._settle(slot, task, Result(False, "", failed), why, timeout, None)
             before = await workspace.snapshot(cfg, self.repo, task.name) if not tree else None
@@ -195,29 +188,41 @@ class Head:
                 return await self._requeue(task, str(exc))
             if why or agent.type in DETACHING:
                 self._sweep(task.name)  # at once; other strays are found by the next heartbeat
-            result, checks = reader.finish(code), []
+            result, checks = reader.finish(code), list[str]()
             if tree and self.repo:
                 await workspace.commit(cfg, self.repo, task, tree)
                 changed = await workspace.changes(cfg, self.repo, f"HEAD...{workspace.branch(task)}")
             else:
                 after = await workspace.snapshot(cfg, self.repo, task.name) if before else None
                 changed = await workspace.changes(cfg, self.repo, before, after)
-            if result.ok and not why:  # the agent's word is not taken for it
-                if cfg.workspace.require_changes and not changed:
-                    failed = "no changes made" + (
-                        " (not a git repository: none can be seen)" if changed is None else ""
-                    )
-                for command in () if failed else self._checks(task, agent):
-                    why, failed = await self._shell("verify", command, run, out)
-                    checks.append(f"`{command}`: " + ("passed" if not (why or failed) else why or "FAILED"))
-                    if why or failed:
-                        break
-                result = result._replace(ok=False, error=failed) if failed else result
+            if result.ok and not why:
+                result, why, checks = await self._judge(task, agent, result, changed, run, out)
         await self._settle(slot, task, result, why, timeout, changed, checks)
 
-    def _checks(self, task: Task, agent: AgentConfig) -> tuple[str, ...]:
-        """The task's own verify commands, else its agent's, else the project's."""
-        return next(c for c in (task.verify, agent.verify, self.cfg.workspace.verify) if c is not None)
+    async def _prepare(self, task: Task, tree: Path, run: Any, out: process.Log) -> tuple[str | None, str | None]:
+        """Check out and set up the task's worktree: (why it was stopped, what failed), each None if not."""
+        if self.repo is None:
+            return None, "not a git repository, so it has no worktree"
+        if failed := await workspace.prepare(self.cfg, self.repo, task, tree):
+            return None, failed
+        setup = self.cfg.workspace.setup
+        return await self._shell("setup", setup, run, out) if setup else (None, None)
+
+    async def _judge(
+        self, task: Task, agent: AgentConfig, result: Result, changed: list[str] | None, run: Any, out: process.Log
+    ) -> tuple[Result, str | None, list[str]]:
+        """The agent's word is not taken for it: require_changes, then the task's checks in turn.
+        The result as judged, why a check was stopped, and each check's outcome."""
+        if self.cfg.workspace.require_changes and not changed:
+            unseen = " (not a git repository: none can be seen)" if changed is None else ""
+            return result._replace(ok=False, error="no changes made" + unseen), None, []
+        checks: list[str] = []
+        for command in next(c for c in (task.verify, agent.verify, self.cfg.workspace.verify) if c is not None):
+            why, failed = await self._shell("verify", command, run, out)
+            checks.append(f"`{command}`: {why or ('FAILED' if failed else 'passed')}")
+            if why or failed:
+                return result._replace(ok=False, error=failed) if failed else result, why, checks
+        return result, None, checks
 
     async def _shell(self, step: str, command: str, run: Any, out: process.Log) -> tuple[str | None, str | None]:
         """Run a setup or verify command to its end: (why it was stopped, what failed), each None if not."""
