@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -222,5 +221,5 @@ def with_slots(cfg: Config, spec: str) -> Config:
             known = ", ".join(sorted({a.name for a in cfg.agents} | set(DEFAULT_COMMANDS)))
             raise UsageError(f"--agents: no agent {name!r} is configured (known: {known})")
         agent = agent or AgentConfig(name, name, tuple(shlex.split(DEFAULT_COMMANDS[name])))
-        agents.append(replace(agent, max_instances=int(count)))
-    return replace(cfg, agents=tuple(agents))
+        agents.append(agent._replace(max_instances=int(count)))
+    return cfg._replace(agents=tuple(agents))
