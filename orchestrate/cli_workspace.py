@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from orchestrate import workspace
 from orchestrate.config import Config
 from orchestrate.errors import ConfigError, OrchestrateError
-from orchestrate.store import Task
+from orchestrate.store import Task, task_branch
+
+# `status` and `show` import this module: asyncio and the head's git coroutines (workspace) are
+# imported only where the repository is changed, in merge, tidy and clean.
 
 
 def git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -67,7 +68,7 @@ def size(n: float) -> str:
 
 def branch_lines(cfg: Config, task: Task) -> list[str]:
     """What `show` prints of a task's branch: its commits and diffstat against the current branch."""
-    name = workspace.branch(task)
+    name = task_branch(task.id)
     if git(cfg.root, "rev-parse", "--verify", "-q", f"refs/heads/{name}").returncode:
         return []
     commits = git(cfg.root, "log", "--oneline", f"HEAD..{name}").stdout.splitlines()
@@ -83,11 +84,15 @@ def merge(cfg: Config, task: Task) -> list[str]:
     """Merge a completed task's branch into the current branch; what happened, line by line."""
     if task.status != "completed":
         raise OrchestrateError(f"{task.name} is {task.status}; only a completed task's branch is merged")
-    name = workspace.branch(task)
+    name = task_branch(task.id)
     if git(cfg.root, "rev-parse", "--verify", "-q", f"refs/heads/{name}").returncode:
         raise OrchestrateError(f"{task.name} has no branch {name}: it did not run in a worktree")
     before = git(cfg.root, "rev-parse", "HEAD").stdout.strip()
     current = git(cfg.root, "rev-parse", "--abbrev-ref", "HEAD").stdout.strip()
+    import asyncio
+
+    from orchestrate import workspace
+
     repo = asyncio.run(workspace.repository(cfg))
     if repo is None:
         raise OrchestrateError(f"{cfg.root} is not in a git repository")
@@ -101,13 +106,21 @@ def merge(cfg: Config, task: Task) -> list[str]:
 
 
 def tidy(cfg: Config, task: Task) -> list[str]:
+    """Remove the task's worktree, if it has one: what happened."""
+    return [_remove(cfg, task)[0]] if (worktrees(cfg) / task.name).exists() else []
+
+
+def _remove(cfg: Config, task: Task) -> tuple[str, int | None]:
+    """Remove the task's worktree unless git refuses: what happened, and the bytes freed (None: kept)."""
+    import asyncio
+
+    from orchestrate import workspace
+
     tree = worktrees(cfg) / task.name
-    if not tree.exists():
-        return []
     freed = disk_usage(tree)
     if problem := asyncio.run(workspace.remove(cfg, task)):
-        return [f"kept {tree}: {problem}"]
-    return [f"removed {tree} ({size(freed)})"]
+        return f"kept {tree}: {problem}", None
+    return f"removed {tree} ({size(freed)})", freed
 
 
 class Found(NamedTuple):
@@ -132,20 +145,19 @@ def clean(cfg: Config, lookup: Callable[[int], Task | None]) -> list[str]:
     lines, freed, removed, deleted = [], 0, 0, 0
     for item in found(cfg):
         task = lookup(item.task_id)
-        merged = (
-            bool(item.branch) and not git(cfg.root, "merge-base", "--is-ancestor", str(item.branch), "HEAD").returncode
-        )
-        if task is None or not (task.status == "cancelled" or (task.status == "completed" and merged)):
-            continue  # still to run, to review or to merge
+        if task is None or task.status not in ("cancelled", "completed"):
+            continue  # still to run, or unknown to this queue
+        merged = item.branch and not git(cfg.root, "merge-base", "--is-ancestor", item.branch, "HEAD").returncode
+        if task.status == "completed" and not merged:
+            continue  # still to review or to merge
         if item.worktree:
             if git(item.worktree, "status", "--porcelain").stdout.strip():
                 lines.append(f"kept {item.worktree}: it has uncommitted changes")
                 continue
-            bytes_ = disk_usage(item.worktree)
-            if problem := asyncio.run(workspace.remove(cfg, task)):
-                lines.append(f"kept {item.worktree}: {problem}")
+            line, bytes_ = _remove(cfg, task)
+            lines.append(line)
+            if bytes_ is None:
                 continue
-            lines.append(f"removed {item.worktree} ({size(bytes_)})")
             freed, removed = freed + bytes_, removed + 1
         if item.branch and task.status == "completed" and not git(cfg.root, "branch", "-d", item.branch).returncode:
             lines.append(f"deleted branch {item.branch}")

@@ -25,6 +25,8 @@ CHART_BARS = 30
 # Bar widths for the completions chart: the first that fits the history in CHART_BARS bars.
 BAR_SECONDS = (2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400, 7 * 86400)
 DURATION_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+WORKTREES_S = 10.0  # how long a count of the worktrees' disk lasts: it walks every file in them
+_worktrees: dict[Path, tuple[float, tuple[int, int]]] = {}  # by project: (when counted, count and bytes)
 
 
 def status(conn: sqlite3.Connection, cfg: Config, now: float | None = None) -> dict[str, Any]:
@@ -33,12 +35,22 @@ def status(conn: sqlite3.Connection, cfg: Config, now: float | None = None) -> d
     now = time.time() if now is None else now
     head, counts = cli_store.head(conn, now), cli_store.counts(conn)
     slots = cli_store.slots(conn) if head.running else []
-    shown = render.status_json(head, counts, slots, cli_store.worktree_usage(cfg))
+    shown = render.status_json(head, counts, slots, worktree_usage(cfg, now))
     for agent, slot in zip(shown["agents"], slots, strict=True):
         elapsed = round(now - slot.since, 1) if slot.state == "busy" and slot.since is not None else None
         agent.update(cost_usd=slot.cost_usd, elapsed_s=elapsed, note=slot.note)
     shown["cost_usd"] = total_cost(conn)
     return shown
+
+
+def worktree_usage(cfg: Config, now: float) -> tuple[int, int]:
+    """`status`'s worktree count and size, counted again at most every WORKTREES_S: the page asks
+    twice a second, and a worktree with its dependencies installed holds many files."""
+    counted, usage = _worktrees.get(cfg.root, (0.0, (0, 0)))
+    if now - counted >= WORKTREES_S:
+        usage = cli_store.worktree_usage(cfg)
+        _worktrees[cfg.root] = (now, usage)
+    return usage
 
 
 def total_cost(conn: sqlite3.Connection) -> float:

@@ -20,7 +20,7 @@ from orchestrate.config import AgentConfig, Config
 from orchestrate.distributor import Distributor, Slot
 from orchestrate.errors import AgentUnavailable, OrchestrateError, QueueBusy
 from orchestrate.queue import Queue
-from orchestrate.store import Task
+from orchestrate.store import Task, task_branch
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 1.0  # heartbeat, lease renewal, memory sampling and the sweep for strays
@@ -191,7 +191,7 @@ class Head:
             result, checks = reader.finish(code), list[str]()
             if tree and self.repo:
                 await workspace.commit(cfg, self.repo, task, tree)
-                changed = await workspace.changes(cfg, self.repo, f"HEAD...{workspace.branch(task)}")
+                changed = await workspace.changes(cfg, self.repo, f"HEAD...{task_branch(task.id)}")
             else:
                 after = await workspace.snapshot(cfg, self.repo, task.name) if before else None
                 changed = await workspace.changes(cfg, self.repo, before, after)

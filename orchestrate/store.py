@@ -21,6 +21,11 @@ def task_name(task_id: int) -> str:
     return f"task_{task_id:03d}"
 
 
+def task_branch(task_id: int) -> str:
+    """The git branch a task works on in workspace: worktree."""
+    return f"orchestrate/{task_name(task_id)}"
+
+
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """BEGIN IMMEDIATE: take the write lock up front so a busy queue waits instead of failing."""

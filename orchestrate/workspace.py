@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from orchestrate.config import Config
 from orchestrate.context import COMPLETED, STATE
-from orchestrate.store import Task, task_name
+from orchestrate.store import Task, task_branch
 
 PIPE = asyncio.subprocess.PIPE
 
@@ -101,10 +101,6 @@ async def changes(cfg: Config, repo: Repository | None, *revisions: str | None) 
     return None if diff is None else [" ".join(line.split("\t", 1)) for line in diff.splitlines()]
 
 
-def branch(task: Task) -> str:
-    return f"orchestrate/{task.name}"
-
-
 def worktree(cfg: Config, task: Task) -> Path | None:
     """The task's own checkout in worktree mode; None when it works in the project directory."""
     return cfg.runtime_dir / "worktrees" / task.name if (task.workspace or cfg.workspace.mode) == "worktree" else None
@@ -116,12 +112,13 @@ async def prepare(cfg: Config, repo: Repository, task: Task, path: Path) -> str 
     if (path / ".git").exists():
         return None
     await git(cfg.root, "worktree", "prune")  # forgets a worktree whose directory was deleted by hand
-    ref = [f"refs/heads/orchestrate/{task_name(d)}" for d in task.depends_on]
-    if await git(cfg.root, "rev-parse", "--verify", "-q", f"refs/heads/{branch(task)}") is not None:
-        where = [str(path), branch(task)]
+    name = task_branch(task.id)
+    if await git(cfg.root, "rev-parse", "--verify", "-q", f"refs/heads/{name}") is not None:
+        where = [str(path), name]
     else:
-        base = ref[0] if len(ref) == 1 and await git(cfg.root, "rev-parse", "--verify", "-q", ref[0]) else "HEAD"
-        where = ["-b", branch(task), str(path), base]
+        dep = f"refs/heads/{task_branch(task.depends_on[0])}" if len(task.depends_on) == 1 else None
+        base = dep if dep and await git(cfg.root, "rev-parse", "--verify", "-q", dep) else "HEAD"
+        where = ["-b", name, str(path), base]
     code, _, err = await run_git(cfg.root, "worktree", "add", *where)
     if code:
         return f"cannot make a worktree for {task.name}: {err.strip()}"
@@ -145,13 +142,13 @@ async def commit(cfg: Config, repo: Repository, task: Task, path: Path) -> None:
 async def merge(cfg: Config, repo: Repository, task: Task) -> str | None:
     """Merge the task's branch into the current one, fast-forward when possible; None, or why not.
     A conflict is aborted, so the project is never left half-merged."""
-    code, out, err = await run_git(cfg.root, *repo.identity, "merge", "--no-edit", branch(task))
+    code, out, err = await run_git(cfg.root, *repo.identity, "merge", "--no-edit", task_branch(task.id))
     if code == 0:
         return None
     if conflicted := await git(cfg.root, "diff", "--name-only", "--diff-filter=U"):
         await git(cfg.root, "merge", "--abort")
         return f"merge conflict in {', '.join(conflicted.splitlines())}"
-    return f"cannot merge {branch(task)}: {(err.strip() or out.strip() or 'git failed').splitlines()[0]}"
+    return f"cannot merge {task_branch(task.id)}: {(err.strip() or out.strip() or 'git failed').splitlines()[0]}"
 
 
 async def remove(cfg: Config, task: Task) -> str | None:
