@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import orchestrate
-from orchestrate import cli_config, cli_store, context, process, store
+from orchestrate import api, configfile, journal
+from orchestrate.core import process, store
 
 BIN = Path(sys.executable).parent
 EXE = str(BIN / "orchestrate")
@@ -62,9 +63,9 @@ def ms(seconds: float) -> str:
 
 def fill(db: Path, n: int) -> None:
     """A queue of `n` tasks across priorities and states, as a long-lived project has."""
-    batch = [cli_store.NewTask(description=f"task {i}: refactor module {i % 97}", priority=i % 3) for i in range(n)]
-    with cli_store.opened(db) as conn:
-        cli_store.add_tasks(conn, batch)
+    batch = [api.NewTask(description=f"task {i}: refactor module {i % 97}", priority=i % 3) for i in range(n)]
+    with api.opened(db) as conn:
+        api.add_tasks(conn, batch)
         conn.execute("UPDATE tasks SET status = 'completed' WHERE id % 4 = 0")
         conn.execute("UPDATE tasks SET status = 'failed', error = 'exit 1' WHERE id % 97 = 0")
 
@@ -120,16 +121,16 @@ def orchestrate_run(n: int, root: Path) -> float:
     """Wall seconds of `orchestrate run` working `n` queued `true` tasks on 5 slots, in a new `root`."""
     root.mkdir()
     project(root, {"t": {"type": "command", "command": ["true"], "max_instances": 5}})
-    with cli_store.opened(root / "tasks.db") as conn:
-        cli_store.add_tasks(conn, [cli_store.NewTask(description=f"task {i}") for i in range(n)])
+    with api.opened(root / "tasks.db") as conn:
+        api.add_tasks(conn, [api.NewTask(description=f"task {i}") for i in range(n)])
     start = time.perf_counter()
     done = subprocess.run([EXE, "run"], cwd=root, env=ENV, capture_output=True, check=False)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         tail = done.stderr.decode(errors="replace").strip().splitlines()[-3:]
         raise RuntimeError(f"orchestrate run exited {done.returncode}: {' | '.join(tail)}")
-    with cli_store.opened(root / "tasks.db") as conn:
-        completed = cli_store.counts(conn)["completed"]
+    with api.opened(root / "tasks.db") as conn:
+        completed = api.counts(conn)["completed"]
     if completed != n:
         raise RuntimeError(f"orchestrate run completed {completed} of {n} tasks")
     return wall
@@ -193,33 +194,34 @@ def context_run(done: int, n: int, root: Path) -> tuple[float, float]:
     and the seconds one rewrite of completed_tasks.json and current_state.md takes at that size."""
     root.mkdir()
     project(root, {"t": {"type": "command", "command": ["true"], "max_instances": 5}})
-    with cli_store.opened(root / "tasks.db") as conn:
-        cli_store.add_tasks(conn, [cli_store.NewTask(f"done {i}") for i in range(done)])
+    with api.opened(root / "tasks.db") as conn:
+        api.add_tasks(conn, [api.NewTask(f"done {i}") for i in range(done)])
         conn.execute(
             """UPDATE tasks SET status = 'completed', agent = 't-1', attempts = 1, started_at = 1,
                finished_at = 2, output_file = 'context/agent_outputs/task_' || id || '_output.md'"""
         )
-        cli_store.add_tasks(conn, [cli_store.NewTask(f"new {i}") for i in range(n)])
+        api.add_tasks(conn, [api.NewTask(f"new {i}") for i in range(n)])
     done_run = subprocess.run([EXE, "run"], cwd=root, env=ENV, capture_output=True, check=False)
     if done_run.returncode != 0:
         raise RuntimeError(f"orchestrate run exited {done_run.returncode}")
-    with cli_store.opened(root / "tasks.db") as conn:
+    with api.opened(root / "tasks.db") as conn:
         span = "SELECT min(started_at), max(finished_at) FROM tasks WHERE id > ?"
         first, last = conn.execute(span, (done,)).fetchone()
         rows = conn.execute(f"{store.SELECT_TASKS} WHERE t.status = 'completed'")
         tasks = [store.task_from_row(r) for r in rows]
-    lines = [context.Line(t.id, t.description, t.status, t.agent, t.output_file, "Done.") for t in tasks[-20:]]
+    lines = [journal.Line(t.id, t.description, t.status, t.agent, t.output_file, "Done.") for t in tasks[-20:]]
 
     async def block() -> str:
-        return context.state_block(lines, {"completed": len(tasks)})
+        return journal.state_block(lines, {"completed": len(tasks)})
 
     async def rewrites(times: int) -> float:
-        journal = context.Journal(cli_config.load(root / "config.yaml"), block, print)
-        journal.load(tasks)
+        keeper = journal.Journal(configfile.load(root / "config.yaml"))
+        keeper.block, keeper.trouble = block, lambda problem: print(problem)  # type: ignore[method-assign]
+        keeper.entries.update({t.id: journal.entry(t) for t in tasks})
         start = time.perf_counter()
         for _ in range(times):
-            journal.stale.set()
-            await journal.publish()
+            keeper.stale.set()
+            await keeper.publish()
         return (time.perf_counter() - start) / times
 
     return (last - first) / n, asyncio.run(rewrites(20))
@@ -246,7 +248,7 @@ def context_rows(rounds: int, n: int = 300) -> list[Row]:
         Row(
             "one rewrite of completed_tasks.json + current_state.md, 10 / 10,000 entries",
             f"{ms(few_rewrite)} / {ms(many_rewrite)}",
-            f"at most one per {context.PUBLISH_S:g} s, however many tasks finish meanwhile",
+            f"at most one per {journal.PUBLISH_S:g} s, however many tasks finish meanwhile",
             True,
         ),
     ]
@@ -281,7 +283,7 @@ def running_head(root: Path) -> Iterator[int]:
     finally:
         with contextlib.suppress(RuntimeError):
             cli(root, "stop")
-        if pid is not None and cli_store.alive(pid):  # `stop` failed: end the head ourselves
+        if pid is not None and api.alive(pid):  # `stop` failed: end the head ourselves
             os.kill(pid, signal.SIGKILL)
             print(f"warning: head {pid} outlived `orchestrate stop`; killed", file=sys.stderr)
         # Whatever its agents left behind carries the queue in its environment.
@@ -319,8 +321,8 @@ def pickup_rows(pickups: int) -> list[Row]:
             return next((float(t) for name, t in map(str.split, lines) if name == task), None)
 
         def finished(task: str) -> store.Task | None:
-            with cli_store.opened(root / "tasks.db") as conn:
-                found = cli_store.get_task(conn, cli_store.parse_task_id(task))
+            with api.opened(root / "tasks.db") as conn:
+                found = api.get_task(conn, api.parse_task_id(task))
             return found if found.status not in ("pending", "running") else None
 
         from_commit: list[float] = []

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from orchestrate.api import alive  # noqa: F401 - re-exported for the tests
 from orchestrate.cli import app
-from orchestrate.cli_store import alive  # noqa: F401 - re-exported for the tests
 
 ORCHESTRATE = str(Path(sys.executable).parent / "orchestrate")  # the installed entry point
 

@@ -11,7 +11,8 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from orchestrate import cli_store, store
+from orchestrate import api
+from orchestrate.core import store
 
 T0 = 1_767_261_600.0  # 2026-01-01 10:00 UTC: fixed, so every build is the same
 
@@ -79,11 +80,11 @@ TASKS = [
 def build(path: Path) -> None:
     path.unlink(missing_ok=True)
     batch = [
-        cli_store.NewTask(description=d, priority=store.PRIORITIES[p], agent_type=a, after_new=after)
+        api.NewTask(description=d, priority=store.PRIORITIES[p], agent_type=a, after_new=after)
         for d, p, a, after, _ in TASKS
     ]
-    with cli_store.opened(path) as conn:
-        ids = cli_store.add_tasks(conn, batch, now=T0)
+    with api.opened(path) as conn:
+        ids = api.add_tasks(conn, batch, now=T0)
         for n, (task_id, (*_, fields)) in enumerate(zip(ids, TASKS, strict=True)):
             started = T0 + 60 * n
             times = {"created_at": T0 + n}

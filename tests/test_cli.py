@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import ORCHESTRATE, invoke, orchestrate, wait_until
 
-from orchestrate import schema
+from orchestrate.core import schema
 
 TASK_KEYS = {
     "id", "description", "status", "priority", "agent_type", "agent", "attempts", "max_retries",

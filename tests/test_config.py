@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from conftest import orchestrate
 
-from orchestrate import cli_config, config
-from orchestrate.errors import ConfigError
+from orchestrate import configfile
+from orchestrate.core import config
+from orchestrate.core.errors import ConfigError
 
 REPO = Path(__file__).parent.parent
 
@@ -36,14 +37,14 @@ def load_text(text: str, name: str = "c.yaml") -> config.Config:
     path = Path(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
-    return cli_config.load(path)
+    return configfile.load(path)
 
 
 @pytest.mark.parametrize("text", [None, "", "# only a comment\n"])
 def test_missing_or_empty_file_gives_the_defaults(project: Path, text: str | None) -> None:
     if text is not None:
         Path("config.yaml").write_text(text)
-    cfg = cli_config.load(Path("config.yaml"))
+    cfg = configfile.load(Path("config.yaml"))
     root = project.resolve()
     assert cfg.root == root
     assert [(a.name, a.type, a.max_instances) for a in cfg.agents] == [("claude", "claude", 1)]
@@ -209,7 +210,7 @@ def test_init_writes_a_config_that_loads(project: Path) -> None:
     assert "wrote    config.yaml" in result.stdout
     template = REPO / "orchestrate" / "templates" / "config.yaml"
     assert Path("config.yaml").read_text() == template.read_text()
-    cfg = cli_config.load(Path("config.yaml"), required=True)
+    cfg = configfile.load(Path("config.yaml"), required=True)
     assert {a.name: a.type for a in cfg.agents} == {"claude": "claude", "codex": "codex", "gemini": "gemini"}
     assert cfg.task_queue.database == project.resolve() / "tasks.db"
     assert cfg.workspace == config.WorkspaceConfig()  # every option shown with its default
@@ -220,7 +221,7 @@ def test_init_writes_a_config_that_loads(project: Path) -> None:
 def test_the_repo_example_config_is_the_template() -> None:
     example = (REPO / "config.yaml").read_text()
     assert example == (REPO / "orchestrate" / "templates" / "config.yaml").read_text()
-    assert {a.name for a in cli_config.load(REPO / "config.yaml").agents} == {"claude", "codex", "gemini"}
+    assert {a.name for a in configfile.load(REPO / "config.yaml").agents} == {"claude", "codex", "gemini"}
 
 
 def test_init_never_overwrites() -> None:

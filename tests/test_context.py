@@ -12,18 +12,19 @@ import pytest
 from conftest import orchestrate, wait_until
 from test_head import configure, ok, started, task, wait_for
 
-from orchestrate import cli_config, cli_store, context, store
-from orchestrate.config import Config
+from orchestrate import api, configfile, journal
+from orchestrate.core import prompt, store
+from orchestrate.core.config import Config
 
 
 def cfg_for(project: Path, **ctx: Any) -> Config:
-    return cli_config.parse({"context": ctx} if ctx else {}, "config.yaml", project, project / "config.yaml")
+    return configfile.parse({"context": ctx} if ctx else {}, "config.yaml", project, project / "config.yaml")
 
 
-def add(project: Path, *batch: cli_store.NewTask) -> list[store.Task]:
-    with cli_store.opened(project / "tasks.db") as conn:
-        ids = cli_store.add_tasks(conn, list(batch))
-        return [cli_store.get_task(conn, i) for i in ids]
+def add(project: Path, *batch: api.NewTask) -> list[store.Task]:
+    with api.opened(project / "tasks.db") as conn:
+        ids = api.add_tasks(conn, list(batch))
+        return [api.get_task(conn, i) for i in ids]
 
 
 def write(path: Path, text: str) -> Path:
@@ -36,20 +37,18 @@ def test_the_prompt_layout(project: Path) -> None:
     cfg = cfg_for(project)
     write(project / "context/project_overview.md", "Project: Test System\n")
     write(project / "context/current_state.md", "We are halfway.\n")
-    dep, _ = add(project, cli_store.NewTask("make a plan"), cli_store.NewTask("unused"))
-    write(context.output_path(cfg, dep.id), "# task_001: make a plan\n\nThe plan: two modules.\n")
+    dep, _ = add(project, api.NewTask("make a plan"), api.NewTask("unused"))
+    write(prompt.output_path(cfg, dep.id), "# task_001: make a plan\n\nThe plan: two modules.\n")
     write(project / "docs/api.md", "GET /users\n")
-    [child] = add(
-        project, cli_store.NewTask("build it\nsecond line", depends_on=(dep.id,), context_files=("docs/api.md",))
-    )
-    text, notes = context.prompt(child._replace(attempts=1, error="x" * 5000 + "the tail"), cfg)
+    [child] = add(project, api.NewTask("build it\nsecond line", depends_on=(dep.id,), context_files=("docs/api.md",)))
+    text, notes = prompt.prompt(child._replace(attempts=1, error="x" * 5000 + "the tail"), cfg)
     assert notes == []
     expected = f"""# Task task_003
 
 build it
 second line
 
-{context.INSTRUCTIONS.format(cwd=project)}
+{prompt.INSTRUCTIONS.format(cwd=project)}
 
 ## Project overview (project_overview.md)
 
@@ -71,7 +70,7 @@ GET /users
 
 ## The previous attempt failed
 
-{("x" * 5000 + "the tail")[-context.ERROR_TAIL :]}
+{("x" * 5000 + "the tail")[-prompt.ERROR_TAIL :]}
 """
     assert text == expected
 
@@ -81,8 +80,8 @@ def test_large_files_are_named_and_the_whole_prompt_stays_bounded(project: Path)
     write(project / "context/project_overview.md", "o" * 3000)
     big = write(project / "big.md", "b" * 9000)
     smalls = [write(project / f"s{i}.md", f"{i}" * 3000) for i in range(5)]
-    [t] = add(project, cli_store.NewTask("t", context_files=("big.md", *(p.name for p in smalls))))
-    text, notes = context.prompt(t, cfg)
+    [t] = add(project, api.NewTask("t", context_files=("big.md", *(p.name for p in smalls))))
+    text, notes = prompt.prompt(t, cfg)
     assert [n for n in notes if "current_state.md" not in n] == [] and "b" * 100 not in text
     assert f"{big} (8 KB) is too large to include: read it there." in text
     inlined = [p for p in smalls if p.read_text() in text]
@@ -96,9 +95,9 @@ def test_large_files_are_named_and_the_whole_prompt_stays_bounded(project: Path)
 def test_a_missing_context_file_is_skipped_with_a_note(project: Path) -> None:
     cfg = cfg_for(project)
     write(project / "gone.md", "soon gone")
-    [t] = add(project, cli_store.NewTask("t", context_files=("gone.md",)))
+    [t] = add(project, api.NewTask("t", context_files=("gone.md",)))
     (project / "gone.md").unlink()
-    text, notes = context.prompt(t, cfg)
+    text, notes = prompt.prompt(t, cfg)
     assert "Context file gone.md" not in text and "soon gone" not in text
     assert any("project_overview.md" in n for n in notes)
     assert any(n.startswith(f"{project / 'gone.md'}:") and "left out" in n for n in notes)
@@ -107,26 +106,26 @@ def test_a_missing_context_file_is_skipped_with_a_note(project: Path) -> None:
 def test_the_block_is_replaced_and_the_rest_kept_byte_for_byte(project: Path) -> None:
     cfg = cfg_for(project)
     state = project / "context/current_state.md"
-    mine = "# Mine\r\nkeep\tthis \xe9\n\n" + context.BEGIN + "\nold block\n" + context.END + "\nafter \n"
+    mine = "# Mine\r\nkeep\tthis \xe9\n\n" + journal.BEGIN + "\nold block\n" + journal.END + "\nafter \n"
     state.parent.mkdir()
     state.write_bytes(mine.encode())
-    context.write_state(cfg, context.BEGIN + "\nnew\n" + context.END)
+    journal.write_state(cfg, journal.BEGIN + "\nnew\n" + journal.END)
     assert state.read_bytes() == mine.replace("old block", "new").encode()
     state.write_text("no markers yet")
-    context.write_state(cfg, context.BEGIN + "\nnew\n" + context.END)
-    assert state.read_text() == f"no markers yet\n\n{context.BEGIN}\nnew\n{context.END}\n"
+    journal.write_state(cfg, journal.BEGIN + "\nnew\n" + journal.END)
+    assert state.read_text() == f"no markers yet\n\n{journal.BEGIN}\nnew\n{journal.END}\n"
 
 
 def test_the_block_lists_recent_tasks_and_counts_the_rest() -> None:
     recent = [
-        context.Line(7, "seven", "running", "claude-1", None, None),
-        context.Line(5, "five", "completed", "codex-1", "context/agent_outputs/task_005_output.md", "Made it.\nMore"),
-        context.Line(6, "six", "failed", "claude-2", "context/agent_outputs/task_006_output.md", "exited 1"),
-        context.Line(8, "eight", "pending", None, None, None),
+        journal.Line(7, "seven", "running", "claude-1", None, None),
+        journal.Line(5, "five", "completed", "codex-1", "context/agent_outputs/task_005_output.md", "Made it.\nMore"),
+        journal.Line(6, "six", "failed", "claude-2", "context/agent_outputs/task_006_output.md", "exited 1"),
+        journal.Line(8, "eight", "pending", None, None, None),
     ]
     counts = {"pending": 3, "running": 1, "completed": 10, "failed": 1, "cancelled": 0}
-    block = context.state_block(recent, counts).splitlines()
-    assert block[0] == context.BEGIN and block[-1] == context.END
+    block = journal.state_block(recent, counts).splitlines()
+    assert block[0] == journal.BEGIN and block[-1] == journal.END
     items = [line for line in block if line.startswith("- [")]
     assert items == [
         "- [x] task_005 five (done; output in context/agent_outputs/task_005_output.md): Made it. More",
@@ -237,8 +236,8 @@ def test_readers_never_see_a_partial_file_during_200_completions(project: Path) 
     state = project / "context/current_state.md"
     state.parent.mkdir()
     state.write_text("# Current state\n\nA person's notes.\n")
-    with cli_store.opened(project / "tasks.db") as conn:
-        cli_store.add_tasks(conn, [cli_store.NewTask(f"task {i}") for i in range(200)])
+    with api.opened(project / "tasks.db") as conn:
+        api.add_tasks(conn, [api.NewTask(f"task {i}") for i in range(200)])
     problems: list[str] = []
     reads = 0
     finished = threading.Event()
@@ -251,7 +250,7 @@ def test_readers_never_see_a_partial_file_during_200_completions(project: Path) 
                 entries = json.loads(completed.read_text())
                 assert isinstance(entries, list)
                 text = state.read_text()
-                assert text.count(context.BEGIN) <= 1 and text.startswith("# Current state\n\nA person's notes.\n")
+                assert text.count(journal.BEGIN) <= 1 and text.startswith("# Current state\n\nA person's notes.\n")
                 reads += 1
             except FileNotFoundError:
                 continue
@@ -268,7 +267,7 @@ def test_readers_never_see_a_partial_file_during_200_completions(project: Path) 
     assert problems == [] and reads > 0
     entries = json.loads((project / "context/completed_tasks.json").read_text())
     assert sorted(e["id"] for e in entries) == [store.task_name(i) for i in range(1, 201)]
-    block = state.read_text().split(context.BEGIN)[1]
+    block = state.read_text().split(journal.BEGIN)[1]
     assert "task_200 task 199 (done" in block and "Earlier tasks, not listed: 180 completed." in block
 
 
@@ -288,7 +287,7 @@ def test_a_person_editing_current_state_while_the_head_runs_keeps_their_edits(pr
     ok("stop")
     text = state.read_text()
     assert [line for line in text.splitlines() if line.startswith("note ")] == notes
-    assert text.count(context.BEGIN) == text.count(context.END) == 1
+    assert text.count(journal.BEGIN) == text.count(journal.END) == 1
     assert "task_060 task 59 (done" in text
 
 

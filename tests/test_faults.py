@@ -18,7 +18,8 @@ import pytest
 from conftest import alive, orchestrate, wait_until
 from test_head import configure, finished_ok, head_pid, no_agent_left, ok, started, status, task
 
-from orchestrate import cli_config, cli_store, head
+from orchestrate import api, configfile
+from orchestrate.core import attempt, head
 
 
 def test_stop_with_five_agents_ignoring_sigterm_takes_the_grace_period_and_a_second(project: Path, fakes: Path) -> None:
@@ -147,8 +148,8 @@ def test_an_invalid_config_edit_leaves_the_running_head_alone(project: Path, fak
     (project / "config.yaml").write_text("agents: [this is: not valid\n")
     broken = orchestrate("status")
     assert broken.returncode == 2 and "config.yaml" in broken.stderr and len(broken.stderr.splitlines()) == 1
-    with cli_store.opened(project / "tasks.db") as conn:  # queued by a route that needs no config
-        cli_store.add_tasks(conn, [cli_store.NewTask("queued while the config is broken")])
+    with api.opened(project / "tasks.db") as conn:  # queued by a route that needs no config
+        api.add_tasks(conn, [api.NewTask("queued while the config is broken")])
     wait_until(lambda: finished_ok(fakes), message="the head to run it with the config it started with")
     (project / "config.yaml").write_text(good)
     assert head_pid() == head and task(1)["status"] == "completed"
@@ -161,18 +162,18 @@ async def test_an_unexpected_error_is_a_failed_attempt_not_a_hot_loop(
     (project / "config.yaml").write_text(
         "agents:\n  t: {type: command, command: [sh, -c, 'echo ok']}\ntask_queue: {retry_delay_seconds: 0.01}\n"
     )
-    with cli_store.opened(project / "tasks.db") as conn:
-        cli_store.add_tasks(conn, [cli_store.NewTask("meets a bug", max_retries=2)])
+    with api.opened(project / "tasks.db") as conn:
+        api.add_tasks(conn, [api.NewTask("meets a bug", max_retries=2)])
     calls = 0
 
-    async def broken(self: head.Head, slot: object, task: object) -> None:
+    async def broken(*args: object) -> None:
         nonlocal calls
         calls += 1
         raise RuntimeError("a bug in the head")
 
-    monkeypatch.setattr(head.Head, "_attempt", broken)
-    assert await head.Head(cli_config.load(project / "config.yaml"), until_idle=True).run() == 1
-    with cli_store.opened(project / "tasks.db") as conn:
-        failed = cli_store.get_task(conn, 1)
+    monkeypatch.setattr(attempt, "_steps", broken)
+    assert await head.Head(configfile.load(project / "config.yaml"), until_idle=True).run() == 1
+    with api.opened(project / "tasks.db") as conn:
+        failed = api.get_task(conn, 1)
     assert (failed.status, failed.attempts, calls) == ("failed", 3, 3)
     assert failed.error == "orchestrate could not run it: RuntimeError('a bug in the head'); see the head's log"

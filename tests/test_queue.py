@@ -13,22 +13,24 @@ from typing import Any
 
 import pytest
 
-from orchestrate import cli_store, queue, store
-from orchestrate.config import AgentConfig
-from orchestrate.distributor import Distributor
-from orchestrate.queue import Queue
+from orchestrate import api
+from orchestrate.core import queue, store
+from orchestrate.core.config import AgentConfig
+from orchestrate.core.distributor import Distributor
+from orchestrate.core.queue import Queue
+from orchestrate.core.states import Event
 
 ANY = {"claude", "codex", "gemini"}
 LOW, NORMAL, HIGH = store.PRIORITIES["low"], store.PRIORITIES["normal"], store.PRIORITIES["high"]
 
 
-def add(db: Path, *batch: cli_store.NewTask, now: float = 0.0) -> list[int]:
-    with cli_store.opened(db) as conn:
-        return cli_store.add_tasks(conn, list(batch), now=now)
+def add(db: Path, *batch: api.NewTask, now: float = 0.0) -> list[int]:
+    with api.opened(db) as conn:
+        return api.add_tasks(conn, list(batch), now=now)
 
 
 def sql(db: Path, statement: str, *args: object) -> None:
-    with cli_store.opened(db) as conn:
+    with api.opened(db) as conn:
         conn.execute(statement, args)
 
 
@@ -39,8 +41,8 @@ def running(task_id: int) -> store.Task:
 
 
 def get(db: Path, task_id: int) -> store.Task:
-    with cli_store.opened(db) as conn:
-        return cli_store.get_task(conn, task_id)
+    with api.opened(db) as conn:
+        return api.get_task(conn, task_id)
 
 
 async def drain(q: Queue, now: float = 1.0, takes: Collection[str] = ANY, known: Collection[str] = ANY) -> list[int]:
@@ -65,17 +67,17 @@ async def q(db: Path) -> AsyncIterator[Queue]:
 
 async def test_high_before_normal_before_low_and_fifo_within_a_level(q: Queue, db: Path) -> None:
     prios = [LOW, NORMAL, HIGH, LOW, HIGH, NORMAL]
-    ids = add(db, *(cli_store.NewTask(f"t{i}", priority=p) for i, p in enumerate(prios)))
+    ids = add(db, *(api.NewTask(f"t{i}", priority=p) for i, p in enumerate(prios)))
     expected = sorted(ids, key=lambda i: (prios[ids.index(i)], i))
     assert await drain(q) == expected == [ids[2], ids[4], ids[1], ids[5], ids[0], ids[3]]
 
 
 async def test_an_old_low_task_is_promoted_to_normal_by_the_heartbeat(q: Queue, db: Path) -> None:
-    [normal_before] = add(db, cli_store.NewTask("normal before"), now=0)
-    [old_low] = add(db, cli_store.NewTask("old low", priority=LOW), now=100)
-    [normal_after] = add(db, cli_store.NewTask("normal after"), now=200)
-    [young_low] = add(db, cli_store.NewTask("young low", priority=LOW), now=queue.AGING_S + 50)
-    [normal_latest] = add(db, cli_store.NewTask("normal latest"), now=queue.AGING_S + 60)
+    [normal_before] = add(db, api.NewTask("normal before"), now=0)
+    [old_low] = add(db, api.NewTask("old low", priority=LOW), now=100)
+    [normal_after] = add(db, api.NewTask("normal after"), now=200)
+    [young_low] = add(db, api.NewTask("young low", priority=LOW), now=queue.AGING_S + 50)
+    [normal_latest] = add(db, api.NewTask("normal latest"), now=queue.AGING_S + 60)
     now = queue.AGING_S + 150  # old_low waited AGING_S + 50 s; young_low only 100 s
     await q.heartbeat(now, [], [])
     order = await drain(q, now=now)
@@ -84,25 +86,25 @@ async def test_an_old_low_task_is_promoted_to_normal_by_the_heartbeat(q: Queue, 
 
 
 async def test_without_the_heartbeat_a_low_task_keeps_its_rank(q: Queue, db: Path) -> None:
-    [old_low] = add(db, cli_store.NewTask("old low", priority=LOW), now=0)
-    [normal] = add(db, cli_store.NewTask("normal"), now=10)
+    [old_low] = add(db, api.NewTask("old low", priority=LOW), now=0)
+    [normal] = add(db, api.NewTask("normal"), now=10)
     assert await drain(q, now=queue.AGING_S * 3) == [normal, old_low]
 
 
 async def test_a_task_waits_for_its_dependency_to_complete(q: Queue, db: Path) -> None:
-    dep, child = add(db, cli_store.NewTask("dep"), cli_store.NewTask("child", priority=HIGH, after_new=(0,)))
+    dep, child = add(db, api.NewTask("dep"), api.NewTask("child", priority=HIGH, after_new=(0,)))
     assert get(db, child).blocked
     first = await q.claim("slot-1", ANY, ANY, 1.0)
     assert first is not None and first.id == dep  # the high child is blocked, the normal dep goes
     assert await q.claim("slot-1", ANY, ANY, 2.0) is None  # dep running, not completed
-    assert await q.update(dep, status="completed", finished_at=3.0)
+    assert await q.record(dep, first.claim, Event.COMPLETE, finished_at=3.0)
     assert await drain(q, now=4.0) == [child]
 
 
 async def test_a_dependency_completed_by_another_connection_unblocks(q: Queue, db: Path) -> None:
-    [dep] = add(db, cli_store.NewTask("dep"))
+    [dep] = add(db, api.NewTask("dep"))
     sql(db, "UPDATE tasks SET status = 'running' WHERE id = ?", dep)
-    [child] = add(db, cli_store.NewTask("child", depends_on=(dep,)))
+    [child] = add(db, api.NewTask("child", depends_on=(dep,)))
     assert await drain(q) == []
     sql(db, "UPDATE tasks SET status = 'completed' WHERE id = ?", dep)
     assert await drain(q) == [child]
@@ -111,24 +113,24 @@ async def test_a_dependency_completed_by_another_connection_unblocks(q: Queue, d
 async def test_runnable_excludes_tasks_behind_a_failed_or_cancelled_dependency(q: Queue, db: Path) -> None:
     a, _b, _c, _d, _e, x, _y = add(
         db,
-        cli_store.NewTask("A"),
-        cli_store.NewTask("B", after_new=(0,)),
-        cli_store.NewTask("C", after_new=(1,)),  # behind A only through B
-        cli_store.NewTask("D"),
-        cli_store.NewTask("E", after_new=(3,)),  # blocked, but D can still run
-        cli_store.NewTask("X"),
-        cli_store.NewTask("Y", after_new=(5,)),
+        api.NewTask("A"),
+        api.NewTask("B", after_new=(0,)),
+        api.NewTask("C", after_new=(1,)),  # behind A only through B
+        api.NewTask("D"),
+        api.NewTask("E", after_new=(3,)),  # blocked, but D can still run
+        api.NewTask("X"),
+        api.NewTask("Y", after_new=(5,)),
     )
     assert await q.runnable() == await q.pending() == 7
     sql(db, "UPDATE tasks SET status = 'failed' WHERE id = ?", a)
-    with cli_store.opened(db) as conn:
-        cli_store.cancel(conn, x, now=1.0)
+    with api.opened(db) as conn:
+        api.cancel(conn, x, now=1.0)
     assert await q.pending() == 5  # B, C, D, E, Y
     assert await q.runnable() == 2  # D and E
 
 
 async def test_a_task_in_retry_backoff_is_skipped_until_its_time(q: Queue, db: Path) -> None:
-    waiting, ready = add(db, cli_store.NewTask("backing off", priority=HIGH), cli_store.NewTask("ready"))
+    waiting, ready = add(db, api.NewTask("backing off", priority=HIGH), api.NewTask("ready"))
     sql(db, "UPDATE tasks SET not_before = 100 WHERE id = ?", waiting)
     assert await drain(q, now=50) == [ready]
     assert await drain(q, now=99.9) == []
@@ -138,10 +140,10 @@ async def test_a_task_in_retry_backoff_is_skipped_until_its_time(q: Queue, db: P
 async def test_a_task_waits_for_its_preferred_agent_only_when_it_is_known(q: Queue, db: Path) -> None:
     claude, codex, anyone, cursor = add(
         db,
-        cli_store.NewTask("for claude", agent_type="claude"),
-        cli_store.NewTask("for codex", agent_type="codex"),
-        cli_store.NewTask("for anyone"),
-        cli_store.NewTask("for cursor", agent_type="cursor"),  # not configured: anyone takes it
+        api.NewTask("for claude", agent_type="claude"),
+        api.NewTask("for codex", agent_type="codex"),
+        api.NewTask("for anyone"),
+        api.NewTask("for cursor", agent_type="cursor"),  # not configured: anyone takes it
     )
     known = {"claude", "codex"}
     assert await drain(q, takes={"codex"}, known=known) == [codex, anyone, cursor]
@@ -153,9 +155,9 @@ async def test_a_slot_takes_tasks_for_its_entry_name_or_its_type(q: Queue, db: P
     claude_slot, fast_slot = dist.slots
     by_name, by_type, claude = add(
         db,
-        cli_store.NewTask("fast", agent_type="fast"),
-        cli_store.NewTask("codex", agent_type="codex"),
-        cli_store.NewTask("claude", agent_type="claude"),
+        api.NewTask("fast", agent_type="fast"),
+        api.NewTask("codex", agent_type="codex"),
+        api.NewTask("claude", agent_type="claude"),
     )
     assert fast_slot.takes == ("fast", "codex") and claude_slot.takes == ("claude", "claude")
     assert dist.known() == {"claude", "fast", "codex"}
@@ -166,7 +168,7 @@ async def test_a_slot_takes_tasks_for_its_entry_name_or_its_type(q: Queue, db: P
 
 async def test_claim_marks_the_task_running_once_on_its_slot(q: Queue, db: Path) -> None:
     assert await q.claim("codex-2", ANY, ANY, 1.0) is None  # empty queue
-    [tid] = add(db, cli_store.NewTask("only"))
+    [tid] = add(db, api.NewTask("only"))
     task = await q.claim("codex-2", ANY, ANY, 42.0, log_dir="logs")
     assert task is not None and task.id == tid
     stored = get(db, tid)
@@ -177,7 +179,7 @@ async def test_claim_marks_the_task_running_once_on_its_slot(q: Queue, db: Path)
 
 
 def test_queues_in_four_threads_never_claim_the_same_task(db: Path) -> None:
-    ids = add(db, *(cli_store.NewTask(f"t{i}", priority=i % 3) for i in range(200)))
+    ids = add(db, *(api.NewTask(f"t{i}", priority=i % 3) for i in range(200)))
 
     async def claim_all(slot: str) -> list[int]:
         own = await Queue.open(db)  # each thread its own connection and loop, as separate heads
@@ -193,15 +195,29 @@ def test_queues_in_four_threads_never_claim_the_same_task(db: Path) -> None:
     assert {get(db, i).status for i in ids} == {"running"}
 
 
-async def test_update_leaves_a_task_that_is_no_longer_running_alone(q: Queue, db: Path) -> None:
-    keep, gone = add(db, cli_store.NewTask("keep"), cli_store.NewTask("gone"))
-    assert await drain(q) == [keep, gone]
-    with cli_store.opened(db) as conn:
-        cli_store.cancel(conn, gone, now=5.0)
-    assert not await q.update(gone, status="completed", finished_at=6.0, error=None)
+async def test_a_record_is_refused_once_the_row_has_moved_on_from_its_claim(q: Queue, db: Path) -> None:
+    keep, gone, again = add(db, api.NewTask("keep"), api.NewTask("gone"), api.NewTask("again"))
+    claims = {t.id: t.claim for t in [await q.claim("slot-1", ANY, ANY, 1.0) for _ in range(3)] if t}
+    assert sorted(claims) == [keep, gone, again] and set(claims.values()) == {1}
+    with api.opened(db) as conn:
+        api.cancel(conn, gone, now=5.0)
+        api.cancel(conn, again, now=5.0)
+        api.retry(conn, again)
+    assert await q.positions(claims) == {gone, again}
+    assert not await q.record(gone, 1, Event.COMPLETE, finished_at=6.0, error=None)
     assert (get(db, gone).status, get(db, gone).finished_at) == ("cancelled", 5.0)
-    assert await q.update(keep, status="completed", finished_at=6.0)
-    assert get(db, keep).status == "completed"
+    reclaimed = await q.claim("slot-2", ANY, ANY, 7.0)
+    assert reclaimed is not None and (reclaimed.id, reclaimed.claim) == (again, 2)
+    assert not await q.record(again, 1, Event.COMPLETE, finished_at=8.0)  # the old run's result
+    assert await q.record(keep, 1, Event.COMPLETE, finished_at=6.0)
+    assert get(db, keep).status == "completed" and get(db, again).status == "running"
+    assert await q.positions({keep: 1, again: 2}) == {keep}
+
+
+async def test_busy_tasks_are_not_claimed_again(q: Queue, db: Path) -> None:
+    [tid] = add(db, api.NewTask("winding down"))
+    assert await q.claim("slot-1", ANY, ANY, 1.0, busy=[tid]) is None
+    assert (await q.claim("slot-1", ANY, ANY, 1.0)) is not None
 
 
 def distributor(*agents: tuple[str, str, int]) -> Distributor:
@@ -238,7 +254,7 @@ def test_cooling_and_unavailable_slots_are_not_free() -> None:
 
 
 async def test_a_claim_outwaits_another_process_holding_the_queue_locked(q: Queue, db: Path) -> None:
-    [tid] = add(db, cli_store.NewTask("only"))
+    [tid] = add(db, api.NewTask("only"))
     other = sqlite3.connect(db, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # as a long `orchestrate add` or a stuck client would
     ticks = 0

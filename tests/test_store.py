@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from orchestrate import cli_store, schema, store
-from orchestrate.errors import InvalidTransition, TaskNotFound, UsageError
+from orchestrate import api
+from orchestrate.core import schema, store
+from orchestrate.core.errors import InvalidTransition, TaskNotFound, UsageError
 
 
 def test_a_new_queue_is_migrated_in_wal_mode(project: Path) -> None:
-    with cli_store.opened(project / "q.db") as conn:
+    with api.opened(project / "q.db") as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == len(schema.MIGRATIONS)
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
@@ -26,83 +27,83 @@ def test_a_new_queue_is_migrated_in_wal_mode(project: Path) -> None:
 
 
 def test_reopening_applies_no_migration_twice(project: Path) -> None:
-    with cli_store.opened(project / "q.db") as conn:
-        cli_store.add_tasks(conn, [cli_store.NewTask("x")])
-    with cli_store.opened(project / "q.db") as conn:
-        assert [t.description for t in cli_store.list_tasks(conn)] == ["x"]
+    with api.opened(project / "q.db") as conn:
+        api.add_tasks(conn, [api.NewTask("x")])
+    with api.opened(project / "q.db") as conn:
+        assert [t.description for t in api.list_tasks(conn)] == ["x"]
 
 
 def test_ids_are_never_reused(project: Path) -> None:
-    with cli_store.opened(project / "q.db") as conn:
-        cli_store.add_tasks(conn, [cli_store.NewTask("a"), cli_store.NewTask("b")])
+    with api.opened(project / "q.db") as conn:
+        api.add_tasks(conn, [api.NewTask("a"), api.NewTask("b")])
         conn.execute("DELETE FROM tasks WHERE id = 2")
-        assert cli_store.add_tasks(conn, [cli_store.NewTask("c")]) == [3]
+        assert api.add_tasks(conn, [api.NewTask("c")]) == [3]
 
 
 def test_counts_follow_every_change(project: Path) -> None:
-    with cli_store.opened(project / "q.db") as conn:
-        cli_store.add_tasks(conn, [cli_store.NewTask(f"t{n}") for n in range(12)])
+    with api.opened(project / "q.db") as conn:
+        api.add_tasks(conn, [api.NewTask(f"t{n}") for n in range(12)])
         conn.execute("UPDATE tasks SET status = 'running' WHERE id % 3 = 0")
         conn.execute("UPDATE tasks SET status = 'completed' WHERE id % 4 = 0")
         conn.execute("UPDATE tasks SET status = 'failed' WHERE id = 5")
         conn.execute("DELETE FROM tasks WHERE id = 7")
-        cli_store.cancel(conn, 1)
+        api.cancel(conn, 1)
         truth = dict(conn.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall())
-        assert cli_store.counts(conn) == {s: truth.get(s, 0) for s in store.STATES}
+        assert api.counts(conn) == {s: truth.get(s, 0) for s in store.STATES}
 
 
 def test_a_cycle_adds_nothing(project: Path) -> None:
-    with cli_store.opened(project / "q.db") as conn:
+    with api.opened(project / "q.db") as conn:
         batch = [
-            cli_store.NewTask("a", after_new=(2,), label="a"),
-            cli_store.NewTask("b", after_new=(0,), label="b"),
-            cli_store.NewTask("c", after_new=(1,), label="c"),
+            api.NewTask("a", after_new=(2,), label="a"),
+            api.NewTask("b", after_new=(0,), label="b"),
+            api.NewTask("c", after_new=(1,), label="c"),
         ]
         with pytest.raises(UsageError, match=r"dependency cycle: a -> c -> b -> a"):
-            cli_store.add_tasks(conn, batch)
+            api.add_tasks(conn, batch)
         with pytest.raises(UsageError, match="cycle"):
-            cli_store.add_tasks(conn, [cli_store.NewTask("self", after_new=(0,))])
-        assert cli_store.list_tasks(conn) == []
+            api.add_tasks(conn, [api.NewTask("self", after_new=(0,))])
+        assert api.list_tasks(conn) == []
 
 
 def test_an_unknown_dependency_adds_nothing(project: Path) -> None:
-    with cli_store.opened(project / "q.db") as conn:
-        cli_store.add_tasks(conn, [cli_store.NewTask("a")])
+    with api.opened(project / "q.db") as conn:
+        api.add_tasks(conn, [api.NewTask("a")])
         with pytest.raises(TaskNotFound, match="task_009"):
-            cli_store.add_tasks(conn, [cli_store.NewTask("b"), cli_store.NewTask("c", depends_on=(1, 9))])
-        assert len(cli_store.list_tasks(conn)) == 1
+            api.add_tasks(conn, [api.NewTask("b"), api.NewTask("c", depends_on=(1, 9))])
+        assert len(api.list_tasks(conn)) == 1
 
 
 def test_blocked_is_derived_from_the_dependencies(project: Path) -> None:
-    with cli_store.opened(project / "q.db") as conn:
-        cli_store.add_tasks(conn, [cli_store.NewTask("a"), cli_store.NewTask("b", after_new=(0,))])
-        assert cli_store.get_task(conn, 2).blocked
+    with api.opened(project / "q.db") as conn:
+        api.add_tasks(conn, [api.NewTask("a"), api.NewTask("b", after_new=(0,))])
+        assert api.get_task(conn, 2).blocked
         conn.execute("UPDATE tasks SET status = 'completed' WHERE id = 1")
-        assert not cli_store.get_task(conn, 2).blocked
-        assert cli_store.get_task(conn, 2).depends_on == (1,)
+        assert not api.get_task(conn, 2).blocked
+        assert api.get_task(conn, 2).depends_on == (1,)
 
 
 def test_transitions_are_checked(project: Path) -> None:
-    with cli_store.opened(project / "q.db") as conn:
-        cli_store.add_tasks(conn, [cli_store.NewTask("a")])
+    with api.opened(project / "q.db") as conn:
+        api.add_tasks(conn, [api.NewTask("a")])
         with pytest.raises(InvalidTransition, match="task_001 is pending"):
-            cli_store.retry(conn, 1)
-        assert cli_store.cancel(conn, 1, now=100.0).status == "pending"  # returns the task as it was
-        assert cli_store.get_task(conn, 1).finished_at == 100.0
+            api.retry(conn, 1)
+        assert api.cancel(conn, 1, now=100.0).status == "pending"  # returns the task as it was
+        assert api.get_task(conn, 1).finished_at == 100.0
         with pytest.raises(TaskNotFound):
-            cli_store.cancel(conn, 2)
+            api.cancel(conn, 2)
 
 
 @pytest.mark.parametrize(("text", "expected"), [("task_001", 1), ("task_12", 12), ("7", 7), (" TASK_003 ", 3)])
 def test_task_ids_parse(text: str, expected: int) -> None:
-    assert cli_store.parse_task_id(text) == expected
+    assert api.parse_task_id(text) == expected
     assert store.task_name(expected).startswith("task_")
 
 
 @pytest.mark.parametrize("text", ["", "task_", "0", "-1", "task_x", "1.5"])
 def test_bad_task_ids_are_usage_errors(text: str) -> None:
     with pytest.raises(UsageError):
-        cli_store.parse_task_id(text)
+        api.parse_task_id(text)
 
 
 def _register_head(conn: sqlite3.Connection, pid: int, host: str, beat: float) -> None:
@@ -116,12 +117,12 @@ def _register_head(conn: sqlite3.Connection, pid: int, host: str, beat: float) -
 def test_the_head_is_live_only_with_a_live_pid_and_a_fresh_heartbeat(project: Path) -> None:
     host, now = os.uname().nodename, time.time()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    with cli_store.opened(project / "q.db") as conn:
-        assert cli_store.head(conn).running is False
+    with api.opened(project / "q.db") as conn:
+        assert api.head(conn).running is False
         _register_head(conn, os.getpid(), host, now)
-        assert cli_store.head(conn, now=now + 1) == cli_store.Head(True, os.getpid(), now - 60, now, None)
-        assert cli_store.head(conn, now=now + cli_store.HEARTBEAT_STALE_S + 1).running is False
+        assert api.head(conn, now=now + 1) == api.Head(True, os.getpid(), now - 60, now, None)
+        assert api.head(conn, now=now + api.HEARTBEAT_STALE_S + 1).running is False
         _register_head(conn, int(dead.stdout), host, now)
-        assert cli_store.head(conn, now=now).running is False
+        assert api.head(conn, now=now).running is False
         _register_head(conn, os.getpid(), "another-machine", now)
-        assert cli_store.head(conn, now=now).running is False
+        assert api.head(conn, now=now).running is False

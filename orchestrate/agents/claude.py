@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrate.agents import JsonLines, Result
+from orchestrate.core.agent import JsonLines, Result, too_large_for_argv
 
 ROOT_REFUSAL = "cannot be used with root/sudo privileges"
+USAGE_LIMIT = "Claude AI usage limit reached"  # the result's text when a subscription runs out
+detaches = True  # its Bash tool runs commands in sessions of their own
+prompt_on_stdin = too_large_for_argv
 
 
 def argv(command: tuple[str, ...], prompt: str | None) -> list[str]:
@@ -16,7 +19,7 @@ def argv(command: tuple[str, ...], prompt: str | None) -> list[str]:
 
 
 class Reader(JsonLines):
-    def __init__(self) -> None:
+    def __init__(self, agent: object = None) -> None:
         super().__init__()
         self.result: dict[str, Any] | None = None
 
@@ -46,4 +49,5 @@ class Reader(JsonLines):
             return Result(True, message, session_id=self.session_id, **counts)
         status = r.get("api_error_status")
         error = f"{r.get('subtype')}: {message}" if r.get("subtype") != "success" else message
-        return self.failure(exit_code, f"{error} (HTTP {status})" if status else error, **counts)
+        limited = status == 429 or message.startswith(USAGE_LIMIT)
+        return self.failure(exit_code, f"{error} (HTTP {status})" if status else error, limited, **counts)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from orchestrate.agents import JsonLines, Result
+from orchestrate.core.agent import JsonLines, Result, too_large_for_argv
+
+# How turn.failed's message reports a limit: codex's own words after its retries, or the API's.
+LIMITED = re.compile(r"last status: 429|Quota exceeded|\brate limit", re.I)
+detaches = False  # its tools die with its process group
+prompt_on_stdin = too_large_for_argv
 
 
 def argv(command: tuple[str, ...], prompt: str | None) -> list[str]:
@@ -13,7 +19,7 @@ def argv(command: tuple[str, ...], prompt: str | None) -> list[str]:
 
 
 class Reader(JsonLines):
-    def __init__(self) -> None:
+    def __init__(self, agent: object = None) -> None:
         super().__init__()
         self.message = ""
         self.usage: dict[str, Any] | None = None
@@ -35,4 +41,5 @@ class Reader(JsonLines):
         counts = {"input_tokens": usage.get("input_tokens"), "output_tokens": usage.get("output_tokens")}
         if exit_code == 0 and self.usage is not None and self.error is None:
             return Result(True, self.message, session_id=self.session_id, **counts)
-        return self.failure(exit_code, self.error, **counts)
+        limited = self.error is not None and bool(LIMITED.search(self.error))
+        return self.failure(exit_code, self.error, limited, **counts)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrate.agents import JsonLines, Result
+from orchestrate.core.agent import JsonLines, Result, too_large_for_argv
+
+QUOTA_ERRORS = ("TerminalQuotaError", "RetryableQuotaError")  # the error types a limit is reported with
+LIMIT_EXIT = 429 % 256  # gemini exits with an API error's HTTP status, mod 256
+detaches = True  # its shell tool's commands survive its process group
+prompt_on_stdin = too_large_for_argv
 
 
 def argv(command: tuple[str, ...], prompt: str | None) -> list[str]:
@@ -13,11 +18,12 @@ def argv(command: tuple[str, ...], prompt: str | None) -> list[str]:
 
 
 class Reader(JsonLines):
-    def __init__(self) -> None:
+    def __init__(self, agent: object = None) -> None:
         super().__init__()
         self.chunks: list[str] = []
         self.result: dict[str, Any] | None = None
         self.error: str | None = None
+        self.limited = False
 
     def event(self, event: dict[str, Any], stderr: bool) -> None:
         self.session_id = event.get("session_id") or self.session_id
@@ -28,6 +34,7 @@ class Reader(JsonLines):
             self.result = event
         if isinstance(error, dict):  # fatal errors come on stderr; a broken stream says so on stdout
             self.error = f"{error.get('type', 'Error')}: {error.get('message', '')}"
+            self.limited = error.get("type") in QUOTA_ERRORS or error.get("code") == 429
 
     def finish(self, exit_code: int) -> Result:
         stats = (self.result or {}).get("stats") or {}
@@ -36,4 +43,5 @@ class Reader(JsonLines):
         if exit_code == 0 and succeeded and self.error is None:
             return Result(True, "".join(self.chunks), session_id=self.session_id, **counts)
         ended = f"gemini ended with status {self.result.get('status')!r}" if self.result else None
-        return self.failure(exit_code, self.error or ended, **counts)
+        limited = self.limited or exit_code == LIMIT_EXIT
+        return self.failure(exit_code, self.error or ended, limited, **counts)

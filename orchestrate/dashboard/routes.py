@@ -11,14 +11,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from orchestrate import cli_render as render
-from orchestrate import cli_store
-from orchestrate import dashboard_data as data
-from orchestrate.config import Config
-from orchestrate.errors import UsageError
-from orchestrate.store import Task
+from orchestrate import api
+from orchestrate.cli import render
+from orchestrate.core.config import Config
+from orchestrate.core.errors import UsageError
+from orchestrate.core.store import Task
+from orchestrate.dashboard import data
 
-PAGE = Path(__file__).with_name("dashboard.html")
+PAGE = Path(__file__).with_name("page.html")
 # The page is one file: nothing may load from elsewhere, and no other site may frame it.
 PAGE_POLICY = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:;"
@@ -64,7 +64,7 @@ class Request(NamedTuple):
     @contextmanager
     def queue(self) -> Iterator[sqlite3.Connection]:
         """A connection of this request's own: in WAL mode readers never hold up the head."""
-        with cli_store.opened(self.cfg.task_queue.database, create=False) as conn:
+        with api.opened(self.cfg.task_queue.database, create=False) as conn:
             yield conn
 
 
@@ -82,13 +82,13 @@ def route(method: str, pattern: str) -> Callable[[Route], Route]:
 
 def _task_id(ref: str) -> int:
     try:
-        return cli_store.parse_task_id(ref)
+        return api.parse_task_id(ref)
     except UsageError as exc:  # in a path, a malformed id names no task
         raise Refused(404, str(exc)) from None
 
 
 def _task(conn: sqlite3.Connection, ref: str) -> Task:
-    return cli_store.get_task(conn, _task_id(ref))
+    return api.get_task(conn, _task_id(ref))
 
 
 @route("GET", "/")
@@ -105,8 +105,8 @@ def status(req: Request) -> Reply:
 @route("GET", "/api/tasks")
 def tasks(req: Request) -> Reply:
     wanted = req.param("status", "all")
-    if wanted not in cli_store.LIST_FILTERS:
-        raise Refused(400, f"status must be one of {', '.join(cli_store.LIST_FILTERS)}, not {wanted!r}")
+    if wanted not in api.LIST_FILTERS:
+        raise Refused(400, f"status must be one of {', '.join(api.LIST_FILTERS)}, not {wanted!r}")
     with req.queue() as conn:
         found = data.tasks(conn, wanted, req.param("q").strip(), req.number("limit"))
     return json_reply([render.task_json(t) for t in found])
@@ -132,18 +132,18 @@ def output(req: Request) -> Reply:
 def log_tail(req: Request) -> Reply:
     with req.queue() as conn:
         found = _task(conn, req.args[0])
-    chunk = data.log_chunk(cli_store.log_path(req.cfg, found), req.number("offset"))
+    chunk = data.log_chunk(api.log_path(req.cfg, found), req.number("offset"))
     return json_reply({"task": found.name, "status": found.status, **chunk})
 
 
 @route("POST", "/api/tasks/([^/]+)/(retry|cancel)")
 def change(req: Request) -> Reply:
     """What `orchestrate retry` and `orchestrate cancel` do, through the same functions."""
-    transition = cli_store.retry if req.args[1] == "retry" else cli_store.cancel
+    transition = api.retry if req.args[1] == "retry" else api.cancel
     task_id = _task_id(req.args[0])
     with req.queue() as conn:
         transition(conn, task_id)
-        return json_reply(render.task_json(cli_store.get_task(conn, task_id)))
+        return json_reply(render.task_json(api.get_task(conn, task_id)))
 
 
 @route("GET", "/api/completions")

@@ -1,4 +1,4 @@
-"""The configuration as the head and the commands use it: frozen, already validated (cli_config reads it).
+"""The configuration as the head and the commands use it: frozen, already validated (configfile reads it).
 
 NamedTuples rather than dataclasses: every command imports this, and a NamedTuple class costs an
 eighth of a frozen dataclass to create (about half a millisecond each, against the start-up budget)."""
@@ -18,6 +18,8 @@ class AgentConfig(NamedTuple):
     timeout_seconds: float | None = None
     env: Mapping[str, str] = {}  # shared by every entry without env: read, never changed
     verify: tuple[str, ...] | None = None  # overrides the project's checks for tasks this agent runs
+    rate_limit_exit_code: int | None = None  # command agents: the exit status that means "rate limited"
+    rate_limit_pattern: str | None = None  # command agents: a regex on stderr that means the same
 
 
 class TaskQueueConfig(NamedTuple):

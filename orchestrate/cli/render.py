@@ -7,8 +7,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from orchestrate.cli_store import Head, Slot
-from orchestrate.store import PRIORITY_NAMES, Task, task_name
+from orchestrate.api import Head, Slot
+from orchestrate.core.store import PRIORITY_NAMES, Task, task_name
 
 
 def iso(ts: float | None) -> str | None:

@@ -9,16 +9,16 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrate import cli_store
-from orchestrate.config import Config
-from orchestrate.errors import OrchestrateError
+from orchestrate import api
+from orchestrate.core.config import Config
+from orchestrate.core.errors import OrchestrateError
 
 START_WAIT_S = 15.0
 
 
-def _head(cfg: Config) -> cli_store.Head:
-    with cli_store.opened(cfg.task_queue.database, create=False) as conn:
-        return cli_store.head(conn)
+def _head(cfg: Config) -> api.Head:
+    with api.opened(cfg.task_queue.database, create=False) as conn:
+        return api.head(conn)
 
 
 def start_background(cfg: Config, child_argv: list[str]) -> tuple[int, Path]:
@@ -48,7 +48,7 @@ def stop(cfg: Config, wait: bool) -> int:
     if not head.running or head.pid is None:
         raise OrchestrateError(f"no head is running on {cfg.task_queue.database}")
     os.kill(head.pid, signal.SIGUSR1 if wait else signal.SIGTERM)
-    while cli_store.alive(head.pid):
+    while api.alive(head.pid):
         time.sleep(0.05)
     return head.pid
 

@@ -17,10 +17,10 @@ from types import FrameType
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from orchestrate.cli_config import is_loopback
-from orchestrate.config import Config
-from orchestrate.dashboard_api import Refused, Reply, dispatch, json_reply
-from orchestrate.errors import InvalidTransition, OrchestrateError, QueueBusy, TaskNotFound, UsageError
+from orchestrate.configfile import is_loopback
+from orchestrate.core.config import Config
+from orchestrate.core.errors import InvalidTransition, OrchestrateError, QueueBusy, TaskNotFound, UsageError
+from orchestrate.dashboard.routes import Refused, Reply, dispatch, json_reply
 
 log = logging.getLogger(__name__)
 DEFAULT_PORT = 8765

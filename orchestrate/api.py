@@ -1,4 +1,5 @@
-"""The queue as the commands see it: add, list, show, retry and cancel tasks; read the head's state."""
+"""The queue's synchronous API, shared by the commands, the dashboard and the benchmark: add, list,
+show, retry and cancel tasks; read the head's state."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from orchestrate.config import Config
-from orchestrate.errors import ConfigError, InvalidTransition, QueueBusy, TaskNotFound, UsageError
-from orchestrate.store import (
+from orchestrate.core.config import Config
+from orchestrate.core.errors import ConfigError, QueueBusy, TaskNotFound, UsageError
+from orchestrate.core.states import Event, Status, change
+from orchestrate.core.store import (
     BUSY_TIMEOUT_S,
     PRIORITIES,
     SELECT_TASKS,
@@ -163,16 +165,16 @@ def worktree_usage(cfg: Config) -> tuple[int, int]:
     """How many task worktrees there are, and their bytes: without any, nothing to import or count."""
     if not (cfg.runtime_dir / "worktrees").is_dir():
         return 0, 0
-    from orchestrate import cli_workspace
+    from orchestrate.workspace import branches
 
-    return cli_workspace.usage(cfg)
+    return branches.usage(cfg)
 
 
-LIST_FILTERS = {
+LIST_FILTERS: dict[str, str] = {
     "all": "1",
     **{s: f"t.status = '{s}'" for s in STATES},
-    "active": "t.status = 'running'",
-    "blocked": "t.status = 'pending' AND blocked",
+    "active": f"t.status = '{Status.RUNNING}'",
+    "blocked": f"t.status = '{Status.PENDING}' AND blocked",
 }
 
 
@@ -188,20 +190,17 @@ def counts(conn: sqlite3.Connection) -> dict[str, int]:
 
 
 def recent_failures(conn: sqlite3.Connection, limit: int = 5) -> list[Task]:
-    rows = conn.execute(f"{SELECT_TASKS} WHERE t.status = 'failed' ORDER BY t.finished_at DESC LIMIT ?", (limit,))
+    rows = conn.execute(
+        f"{SELECT_TASKS} WHERE t.status = ? ORDER BY t.finished_at DESC LIMIT ?", (Status.FAILED, limit)
+    )
     return [task_from_row(r) for r in rows]
 
 
-def _transition(
-    conn: sqlite3.Connection, task_id: int, allowed: tuple[str, ...], verb: str, sql: str, args: tuple[Any, ...]
-) -> Task:
+def _transition(conn: sqlite3.Connection, task_id: int, event: Event, sql: str, args: tuple[Any, ...]) -> Task:
     with transaction(conn):
         before = get_task(conn, task_id)
-        if before.status not in allowed:
-            raise InvalidTransition(
-                f"{before.name} is {before.status}; only {' or '.join(allowed)} tasks can be {verb}"
-            )
-        conn.execute(sql, (*args, task_id))
+        target = change(before.status, event, before.name)  # InvalidTransition, unless the state allows it
+        conn.execute(sql, (target, *args, task_id))
     return before
 
 
@@ -210,10 +209,9 @@ def retry(conn: sqlite3.Connection, task_id: int) -> Task:
     return _transition(
         conn,
         task_id,
-        ("failed", "cancelled"),
-        "retried",
-        """UPDATE tasks SET status = 'pending', attempts = 0, not_before = 0, agent = NULL,
-               started_at = NULL, finished_at = NULL, lease_until = NULL, pid = NULL
+        Event.RETRY,
+        """UPDATE tasks SET status = ?, attempts = 0, not_before = 0, agent = NULL,
+               started_at = NULL, finished_at = NULL, pid = NULL
            WHERE id = ?""",
         (),
     )
@@ -221,22 +219,16 @@ def retry(conn: sqlite3.Connection, task_id: int) -> Task:
 
 def cancel(conn: sqlite3.Connection, task_id: int, now: float | None = None) -> Task:
     """Stop a pending or running task for good; the head kills a running one's agent."""
-    return _transition(
-        conn,
-        task_id,
-        ("pending", "running"),
-        "cancelled",
-        "UPDATE tasks SET status = 'cancelled', finished_at = ? WHERE id = ?",
-        (time.time() if now is None else now,),
-    )
+    now = time.time() if now is None else now
+    return _transition(conn, task_id, Event.CANCEL, "UPDATE tasks SET status = ?, finished_at = ? WHERE id = ?", (now,))
 
 
 def waiting_on(conn: sqlite3.Connection, task_id: int) -> list[int]:
     """Pending tasks that depend on `task_id`."""
     rows = conn.execute(
         """SELECT d.task_id FROM deps d JOIN tasks t ON t.id = d.task_id
-           WHERE d.depends_on = ? AND t.status = 'pending' ORDER BY d.task_id""",
-        (task_id,),
+           WHERE d.depends_on = ? AND t.status = ? ORDER BY d.task_id""",
+        (task_id, Status.PENDING),
     )
     return [r[0] for r in rows]
 

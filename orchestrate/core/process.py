@@ -8,10 +8,11 @@ import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
-from orchestrate.agents import Output
-from orchestrate.errors import AgentUnavailable
+from orchestrate.core.agent import Output
+from orchestrate.core.errors import AgentUnavailable, OrchestrateError
+from orchestrate.core.states import Stop
 
 # Every agent and everything it starts inherit these variables. Descendants that start their
 # own session escape the process group, but not their environment: that is how strays are found.
@@ -54,34 +55,38 @@ class Log:
         self.file = None
 
 
+class Context(NamedTuple):
+    """Where and how an attempt's processes run."""
+
+    cwd: str
+    env: dict[str, str]
+    log: Log
+    grace: float  # between SIGTERM and SIGKILL
+    stop: asyncio.Future[Stop]  # resolved with a reason to stop the process early
+    started: Callable[[int], None]  # told each process's pid
+
+
 async def run(
-    argv: list[str],
-    *,
-    cwd: str,
-    env: dict[str, str],
-    stdin: bytes | None,
-    log: Log,
-    reader: Output,
-    timeout: float,
-    grace: float,
-    stop: asyncio.Future[str],
-    started: Callable[[int], None],
-) -> tuple[int, str | None]:
-    """Run an agent to its end: (exit code, why it was stopped: timeout or `stop`'s reason, or None)."""
+    argv: list[str], stdin: bytes | None, reader: Output, timeout: float, ctx: Context
+) -> tuple[int, Stop | None]:
+    """Run a process to its end: (exit code, why it was stopped: timeout or `stop`'s reason, or None)."""
+    cwd, log, stop = ctx.cwd, ctx.log, ctx.stop
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
             cwd=cwd,
-            env=env,
+            env=ctx.env,
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
         )
-    except (FileNotFoundError, PermissionError) as exc:
+    except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
+        if exc.filename == cwd:  # the child could not enter it: the program may be fine
+            raise OrchestrateError(f"cannot run the agent in {cwd}: {exc.strerror}") from None
         raise AgentUnavailable(f"cannot run {argv[0]!r}: {exc.strerror}") from None
     assert proc.stdout and proc.stderr
-    started(proc.pid)  # also its process group: the agent leads a session of its own
+    ctx.started(proc.pid)  # also its process group: the agent leads a session of its own
     pumps = [asyncio.ensure_future(_pump(s, log, reader, s is proc.stderr)) for s in (proc.stdout, proc.stderr)]
     if stdin is not None and proc.stdin:
         pumps.append(asyncio.ensure_future(_feed(proc.stdin, stdin)))
@@ -90,9 +95,9 @@ async def run(
     done, _ = await asyncio.wait(either, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     reason = None
     if exited not in done:
-        reason = stop.result() if stop.done() else "timeout"
+        reason = stop.result() if stop.done() else Stop.TIMEOUT
         # a cancelled task must be gone within a second; others get the configured grace
-        await terminate(proc.pid, exited, min(grace, 0.5) if reason == "cancelled" else grace)
+        await terminate(proc.pid, exited, min(ctx.grace, 0.5) if reason is Stop.CANCELLED else ctx.grace)
     signal_group(proc.pid, signal.SIGKILL)  # whatever it left behind in its group
     _, slow = await asyncio.wait(pumps, timeout=DRAIN_S)
     for pump in slow:
@@ -116,16 +121,18 @@ def signal_group(pgid: int, sig: int) -> None:
 
 
 async def _pump(stream: asyncio.StreamReader, log: Log, reader: Output, stderr: bool) -> None:
-    partial = b""
+    partial, skipping = b"", False  # skipping: inside a line too long to parse, until its newline
     while chunk := await stream.read(65536):
         log.write(chunk)
         lines = (partial + chunk).split(b"\n")
         partial = lines.pop()
-        if len(partial) > LINE_MAX:
-            partial = b""
+        if skipping and lines:
+            lines, skipping = lines[1:], False  # the end of the long line
         for line in lines:
             reader.feed(line.decode(errors="replace"), stderr)
-    if partial:
+        if len(partial) > LINE_MAX:
+            partial, skipping = b"", True
+    if partial and not skipping:
         reader.feed(partial.decode(errors="replace"), stderr)
 
 

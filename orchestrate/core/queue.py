@@ -1,4 +1,7 @@
-"""The head's side of the queue: claim, record, requeue and heartbeat, one transaction per call."""
+"""The head's side of the queue: claim, record and heartbeat, one transaction per call.
+
+Every write for a run after its claim names the claim: a run whose row has moved on (cancelled,
+retried and claimed again, recovered) changes nothing."""
 
 from __future__ import annotations
 
@@ -9,11 +12,11 @@ from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from orchestrate import store
-from orchestrate.errors import QueueBusy
+from orchestrate.core import store
+from orchestrate.core.errors import QueueBusy
+from orchestrate.core.states import TRANSITIONS, Event, Status, allowed, sql_list
 
 T = TypeVar("T")
-LEASE_S = 30.0  # a running task's lease; the head renews it with every heartbeat
 AGING_S = 30 * 60  # a low task waiting this long is claimed as a normal one
 LOOP_BUSY_MS = 20  # how long a statement on the event loop may wait for another writer
 LOG_DIR = ".orchestrate/logs"  # relative to the project, where the head writes agents' output
@@ -76,20 +79,22 @@ class Queue:
 
         return await self._run(write)
 
-    async def _read(self, sql: str, *args: Any) -> list[Any]:
+    async def read(self, sql: str, *args: Any) -> list[Any]:
+        """The rows of one statement: for extensions, which keep their queries to themselves."""
         return await self._run(lambda conn: conn.execute(sql, args).fetchall())
 
     async def register(self, pid: int, log_file: str, slots: Iterable[tuple[Any, ...]], now: float) -> int:
         """Take over the queue: tasks a dead head left running go back to pending, unspent."""
+        sources, target = allowed(Event.REQUEUE), Status.PENDING
         rows = await self._write(
             ("DELETE FROM head", ()),
             ("INSERT INTO head VALUES (1, ?, ?, ?, ?, ?)", (pid, os.uname().nodename, now, now, log_file)),
             ("DELETE FROM agents", ()),
             *((PUT_SLOT, s) for s in slots),
             (
-                """UPDATE tasks SET status = 'pending', agent = NULL, pid = NULL, lease_until = NULL,
-                   started_at = NULL WHERE status = 'running' RETURNING id""",
-                (),
+                f"""UPDATE tasks SET status = ?, agent = NULL, pid = NULL, started_at = NULL
+                    WHERE status IN {sql_list(sources)} RETURNING id""",
+                (target,),
             ),
         )
         return len(rows)
@@ -98,85 +103,87 @@ class Queue:
         await self._write(("DELETE FROM head", ()), ("DELETE FROM agents", ()))
 
     async def heartbeat(
-        self, now: float, running: Iterable[tuple[int, int | None]], slots: Iterable[tuple[Any, ...]]
+        self, now: float, running: Iterable[tuple[int, int, int | None]], slots: Iterable[tuple[Any, ...]]
     ) -> None:
-        """Prove the head lives, renew the running tasks' leases (with their agents' pids), publish the slots."""
-        lease = "UPDATE tasks SET lease_until = ?, pid = ? WHERE id = ? AND status = 'running'"
+        """Prove the head lives, note each run's agent pid (by task, claim, pid), publish the slots."""
+        pid = f"UPDATE tasks SET pid = ? WHERE id = ? AND claim = ? AND status = '{Status.RUNNING}'"
         await self._write(
             ("UPDATE head SET heartbeat_at = ?", (now,)),
-            *((lease, (now + LEASE_S, pid, task_id)) for task_id, pid in running),
-            ("UPDATE tasks SET rank = 1 WHERE status = 'pending' AND rank = 2 AND created_at <= ?", (now - AGING_S,)),
+            *((pid, (agent, task_id, claim)) for task_id, claim, agent in running),
+            (
+                f"UPDATE tasks SET rank = 1 WHERE status = '{Status.PENDING}' AND rank = 2 AND created_at <= ?",
+                (now - AGING_S,),
+            ),
             *((PUT_SLOT, s) for s in slots),
         )
 
     async def claim(
-        self, slot: str, takes: Collection[str], known: Collection[str], now: float, log_dir: str = LOG_DIR
+        self,
+        slot: str,
+        takes: Collection[str],
+        known: Collection[str],
+        now: float,
+        log_dir: str = LOG_DIR,
+        busy: Collection[int] = (),
     ) -> store.Task | None:
         """Atomically give `slot` the next task it may run: priority, then age; deps done; no backoff.
 
         `takes` are the slot's agent name and type; a task preferring an agent in `known` waits
-        for it, one preferring an agent not configured goes to anyone.
+        for it, one preferring an agent not configured goes to anyone. Tasks in `busy` still have
+        an agent of this head's winding down (cancelled, then retried): never two at once.
         """
         rows = await self._write(
             (
-                f"""UPDATE tasks SET status = 'running', started_at = ?, finished_at = NULL, lease_until = ?,
+                f"""UPDATE tasks SET status = ?, started_at = ?, finished_at = NULL, claim = claim + 1,
                     agent = ?, log_file = ? || '/' || printf('task_%03d.log', id)  -- as store.task_name
                 WHERE id = (
                     SELECT t.id FROM tasks t
-                    WHERE t.status = 'pending' AND t.not_before <= ?
-                      AND (t.agent_type IS NULL OR t.agent_type IN ({",".join("?" * len(takes))})
-                           OR t.agent_type NOT IN ({",".join("?" * len(known))}))
+                    WHERE t.status IN {sql_list(allowed(Event.CLAIM))} AND t.not_before <= ?
+                      AND (t.agent_type IS NULL OR t.agent_type IN ({_marks(takes)})
+                           OR t.agent_type NOT IN ({_marks(known)}))
+                      AND t.id NOT IN ({_marks(busy)})
                       AND NOT EXISTS (SELECT 1 FROM deps d JOIN tasks p ON p.id = d.depends_on
-                                      WHERE d.task_id = t.id AND p.status <> 'completed')
+                                      WHERE d.task_id = t.id AND p.status <> '{Status.COMPLETED}')
                     ORDER BY t.rank, t.id LIMIT 1)
                 RETURNING {store.task_columns("tasks")}""",
-                (now, now + LEASE_S, slot, log_dir, now, *takes, *known),
+                (Status.RUNNING, now, slot, log_dir, now, *takes, *known, *busy),
             )
         )
         return store.task_from_row(rows[0]) if rows else None
 
-    async def update(self, task_id: int, **fields: Any) -> bool:
-        """Change a running task; False if it is no longer running (cancelled meanwhile)."""
-        sets = ", ".join(f"{k} = ?" for k in fields)
-        sql = f"UPDATE tasks SET {sets} WHERE id = ? AND status = 'running' RETURNING id"
-        return bool(await self._write((sql, (*fields.values(), task_id))))
+    async def record(self, task_id: int, claim: int, event: Event, **fields: Any) -> bool:
+        """Move a run's task on by `event`, with `fields`; False if its row has moved on from the claim."""
+        sources, target = TRANSITIONS[event]
+        sets = ", ".join(f"{k} = ?" for k in ("status", *fields))
+        sql = f"UPDATE tasks SET {sets} WHERE id = ? AND claim = ? AND status IN {sql_list(sources)} RETURNING id"
+        return bool(await self._write((sql, (target, *fields.values(), task_id, claim))))
 
-    async def statuses(self, ids: Collection[int]) -> dict[int, str]:
-        rows = await self._read(f"SELECT id, status FROM tasks WHERE id IN ({','.join('?' * len(ids))})", *ids)
-        return {r[0]: r[1] for r in rows}
+    async def positions(self, claims: dict[int, int]) -> set[int]:
+        """Of the runs in `claims` (task id: claim), those whose row is no longer running on that claim."""
+        ids = list(claims)
+        rows = await self.read(f"SELECT id, status, claim FROM tasks WHERE id IN ({_marks(ids)})", *ids)
+        current = {r[0] for r in rows if r[1] == Status.RUNNING and r[2] == claims[r[0]]}
+        return set(ids) - current
 
     async def data_version(self) -> int:
         """Changes whenever another connection commits: how the head notices `add` and `cancel`."""
-        return int((await self._read("PRAGMA data_version"))[0][0])
+        return int((await self.read("PRAGMA data_version"))[0][0])
 
     async def pending(self) -> int:
-        return int((await self._read("SELECT n FROM task_counts WHERE status = 'pending'"))[0][0])
+        return int((await self.read("SELECT n FROM task_counts WHERE status = ?", Status.PENDING))[0][0])
 
     async def runnable(self) -> int:
         """Pending tasks that can still run: none of their dependencies, however indirect, failed."""
-        rows = await self._read(
-            """WITH RECURSIVE stuck(id) AS (
+        rows = await self.read(
+            f"""WITH RECURSIVE stuck(id) AS (
                    SELECT d.task_id FROM deps d JOIN tasks p ON p.id = d.depends_on
-                   WHERE p.status IN ('failed', 'cancelled')
+                   WHERE p.status IN {sql_list((Status.FAILED, Status.CANCELLED))}
                    UNION SELECT d.task_id FROM deps d JOIN stuck s ON d.depends_on = s.id)
-               SELECT count(*) FROM tasks WHERE status = 'pending' AND id NOT IN stuck"""
+               SELECT count(*) FROM tasks WHERE status = ? AND id NOT IN stuck""",
+            Status.PENDING,
         )
         return int(rows[0][0])
 
-    async def finished(self) -> list[store.Task]:
-        """Completed and failed tasks, in the order they finished."""
-        rows = await self._read(
-            f"{store.SELECT_TASKS} WHERE t.status IN ('completed', 'failed') ORDER BY t.finished_at, t.id"
-        )
-        return [store.task_from_row(r) for r in rows]
 
-    async def recent(self, limit: int) -> tuple[list[Any], dict[str, int]]:
-        """The latest tasks as current_state.md lists them, and the count of tasks in each state."""
-        rows = await self._read(
-            """SELECT id, description, status, agent, output_file,
-                   substr(coalesce(nullif(trim(result), ''), error), 1, 300)
-               FROM tasks ORDER BY id DESC LIMIT ?""",
-            limit,
-        )
-        counts = dict(await self._read("SELECT status, n FROM task_counts"))
-        return rows, {s: counts.get(s, 0) for s in store.STATES}
+def _marks(items: Collection[Any]) -> str:
+    return ",".join("?" * len(items))

@@ -10,8 +10,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrate.config import AgentConfig
-from orchestrate.store import Task
+from orchestrate.core.config import AgentConfig
+from orchestrate.core.states import Stop
+from orchestrate.core.store import Task
 
 
 @dataclass
@@ -19,7 +20,7 @@ class Slot:
     id: str  # claude-1, claude-2, codex-1...
     agent: AgentConfig
     task: Task | None = None
-    stop: asyncio.Future[str] | None = None  # resolved with a reason to interrupt the agent
+    stop: asyncio.Future[Stop] | None = None  # resolved with a reason to interrupt the agent
     work: asyncio.Future[None] | None = None
     pid: int | None = None
     since: float | None = None
@@ -27,8 +28,8 @@ class Slot:
     tasks_done: int = 0
     cost_usd: float = 0.0
 
-    def interrupt(self, why: str | None) -> None:
-        """Stop the agent running here, for `why` (cancelled, stopped, memory); None does nothing."""
+    def interrupt(self, why: Stop | None) -> None:
+        """Stop the agent running here, for `why`; None does nothing."""
         if why and self.stop and not self.stop.done():
             self.stop.set_result(why)
 

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrate import cli_render as render
-from orchestrate import cli_store
-from orchestrate.config import Config
-from orchestrate.errors import OrchestrateError
-from orchestrate.store import SELECT_TASKS, STATES, Task, task_from_row
+from orchestrate import api
+from orchestrate.cli import render
+from orchestrate.core.config import Config
+from orchestrate.core.errors import OrchestrateError
+from orchestrate.core.store import SELECT_TASKS, STATES, Task, task_from_row
 
 AGENT_STATES = ("idle", "busy", "cooling", "unavailable")
 LOG_TAIL = 64 * 1024  # what a first look at a log shows: its end
@@ -33,8 +33,8 @@ def status(conn: sqlite3.Connection, cfg: Config, now: float | None = None) -> d
     """`status --json`, plus what the page shows besides: the total cost, and each slot's cost,
     time on its task and note."""
     now = time.time() if now is None else now
-    head, counts = cli_store.head(conn, now), cli_store.counts(conn)
-    slots = cli_store.slots(conn) if head.running else []
+    head, counts = api.head(conn, now), api.counts(conn)
+    slots = api.slots(conn) if head.running else []
     shown = render.status_json(head, counts, slots, worktree_usage(cfg, now))
     for agent, slot in zip(shown["agents"], slots, strict=True):
         elapsed = round(now - slot.since, 1) if slot.state == "busy" and slot.since is not None else None
@@ -48,7 +48,7 @@ def worktree_usage(cfg: Config, now: float) -> tuple[int, int]:
     twice a second, and a worktree with its dependencies installed holds many files."""
     counted, usage = _worktrees.get(cfg.root, (0.0, (0, 0)))
     if now - counted >= WORKTREES_S:
-        usage = cli_store.worktree_usage(cfg)
+        usage = api.worktree_usage(cfg)
         _worktrees[cfg.root] = (now, usage)
     return usage
 
@@ -62,8 +62,8 @@ def tasks(conn: sqlite3.Connection, status: str = "all", search: str = "", limit
     """`tasks --status` (a key of LIST_FILTERS), narrowed to those whose id or description
     contains `search`, and to the newest `limit`; oldest first, as the CLI lists them."""
     if not search and limit is None:
-        return cli_store.list_tasks(conn, status)
-    where, args = cli_store.LIST_FILTERS[status], []
+        return api.list_tasks(conn, status)
+    where, args = api.LIST_FILTERS[status], []
     if search:
         escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         # the id as store.task_name writes it
@@ -147,9 +147,9 @@ def output_text(cfg: Config, task: Task) -> str | None:
 
 def metrics(conn: sqlite3.Connection, now: float | None = None) -> str:
     """The queue in Prometheus' text exposition format (version 0.0.4)."""
-    head = cli_store.head(conn, now)
-    counts = cli_store.counts(conn)
-    slots = cli_store.slots(conn) if head.running else []
+    head = api.head(conn, now)
+    counts = api.counts(conn)
+    slots = api.slots(conn) if head.running else []
     lines = _family("orchestrate_head_running", "gauge", "1 while a head node works this queue.", [("", head.running)])
     tasks_by_status = [(f'{{status="{s}"}}', counts[s]) for s in STATES]
     lines += _family("orchestrate_tasks", "gauge", "Tasks in the queue by status.", tasks_by_status)

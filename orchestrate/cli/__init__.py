@@ -13,10 +13,11 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from orchestrate import cli_config, cli_store, store
-from orchestrate import cli_render as render
-from orchestrate.config import Config
-from orchestrate.errors import OrchestrateError, UsageError
+from orchestrate import api, configfile
+from orchestrate.cli import render
+from orchestrate.core import store
+from orchestrate.core.config import Config
+from orchestrate.core.errors import OrchestrateError, UsageError
 
 try:  # typer >= 0.24 vendors click
     from typer._click.exceptions import ClickException
@@ -68,11 +69,11 @@ class Session:
 
     @cached_property
     def config(self) -> Config:
-        loaded = cli_config.load(self.config_path, required=self.explicit)
+        loaded = configfile.load(self.config_path, required=self.explicit)
         return loaded.with_database(self.db) if self.db else loaded
 
     def queue(self, *, create: bool = True) -> Any:
-        return cli_store.opened(self.config.task_queue.database, create=create)
+        return api.opened(self.config.task_queue.database, create=create)
 
 
 def _session(ctx: typer.Context) -> Session:
@@ -96,7 +97,7 @@ def _options(
     ctx.obj = Session(config, db)
 
 
-TEMPLATES = Path(__file__).parent / "templates"
+TEMPLATES = Path(__file__).parent.parent / "templates"
 
 
 @app.command()
@@ -134,7 +135,7 @@ def add(
     ),
 ) -> None:
     """Queue a task (or a file of tasks) and print its id."""
-    from orchestrate import cli_taskfile as taskfile  # only `add` parses task input
+    from orchestrate.cli import taskfile  # only `add` parses task input
 
     session = _session(ctx)
     cfg = session.config
@@ -145,7 +146,7 @@ def add(
         batch = taskfile.load(file, cfg.root, retries)
     else:
         batch = [
-            cli_store.NewTask(
+            api.NewTask(
                 description=description or "",
                 priority=taskfile.priority(priority),
                 agent_type=agent,
@@ -158,11 +159,11 @@ def add(
             )
         ]
     if any(new.workspace == "worktree" for new in batch) and cfg.workspace.mode != "worktree":
-        from orchestrate import cli_workspace
+        from orchestrate.workspace import branches
 
-        cli_workspace.require_repository(cfg.root)
+        branches.require_repository(cfg.root)
     with session.queue() as conn:
-        ids = cli_store.add_tasks(conn, batch)
+        ids = api.add_tasks(conn, batch)
     known = cfg.agent_names()
     for task_id, new in zip(ids, batch, strict=True):
         typer.echo(store.task_name(task_id))
@@ -177,10 +178,10 @@ def add(
 def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """The head node, the counts by status, busy agents and recent failures."""
     with _session(ctx).queue(create=False) as conn:
-        head, counts = cli_store.head(conn), cli_store.counts(conn)
-        slots = cli_store.slots(conn) if head.running else []
-        failures = cli_store.recent_failures(conn)
-    trees = cli_store.worktree_usage(_session(ctx).config)
+        head, counts = api.head(conn), api.counts(conn)
+        slots = api.slots(conn) if head.running else []
+        failures = api.recent_failures(conn)
+    trees = api.worktree_usage(_session(ctx).config)
     if as_json:
         _echo_json(render.status_json(head, counts, slots, trees))
         return
@@ -197,12 +198,12 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
     for task in failures:
         typer.echo(f"failed   {task.name}  {render.shorten(task.error or 'no error recorded', 60)}")
     if trees[0]:
-        from orchestrate.cli_workspace import size
+        from orchestrate.workspace.branches import size
 
         typer.echo(f"worktrees {trees[0]} in {_session(ctx).config.runtime_dir / 'worktrees'}, {size(trees[1])}")
 
 
-STATUS_FILTERS = tuple(cli_store.LIST_FILTERS)
+STATUS_FILTERS = tuple(api.LIST_FILTERS)
 
 
 @app.command()
@@ -212,11 +213,11 @@ def tasks(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The tasks, oldest first; `--status active` means running."""
-    if status not in cli_store.LIST_FILTERS:
+    if status not in api.LIST_FILTERS:
         raise UsageError(f"--status must be one of {', '.join(STATUS_FILTERS)}, not {status!r}")
     session = _session(ctx)
     with session.queue(create=False) as conn:
-        found, head = cli_store.list_tasks(conn, status), cli_store.head(conn)
+        found, head = api.list_tasks(conn, status), api.head(conn)
     if as_json:
         _echo_json([render.task_json(t) for t in found])
         return
@@ -232,8 +233,8 @@ def tasks(
 def agents(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """Each agent slot: state, current task, pid, memory, tasks done, cost."""
     with _session(ctx).queue(create=False) as conn:
-        head = cli_store.head(conn)
-        slots = cli_store.slots(conn) if head.running else []
+        head = api.head(conn)
+        slots = api.slots(conn) if head.running else []
     if as_json:
         _echo_json([render.slot_json(s) for s in slots])
     elif slots:
@@ -244,7 +245,7 @@ def agents(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
 
 def _task(ctx: typer.Context, task: str) -> store.Task:
     with _session(ctx).queue(create=False) as conn:
-        return cli_store.get_task(conn, cli_store.parse_task_id(task))
+        return api.get_task(conn, api.parse_task_id(task))
 
 
 @app.command()
@@ -257,9 +258,9 @@ def show(ctx: typer.Context, task: str, as_json: bool = typer.Option(False, "--j
     typer.echo(render.show_task(found))
     cfg = _session(ctx).config
     if (found.workspace or cfg.workspace.mode) == "worktree":
-        from orchestrate import cli_workspace
+        from orchestrate.workspace import branches
 
-        for line in cli_workspace.branch_lines(cfg, found):
+        for line in branches.branch_lines(cfg, found):
             typer.echo(line)
 
 
@@ -268,7 +269,7 @@ def logs(ctx: typer.Context, task: str, follow: bool = typer.Option(False, "--fo
     """Print what the task's agent printed; `-f` follows it while the task runs."""
     session = _session(ctx)
     found = _task(ctx, task)
-    path = cli_store.log_path(session.config, found)
+    path = api.log_path(session.config, found)
     if not path.exists() and not (follow and found.status in ("pending", "running")):
         raise OrchestrateError(f"{found.name} has no log yet ({path} does not exist): it has not run")
     offset = 0
@@ -292,7 +293,7 @@ def logs(ctx: typer.Context, task: str, follow: bool = typer.Option(False, "--fo
 def retry(ctx: typer.Context, task: str) -> None:
     """Put a failed or cancelled task back in the queue with a fresh retry budget."""
     with _session(ctx).queue() as conn:
-        before = cli_store.retry(conn, cli_store.parse_task_id(task))
+        before = api.retry(conn, api.parse_task_id(task))
     typer.echo(f"{before.name} is pending again (was {before.status}; retry budget reset)")
 
 
@@ -300,8 +301,8 @@ def retry(ctx: typer.Context, task: str) -> None:
 def cancel(ctx: typer.Context, task: str) -> None:
     """Stop a pending or running task for good."""
     with _session(ctx).queue() as conn:
-        before = cli_store.cancel(conn, cli_store.parse_task_id(task))
-        waiting = cli_store.waiting_on(conn, before.id)
+        before = api.cancel(conn, api.parse_task_id(task))
+        waiting = api.waiting_on(conn, before.id)
     note = " (the head stops its agent)" if before.status == "running" else ""
     typer.echo(f"{before.name} cancelled{note}")
     if waiting:
@@ -312,27 +313,27 @@ def cancel(ctx: typer.Context, task: str) -> None:
 @app.command()
 def merge(ctx: typer.Context, task: str) -> None:
     """Merge a completed task's branch into the current branch (fast-forward when possible)."""
-    from orchestrate import cli_workspace
+    from orchestrate.workspace import branches
 
-    for line in cli_workspace.merge(_session(ctx).config, _task(ctx, task)):
+    for line in branches.merge(_session(ctx).config, _task(ctx, task)):
         typer.echo(line)
 
 
 @app.command()
 def clean(ctx: typer.Context) -> None:
     """Remove worktrees of cancelled tasks, and worktrees and branches of merged completed tasks."""
-    from orchestrate import cli_workspace
+    from orchestrate.workspace import branches
 
     session = _session(ctx)
     with session.queue(create=False) as conn:
 
         def lookup(task_id: int) -> store.Task | None:
             try:
-                return cli_store.get_task(conn, task_id)
+                return api.get_task(conn, task_id)
             except OrchestrateError:
                 return None  # a worktree left from a queue that was deleted: not ours to judge
 
-        for line in cli_workspace.clean(session.config, lookup):
+        for line in branches.clean(session.config, lookup):
             typer.echo(line)
 
 
@@ -344,10 +345,10 @@ def _head_config(ctx: typer.Context, agents: str | None) -> Config:
     with session.queue():  # a queue file that is not one is exit 2 here, before any head starts
         pass
     if session.config.workspace.mode == "worktree":
-        from orchestrate import cli_workspace
+        from orchestrate.workspace import branches
 
-        cli_workspace.require_repository(session.config.root)
-    return cli_config.with_slots(session.config, agents) if agents else session.config
+        branches.require_repository(session.config.root)
+    return configfile.with_slots(session.config, agents) if agents else session.config
 
 
 @app.command()
@@ -357,33 +358,39 @@ def start(
     foreground: bool = typer.Option(False, "--foreground", help="Stay attached; Ctrl-C stops like `stop`."),
 ) -> None:
     """Start the head node in the background and return once it is up."""
-    from orchestrate import cli_lifecycle, head
+    from orchestrate.cli import lifecycle
 
     cfg = _head_config(ctx, agents)
     if foreground:
-        raise typer.Exit(head.serve(cfg))
+        raise typer.Exit(_serve(cfg))
     session = _session(ctx)
-    argv = cli_lifecycle.child_argv(session.config_path if session.explicit else None, session.db, agents)
-    pid, log = cli_lifecycle.start_background(cfg, argv)
+    argv = lifecycle.child_argv(session.config_path if session.explicit else None, session.db, agents)
+    pid, log = lifecycle.start_background(cfg, argv)
     typer.echo(f"head running, pid {pid}; log: {log}")
+
+
+def _serve(cfg: Config, until_idle: bool = False) -> int:
+    """Run a head in this process with the built-in features this configuration turns on."""
+    from orchestrate import builtin
+    from orchestrate.core import head
+
+    return head.serve(cfg, builtin.extensions(cfg), builtin.adapters(cfg), until_idle=until_idle)
 
 
 @app.command()
 def run(ctx: typer.Context, agents: str | None = typer.Option(None, "--agents", help=AGENTS_HELP)) -> None:
     """Work the queue in the foreground until nothing is left: exit 0 if all completed, 1 if any failed."""
-    from orchestrate import head
-
-    raise typer.Exit(head.serve(_head_config(ctx, agents), until_idle=True))
+    raise typer.Exit(_serve(_head_config(ctx, agents), until_idle=True))
 
 
 @app.command()
 def stop(ctx: typer.Context, wait: bool = typer.Option(False, "--wait", help="Let running tasks finish.")) -> None:
     """Stop the head: running tasks go back to the queue, or with --wait finish first."""
-    from orchestrate import cli_lifecycle
+    from orchestrate.cli import lifecycle
 
     if wait:
         typer.echo("stopping once the running tasks finish...")
-    pid = cli_lifecycle.stop(_session(ctx).config, wait)
+    pid = lifecycle.stop(_session(ctx).config, wait)
     typer.echo(f"head {pid} stopped")
 
 
@@ -399,7 +406,7 @@ def dashboard(
     ),
 ) -> None:
     """Serve the live web dashboard until Ctrl-C."""
-    from orchestrate import dashboard as web  # the server and its JSON stay off the other commands' start-up
+    from orchestrate.dashboard import server as web  # the server and its JSON stay off the other commands' start-up
 
     session = _session(ctx)
     with session.queue(create=False):  # a file that is not a queue is exit 2 here, not an error on every request

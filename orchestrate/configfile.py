@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from orchestrate.config import (
+from orchestrate.core.config import (
     AgentConfig,
     Config,
     ContextConfig,
@@ -18,7 +18,7 @@ from orchestrate.config import (
     TaskQueueConfig,
     WorkspaceConfig,
 )
-from orchestrate.errors import ConfigError, UsageError
+from orchestrate.core.errors import ConfigError, UsageError
 
 AGENT_TYPES = ("claude", "codex", "gemini", "command")
 DEFAULT_COMMANDS = {

@@ -3,34 +3,28 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from orchestrate.config import Config
-from orchestrate.errors import ConfigError, OrchestrateError
-from orchestrate.store import Task, task_branch
+from orchestrate.core.config import Config
+from orchestrate.core.errors import ConfigError, OrchestrateError
+from orchestrate.core.states import Status
+from orchestrate.core.store import Task, task_branch
+from orchestrate.workspace.git import run_sync as git
 
-# `status` and `show` import this module: asyncio and the head's git coroutines (workspace) are
-# imported only where the repository is changed, in merge, tidy and clean.
-
-
-def git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, errors="replace")
-    except OSError as exc:
-        return subprocess.CompletedProcess(["git", *args], 127, "", f"cannot run git: {exc.strerror}")
+# `show` imports this module: asyncio and the head's git coroutines are imported only where the
+# repository is changed, in merge, tidy and clean.
 
 
 def require_repository(root: Path) -> None:
     """Worktree mode needs a git repository with a commit to branch from: say so before anything runs."""
-    if git(root, "rev-parse", "--git-dir").returncode:
+    if git(root, "rev-parse", "--git-dir").code:
         raise ConfigError(
             f"workspace: worktree needs a git repository, and {root} is not in one;"
             " run `git init` and commit, or use workspace: shared"
         )
-    if git(root, "rev-parse", "--verify", "-q", "HEAD").returncode:
+    if git(root, "rev-parse", "--verify", "-q", "HEAD").code:
         raise ConfigError(f"workspace: worktree needs a commit to branch from; {root} has none yet: commit once")
 
 
@@ -69,37 +63,42 @@ def size(n: float) -> str:
 def branch_lines(cfg: Config, task: Task) -> list[str]:
     """What `show` prints of a task's branch: its commits and diffstat against the current branch."""
     name = task_branch(task.id)
-    if git(cfg.root, "rev-parse", "--verify", "-q", f"refs/heads/{name}").returncode:
+    if git(cfg.root, "rev-parse", "--verify", "-q", f"refs/heads/{name}").code:
         return []
-    commits = git(cfg.root, "log", "--oneline", f"HEAD..{name}").stdout.splitlines()
+    commits = git(cfg.root, "log", "--oneline", f"HEAD..{name}").out.splitlines()
     tree = worktrees(cfg) / task.name
     fields = [("branch", name + ("" if commits else " (merged into the current branch)"))]
     fields += [("worktree", str(tree))] if tree.exists() else []
     fields += [("commit", c) for c in commits]
-    fields += [("", s.strip()) for s in git(cfg.root, "diff", "--stat", f"HEAD...{name}").stdout.splitlines()]
+    fields += [("", s.strip()) for s in git(cfg.root, "diff", "--stat", f"HEAD...{name}").out.splitlines()]
     return [f"  {label + ':' if label else '':<12} {value}" for label, value in fields]
 
 
 def merge(cfg: Config, task: Task) -> list[str]:
     """Merge a completed task's branch into the current branch; what happened, line by line."""
-    if task.status != "completed":
+    if task.status != Status.COMPLETED:
         raise OrchestrateError(f"{task.name} is {task.status}; only a completed task's branch is merged")
     name = task_branch(task.id)
-    if git(cfg.root, "rev-parse", "--verify", "-q", f"refs/heads/{name}").returncode:
+    if git(cfg.root, "rev-parse", "--verify", "-q", f"refs/heads/{name}").code:
         raise OrchestrateError(f"{task.name} has no branch {name}: it did not run in a worktree")
-    before = git(cfg.root, "rev-parse", "HEAD").stdout.strip()
-    current = git(cfg.root, "rev-parse", "--abbrev-ref", "HEAD").stdout.strip()
+    before = git(cfg.root, "rev-parse", "HEAD").out.strip()
+    current = git(cfg.root, "rev-parse", "--abbrev-ref", "HEAD").out.strip()
     import asyncio
 
-    from orchestrate import workspace
+    from orchestrate.workspace import merging
+    from orchestrate.workspace.git import Project
 
-    repo = asyncio.run(workspace.repository(cfg))
+    repo = asyncio.run(Project(cfg).repository())
     if repo is None:
         raise OrchestrateError(f"{cfg.root} is not in a git repository")
-    if problem := asyncio.run(workspace.merge(cfg, repo, task)):
+    try:
+        problem = asyncio.run(merging.merge(cfg, repo, task))
+    except merging.Conflict as exc:
+        problem = str(exc)
+    if problem:
         raise OrchestrateError(f"{problem}; nothing was merged")
-    after = git(cfg.root, "rev-parse", "HEAD").stdout.strip()
-    tip = git(cfg.root, "rev-parse", name).stdout.strip()
+    after = git(cfg.root, "rev-parse", "HEAD").out.strip()
+    tip = git(cfg.root, "rev-parse", name).out.strip()
     how = "already merged" if after == before else "fast-forward" if after == tip else "merge commit"
     lines = [f"merged {name} into {current} ({how})"]
     return lines + tidy(cfg, task)
@@ -114,11 +113,11 @@ def _remove(cfg: Config, task: Task) -> tuple[str, int | None]:
     """Remove the task's worktree unless git refuses: what happened, and the bytes freed (None: kept)."""
     import asyncio
 
-    from orchestrate import workspace
+    from orchestrate.workspace.worktrees import remove
 
     tree = worktrees(cfg) / task.name
     freed = disk_usage(tree)
-    if problem := asyncio.run(workspace.remove(cfg, task)):
+    if problem := asyncio.run(remove(cfg, task)):
         return f"kept {tree}: {problem}", None
     return f"removed {tree} ({size(freed)})", freed
 
@@ -132,7 +131,7 @@ class Found(NamedTuple):
 def found(cfg: Config) -> Iterator[Found]:
     """Every task worktree and task branch there is, by task."""
     trees = {e.name: Path(e.path) for e in os.scandir(worktrees(cfg))} if worktrees(cfg).is_dir() else {}
-    refs = git(cfg.root, "for-each-ref", "--format=%(refname:short)", "refs/heads/orchestrate/").stdout.split()
+    refs = git(cfg.root, "for-each-ref", "--format=%(refname:short)", "refs/heads/orchestrate/").out.split()
     branches = {r.removeprefix("orchestrate/"): r for r in refs}
     for name in sorted(trees.keys() | branches.keys()):
         if name.startswith("task_") and name[5:].isdigit():
@@ -145,13 +144,13 @@ def clean(cfg: Config, lookup: Callable[[int], Task | None]) -> list[str]:
     lines, freed, removed, deleted = [], 0, 0, 0
     for item in found(cfg):
         task = lookup(item.task_id)
-        if task is None or task.status not in ("cancelled", "completed"):
+        if task is None or task.status not in (Status.CANCELLED, Status.COMPLETED):
             continue  # still to run, or unknown to this queue
-        merged = item.branch and not git(cfg.root, "merge-base", "--is-ancestor", item.branch, "HEAD").returncode
-        if task.status == "completed" and not merged:
+        merged = item.branch and not git(cfg.root, "merge-base", "--is-ancestor", item.branch, "HEAD").code
+        if task.status == Status.COMPLETED and not merged:
             continue  # still to review or to merge
         if item.worktree:
-            if git(item.worktree, "status", "--porcelain").stdout.strip():
+            if git(item.worktree, "status", "--porcelain").out.strip():
                 lines.append(f"kept {item.worktree}: it has uncommitted changes")
                 continue
             line, bytes_ = _remove(cfg, task)
@@ -159,7 +158,7 @@ def clean(cfg: Config, lookup: Callable[[int], Task | None]) -> list[str]:
             if bytes_ is None:
                 continue
             freed, removed = freed + bytes_, removed + 1
-        if item.branch and task.status == "completed" and not git(cfg.root, "branch", "-d", item.branch).returncode:
+        if item.branch and task.status == Status.COMPLETED and not git(cfg.root, "branch", "-d", item.branch).code:
             lines.append(f"deleted branch {item.branch}")
             deleted += 1
     git(cfg.root, "worktree", "prune")

@@ -89,4 +89,12 @@ def m002_workspaces(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE tasks ADD COLUMN verify TEXT")  # a JSON list of shell commands
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_workspaces]
+def m003_claims(conn: sqlite3.Connection) -> None:
+    """A claim counter: each claim of a task takes the next number, and every write the head makes
+    for that run names it, so a run whose claim has moved on records nothing. The lease it
+    replaces was never read: one head per queue file, held by a lock, recovers every running row."""
+    conn.execute("ALTER TABLE tasks ADD COLUMN claim INTEGER NOT NULL DEFAULT 0")
+    conn.execute("ALTER TABLE tasks DROP COLUMN lease_until")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_workspaces, m003_claims]

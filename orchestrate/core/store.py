@@ -8,13 +8,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
-from orchestrate.errors import ConfigError
-from orchestrate.schema import MIGRATIONS
+from orchestrate.core.errors import ConfigError
+from orchestrate.core.schema import MIGRATIONS
+from orchestrate.core.states import Status
 
 BUSY_TIMEOUT_S = 5.0
 PRIORITIES = {"high": 0, "normal": 1, "low": 2}
 PRIORITY_NAMES = {v: k for k, v in PRIORITIES.items()}
-STATES = ("pending", "running", "completed", "failed", "cancelled")
+STATES = tuple(Status)
 
 
 def task_name(task_id: int) -> str:
@@ -99,6 +100,7 @@ class Task(NamedTuple):
     output_tokens: int | None
     workspace: str | None  # "shared" or "worktree"; None: the configuration's
     verify: tuple[str, ...] | None  # None: the agent's or the project's checks
+    claim: int  # how many times it was claimed: the token of its latest run
     depends_on: tuple[int, ...]
     blocked: bool  # pending, with a dependency not completed yet (derived, never stored)
 
@@ -118,9 +120,9 @@ def task_columns(table: str) -> str:
     """The columns task_from_row reads, from `table` (an alias, or `tasks` in a RETURNING clause)."""
     return f"""{", ".join(f"{table}.{c}" for c in _TASK_COLUMNS)}, {table}.context_files, {table}.verify,
         (SELECT group_concat(d.depends_on) FROM deps d WHERE d.task_id = {table}.id) AS depends_on,
-        {table}.status = 'pending' AND EXISTS (
+        {table}.status = '{Status.PENDING}' AND EXISTS (
             SELECT 1 FROM deps d JOIN tasks p ON p.id = d.depends_on
-            WHERE d.task_id = {table}.id AND p.status <> 'completed') AS blocked"""
+            WHERE d.task_id = {table}.id AND p.status <> '{Status.COMPLETED}') AS blocked"""
 
 
 SELECT_TASKS = f"SELECT {task_columns('t')} FROM tasks t"

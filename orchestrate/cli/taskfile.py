@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrate.cli_config import read_yaml
-from orchestrate.cli_store import NewTask, parse_task_id
-from orchestrate.errors import UsageError
-from orchestrate.store import PRIORITIES
+from orchestrate.api import NewTask, parse_task_id
+from orchestrate.configfile import read_yaml
+from orchestrate.core.errors import UsageError
+from orchestrate.core.store import PRIORITIES
 
 FIELDS = (
     "id",

@@ -1,0 +1,258 @@
+"""The head node: one asyncio process that claims tasks and runs each through an agent CLI.
+
+The loop only claims, watches and beats; what happens to a claimed task is core/attempt.py, and
+every feature beyond running an agent in the project directory is an extension handed in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import sqlite3
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from orchestrate.core import attempt, command, process
+from orchestrate.core.agent import Adapter
+from orchestrate.core.config import Config
+from orchestrate.core.distributor import Distributor, Slot
+from orchestrate.core.errors import OrchestrateError, QueueBusy
+from orchestrate.core.extension import Extension
+from orchestrate.core.queue import Queue
+from orchestrate.core.states import Event, Stop
+from orchestrate.core.store import Task
+
+log = logging.getLogger(__name__)
+HEARTBEAT_S = 1.0  # heartbeat, memory sampling and the sweep for strays
+WATCH_S = 0.05  # how often the head looks for another process's commit (add, cancel)
+
+
+class Head:
+    def __init__(
+        self,
+        cfg: Config,
+        extensions: Iterable[Extension] = (),
+        adapters: Mapping[str, Adapter] | None = None,
+        *,
+        until_idle: bool = False,
+    ) -> None:
+        self.cfg, self.extensions, self.until_idle, self.now = cfg, tuple(extensions), until_idle, time.time
+        self.adapters: dict[str, Adapter] = {"command": command, **(adapters or {})}  # type: ignore[dict-item]
+        self.db = cfg.task_queue.database.resolve()
+        self.logs = self.relative(cfg.runtime_dir / "logs")  # as the task rows name the agents' logs
+        self.distributor = Distributor(cfg.agents)
+        self.wake = asyncio.Event()
+        self.stopping: str | None = None  # "now" or "drain"
+        self.failures = 0
+        self.problems: set[str] = set()  # logged once each
+        self.started: list[Extension] = []
+
+    @property
+    def busy(self) -> dict[int, Slot]:
+        return {s.task.id: s for s in self.distributor.slots if s.task}
+
+    async def run(self) -> int:
+        """Work the queue until stopped (or, with until_idle, until nothing is left): the exit status."""
+        lock, pid_file = _lock(self.db), self.cfg.runtime_dir / "head.pid"
+        self.cfg.runtime_dir.mkdir(parents=True, exist_ok=True)
+        (self.cfg.runtime_dir / ".gitignore").write_text("*\n")  # runtime files, worktrees: none is the project's
+        self.queue = await Queue.open(self.db)
+        try:
+            await self._start(pid_file)
+            beat = asyncio.ensure_future(self._heartbeat())
+            try:
+                await self._loop()
+            finally:
+                await asyncio.gather(*(s.work for s in self.busy.values() if s.work), return_exceptions=True)
+                beat.cancel()
+                await asyncio.gather(beat, return_exceptions=True)
+                await self._finish()
+            return 1 if self.failures or (self.until_idle and await self.queue.pending()) else 0
+        finally:
+            for ext in reversed(self.started):
+                await _quietly(ext.stopping(), f"{type(ext).__name__} could not stop")
+            pid_file.unlink(missing_ok=True)
+            await self.queue.close()
+            os.close(lock)
+
+    async def _start(self, pid_file: Path) -> None:
+        await self.sweep()  # a dead head's agents die before their tasks are handed out again
+        for name, why in self.distributor.missing().items():
+            self.unavailable(name, why)
+        for ext in self.extensions:  # before registering: an extension that cannot start fails the start
+            self.started.append(ext)
+            await ext.started(self)
+        log_file = str(self.cfg.runtime_dir / "head.log")
+        if recovered := await self.queue.register(os.getpid(), log_file, self.distributor.rows(self.now()), self.now()):
+            log.info("%d task(s) left running by a head that died are pending again", recovered)
+        pid_file.write_text(f"{os.getpid()}\n")
+        log.info("head %d on %s: %s", os.getpid(), self.db, ", ".join(s.id for s in self.distributor.slots))
+        for sig, how in ((signal.SIGTERM, "now"), (signal.SIGINT, "now"), (signal.SIGUSR1, "drain")):
+            asyncio.get_running_loop().add_signal_handler(sig, self.stop, how)
+
+    async def _finish(self) -> None:
+        await self.sweep()
+        with contextlib.suppress(QueueBusy, sqlite3.Error):  # a queue that cannot be written: the next head recovers
+            await self.queue.unregister()
+        log.info("head %d stopped", os.getpid())
+
+    def stop(self, how: str) -> None:
+        """Stop claiming; "now" interrupts running agents (their tasks go back to pending), "drain" waits."""
+        log.info("stopping (%s) with %d task(s) running", how, len(self.busy))
+        self.stopping = "now" if "now" in (how, self.stopping) else how
+        for slot in self.busy.values():
+            slot.interrupt(Stop.STOPPED if self.stopping == "now" else None)
+        self.wake.set()
+
+    async def _loop(self) -> None:
+        version = await self.queue.data_version()
+        while not self.stopping or self.busy:  # while draining, cancellations are still watched for
+            if not self.stopping:
+                try:
+                    await self._fill()
+                except QueueBusy as exc:  # another process holds the queue; claim again on the next round
+                    log.warning("cannot claim: %s", exc)
+                if self.until_idle and not self.busy and not await self._can_progress():
+                    return
+            deadline = time.monotonic() + 1.0  # also re-check backoffs, cooling and aging now and then
+            while not self.wake.is_set() and time.monotonic() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), WATCH_S)
+                if (latest := await self.queue.data_version()) != version:
+                    version = latest
+                    await self._interrupt_moved()
+                    break
+            self.wake.clear()
+
+    async def _interrupt_moved(self) -> None:
+        """Stop every agent whose task's row no longer runs on its claim: cancelled, or retried."""
+        claims = {task_id: slot.task.claim for task_id, slot in self.busy.items() if slot.task}
+        for task_id in await self.queue.positions(claims) if claims else ():
+            if (slot := self.busy.get(task_id)) and slot.task and slot.task.claim == claims[task_id]:
+                slot.interrupt(Stop.CANCELLED)
+
+    async def _can_progress(self) -> bool:
+        if all(s.agent.name in self.distributor.unavailable for s in self.distributor.slots):
+            log.error("no agent can run: every configured agent is unavailable")
+            self.failures += 1
+            return False
+        return await self.queue.runnable() > 0
+
+    async def _fill(self) -> None:
+        nothing_for: set[str] = set()  # agents that found no task they may run, this round
+        while not self.stopping:
+            free = (s for s in self.distributor.free(self.now()) if s.agent.name not in nothing_for)
+            if (slot := next(free, None)) is None:
+                return
+            known, busy = self.distributor.known(), list(self.busy)
+            if (task := await self.queue.claim(slot.id, slot.takes, known, self.now(), self.logs, busy)) is None:
+                nothing_for.add(slot.agent.name)
+                continue
+            slot.task, slot.since, slot.stop = task, self.now(), asyncio.get_running_loop().create_future()
+            slot.work = asyncio.ensure_future(self._work(slot, task))
+
+    async def _work(self, slot: Slot, task: Task) -> None:
+        try:
+            await attempt.work(self, slot, task)
+        except Exception:  # a bug in settling: the row stays running, and the next head recovers it
+            log.exception("%s: could not settle its attempt", task.name)
+        finally:
+            slot.task = slot.pid = slot.rss_mb = slot.stop = slot.work = None
+            self.wake.set()
+
+    async def current(self, task: Task) -> bool:
+        """Whether `task`'s row still runs on the claim this head holds."""
+        return not await self.queue.positions({task.id: task.claim})
+
+    async def record(self, task: Task, event: Event, **fields: Any) -> bool:
+        """Write what became of a run, however long another process holds the queue: a result
+        that was dropped would leave the task running, to be run again by the next head."""
+        while True:
+            try:
+                return await self.queue.record(task.id, task.claim, event, **fields)
+            except QueueBusy as exc:  # each try waits out the busy timeout: this never spins
+                self.once(f"cannot record results: {exc}; still trying")
+            except sqlite3.Error as exc:  # a full disk, a damaged file: stop, and let the next head recover
+                log.error("%s: cannot record its result in %s (%s); stopping", task.name, self.db, exc)
+                self.failures += 1
+                self.stop("now")
+                return False
+
+    def once(self, problem: str) -> None:
+        """Log `problem` the first time it happens: a full disk would otherwise fill the log too."""
+        if problem not in self.problems:
+            self.problems.add(problem)
+            log.error("%s", problem)
+
+    def relative(self, path: Path) -> str:
+        return str(path.relative_to(self.cfg.root)) if path.is_relative_to(self.cfg.root) else str(path)
+
+    def unavailable(self, name: str, why: str) -> None:
+        if name not in self.distributor.unavailable:
+            log.error("agent %s is unavailable: %s", name, why)
+            self.distributor.unavailable[name] = why
+
+    async def sweep(self, finished: str = "") -> None:
+        """Sample the agents' memory; kill processes no running task owns (or that `finished` left)."""
+        found = await asyncio.to_thread(process.strays, str(self.db))  # reads every process in /proc
+        owners = {s.task.name: s for s in self.busy.values() if s.task and s.task.name != finished}
+        for name, procs in found.items():
+            if (slot := owners.get(name)) is None:
+                log.info("killing %d process(es) left behind by %s", len(procs), name or "an agent")
+                process.kill([pid for pid, _ in procs])
+                continue
+            slot.rss_mb = sum(kib for _, kib in procs) / 1024
+            if (limit := self.cfg.performance.max_memory_mb) and slot.rss_mb > limit:
+                slot.interrupt(Stop.MEMORY)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+                running = [(s.task.id, s.task.claim, s.pid) for s in self.distributor.slots if s.task]
+                await self.queue.heartbeat(self.now(), running, self.distributor.rows(self.now()))
+            except QueueBusy as exc:
+                log.warning("heartbeat: %s", exc)
+            except Exception:  # a bug: say so, and beat again
+                log.exception("heartbeat failed")
+            await asyncio.sleep(HEARTBEAT_S)
+
+
+async def _quietly(work: Any, what: str) -> None:
+    try:
+        await work
+    except Exception:
+        log.exception("%s", what)
+
+
+def _lock(db: Path) -> int:
+    """Hold an exclusive flock on the queue file itself: one head per queue, freed even by kill -9.
+
+    SQLite locks with fcntl, which flock does not disturb; the descriptor is closed last.
+    """
+    db.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(db, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OrchestrateError(f"a head is already running on {db}; `orchestrate stop` stops it") from None
+    return fd
+
+
+def serve(
+    cfg: Config, extensions: Iterable[Extension] = (), adapters: Mapping[str, Adapter] | None = None, **how: bool
+) -> int:
+    """Run a head node in this process until it stops; its exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if sys.version_info < (3, 12) and hasattr(os, "pidfd_open"):
+        # 3.12 does this itself; the default before it starts a thread per agent to wait for it
+        asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
+    return asyncio.run(Head(cfg, extensions, adapters, **how).run())

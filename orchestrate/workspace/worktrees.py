@@ -1,0 +1,112 @@
+"""workspace: worktree: each task in its own checkout, on its own branch, set up before each attempt;
+whatever the agent leaves uncommitted is committed on the branch afterwards."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from orchestrate.core.attempt import Attempt, shell
+from orchestrate.core.config import Config
+from orchestrate.core.extension import Extension
+from orchestrate.core.head import Head
+from orchestrate.core.states import Outcome
+from orchestrate.core.store import Task, task_branch
+from orchestrate.workspace import git
+from orchestrate.workspace.changes import diff
+
+
+def worktree(cfg: Config, task: Task) -> Path | None:
+    """The task's own checkout in worktree mode; None when it works in the project directory."""
+    return cfg.runtime_dir / "worktrees" / task.name if (task.workspace or cfg.workspace.mode) == "worktree" else None
+
+
+async def prepare(cfg: Config, repo: git.Repository, task: Task, path: Path) -> str | None:
+    """Check out the task's branch in `path`, made on its first attempt (from its one dependency's
+    branch, so chains build on each other, or else from HEAD) and kept for the retries; why not."""
+    if (path / ".git").exists():
+        return None
+    await git.output(cfg.root, "worktree", "prune")  # forgets a worktree whose directory was deleted by hand
+    name = task_branch(task.id)
+    if await git.output(cfg.root, "rev-parse", "--verify", "-q", f"refs/heads/{name}") is not None:
+        where = [str(path), name]
+    else:
+        dep = f"refs/heads/{task_branch(task.depends_on[0])}" if len(task.depends_on) == 1 else None
+        base = dep if dep and await git.output(cfg.root, "rev-parse", "--verify", "-q", dep) else "HEAD"
+        where = ["-b", name, str(path), base]
+    if (done := await git.run(cfg.root, "worktree", "add", *where)).code:
+        return f"cannot make a worktree for {task.name}: {done.err.strip()}"
+    for name in cfg.workspace.files:  # untracked files the work needs, such as .env
+        if (cfg.root / name).is_file():
+            (path / repo.prefix / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(cfg.root / name, path / repo.prefix / name)
+    return None
+
+
+async def commit(cfg: Config, repo: git.Repository, task: Task, path: Path) -> str | None:
+    """Commit what the agent left uncommitted on the task's branch, so nothing it did is lost;
+    but not the workspace_files copied in: a .env stays out of the history. Why it failed, if it did."""
+    steps: list[tuple[str, ...]] = [("add", "--all")]
+    steps += [("-C", repo.prefix or ".", "reset", "-q", "--", *cfg.workspace.files)] if cfg.workspace.files else []
+    for args in steps:
+        if (done := await git.run(path, *args)).code:
+            return f"cannot commit {task.name}'s work on {task_branch(task.id)}: {done.problem}"
+    if (await git.run(path, "diff", "--cached", "--quiet")).code == 0:
+        return None  # nothing staged
+    message = f"{task.name}: {task.description}"
+    if (done := await git.run(path, *repo.identity, "commit", "-q", "--no-verify", "-m", message)).code:
+        return f"cannot commit {task.name}'s work on {task_branch(task.id)}: {done.problem}"
+    return None
+
+
+async def remove(cfg: Config, task: Task) -> str | None:
+    """Remove the task's worktree (its branch stays) unless it holds uncommitted changes; why not."""
+    path = cfg.runtime_dir / "worktrees" / task.name
+    if not path.exists():
+        return None
+    done = await git.run(cfg.root, "worktree", "remove", str(path))
+    return (done.err.strip() or "git failed") if done.code else None
+
+
+class Worktrees(Extension):
+    def __init__(self, project: git.Project) -> None:
+        self.project = project
+
+    async def started(self, head: Head) -> None:
+        self.repo, self.log = await self.project.repository(), head.once
+
+    async def workdir(self, attempt: Attempt) -> None:
+        if (tree := worktree(attempt.cfg, attempt.task)) is None:
+            return
+        attempt.worktree = tree
+        if self.repo is None:
+            return attempt.fail("not a git repository, so it has no worktree")
+        attempt.cwd = tree / self.repo.prefix
+
+    async def before(self, attempt: Attempt) -> None:
+        if attempt.worktree is None or self.repo is None:
+            return
+        if failed := await prepare(attempt.cfg, self.repo, attempt.task, attempt.worktree):
+            return attempt.fail(failed)
+        if not attempt.cwd.is_dir():  # the project is a directory the branch does not have yet
+            where = self.repo.prefix.rstrip("/")
+            return attempt.fail(f"{where} is not in {attempt.task.name}'s worktree: commit it to the repository first")
+        if setup := attempt.cfg.workspace.setup:
+            await shell(attempt, "setup", setup)
+
+    async def after(self, attempt: Attempt) -> None:
+        tree, task = attempt.worktree, attempt.task
+        if tree is None or self.repo is None or not (tree / ".git").exists():
+            return
+        if failed := await commit(attempt.cfg, self.repo, task, tree):
+            return attempt.fail(failed)
+        attempt.changes = await diff(attempt.cfg.root, f"HEAD...{task_branch(task.id)}")
+
+    async def settled(self, attempt: Attempt) -> None:
+        """A cancelled task's worktree goes once its leftovers are committed; a merged one's too."""
+        if attempt.worktree and attempt.verdict and attempt.verdict.outcome is Outcome.CANCELLED:
+            await self.tidy(attempt)
+
+    async def tidy(self, attempt: Attempt) -> None:
+        if problem := await remove(attempt.cfg, attempt.task):
+            self.log(f"{attempt.task.name}: kept its worktree: {problem}")
