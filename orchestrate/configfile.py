@@ -49,6 +49,8 @@ KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "workspace": (lambda v: v in ("shared", "worktree"), "shared or worktree"),
     "merge": (lambda v: v in ("manual", "auto"), "manual or auto"),
     "port": (lambda v: type(v) is int and 0 < v < 65536, "a port number, 1 to 65535"),
+    "exit": (lambda v: type(v) is int and 0 < v < 256, "an exit status, 1 to 255"),
+    "regex": (lambda v: isinstance(v, str) and bool(v) and _compiles(v), "a regular expression (Python syntax)"),
 }
 SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {  # key: (kind, default); "?" allows null
     "task_queue": {
@@ -84,7 +86,20 @@ AGENT_KEYS: dict[str, tuple[str, Any]] = {
     "timeout_seconds": ("number?", None),
     "env": ("env", {}),
     "verify": ("commands?", None),
+    # A command agent says nothing structured about limits: these mark a failure as a rate limit.
+    "rate_limit_exit_code": ("exit?", None),
+    "rate_limit_pattern": ("regex?", None),
 }
+
+
+def _compiles(pattern: str) -> bool:
+    import re  # only for a configuration that sets a pattern
+
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
 
 
 def _values(data: Any, where: str, spec: dict[str, tuple[str, Any]], sep: str = ".") -> dict[str, Any]:
@@ -119,6 +134,10 @@ def _agent(name: str, data: Any, where: str) -> AgentConfig:
         argv = tuple(shlex.split(command) if isinstance(command, str) else command)
     except ValueError as exc:  # unbalanced quotes
         raise ConfigError(f"{where}.command: cannot split it: {exc}") from None
+    if kind != "command" and (values["rate_limit_exit_code"] or values["rate_limit_pattern"]):
+        raise ConfigError(
+            f"{where}: rate_limit_exit_code and rate_limit_pattern are for command agents; {kind} reports its limits itself"
+        )
     if (checks := values.pop("verify")) is not None:
         values["verify"] = commands(checks)
     env = values.pop("env")

@@ -172,7 +172,9 @@ async def test_an_unexpected_error_is_a_failed_attempt_not_a_hot_loop(
         raise RuntimeError("a bug in the head")
 
     monkeypatch.setattr(attempt, "_steps", broken)
-    assert await head.Head(configfile.load(project / "config.yaml"), until_idle=True).run() == 1
+    runner = head.Head(configfile.load(project / "config.yaml"))
+    runner.until_idle = True
+    assert await runner.run() == 1
     with api.opened(project / "tasks.db") as conn:
         failed = api.get_task(conn, 1)
     assert (failed.status, failed.attempts, calls) == ("failed", 3, 3)

@@ -169,7 +169,8 @@ async def test_a_slot_takes_tasks_for_its_entry_name_or_its_type(q: Queue, db: P
 async def test_claim_marks_the_task_running_once_on_its_slot(q: Queue, db: Path) -> None:
     assert await q.claim("codex-2", ANY, ANY, 1.0) is None  # empty queue
     [tid] = add(db, api.NewTask("only"))
-    task = await q.claim("codex-2", ANY, ANY, 42.0, log_dir="logs")
+    q.logs = "logs"
+    task = await q.claim("codex-2", ANY, ANY, 42.0)
     assert task is not None and task.id == tid
     stored = get(db, tid)
     assert stored == task

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrate.core.agent import JsonLines, Result, too_large_for_argv
+from orchestrate.agents import JsonLines, too_large_for_argv
+from orchestrate.core.agent import Result
 
 ROOT_REFUSAL = "cannot be used with root/sudo privileges"
 USAGE_LIMIT = "Claude AI usage limit reached"  # the result's text when a subscription runs out

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from orchestrate.core.agent import JsonLines, Result, too_large_for_argv
+from orchestrate.agents import JsonLines, too_large_for_argv
+from orchestrate.core.agent import Result
 
 # How turn.failed's message reports a limit: codex's own words after its retries, or the API's.
 LIMITED = re.compile(r"last status: 429|Quota exceeded|\brate limit", re.I)

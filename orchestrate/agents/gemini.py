@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrate.core.agent import JsonLines, Result, too_large_for_argv
+from orchestrate.agents import JsonLines, too_large_for_argv
+from orchestrate.core.agent import Result
 
 QUOTA_ERRORS = ("TerminalQuotaError", "RetryableQuotaError")  # the error types a limit is reported with
 LIMIT_EXIT = 429 % 256  # gemini exits with an API error's HTTP status, mod 256

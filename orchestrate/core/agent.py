@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
-from collections import deque
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 from orchestrate.core.config import AgentConfig
-
-PROMPT_ARG_MAX = 100_000  # bytes; an argv element is capped near 128 KiB on Linux, so larger go on stdin
 
 
 class Result(NamedTuple):
@@ -47,41 +43,6 @@ class Adapter(Protocol):
     def prompt_on_stdin(self, command: tuple[str, ...], prompt: str) -> bool:
         """Whether the prompt goes on stdin rather than in the argv."""
         ...
-
-
-def too_large_for_argv(command: tuple[str, ...], prompt: str) -> bool:
-    """The CLIs' rule: the prompt in the argv unless it is large, or holds what argv cannot carry."""
-    return len(prompt.encode()) > PROMPT_ARG_MAX or "\0" in prompt
-
-
-class JsonLines:
-    """Shared parsing: JSON events on stdout go to `event`; other lines are kept as a tail."""
-
-    def __init__(self, agent: AgentConfig | None = None) -> None:
-        self.tail: deque[str] = deque(maxlen=20)
-        self.session_id: str | None = None
-
-    def feed(self, line: str, stderr: bool) -> None:
-        stripped = line.strip()
-        if stripped.startswith("{"):
-            try:
-                event = json.loads(stripped)
-            except ValueError:
-                event = None
-            if isinstance(event, dict):
-                self.event(event, stderr)
-                return
-        if stripped:
-            self.tail.append(stripped)
-
-    def event(self, event: dict[str, Any], stderr: bool) -> None:
-        """Handle one JSON object the CLI printed."""
-
-    def failure(self, exit_code: int, error: str | None, limited: bool = False, **usage: Any) -> Result:
-        """A failed run; `limited` when the CLI's structured output reported a rate or usage limit."""
-        text = error or f"exited {exit_code} without a result: " + " | ".join(self.tail)[-500:]
-        until = reset_time(text) if limited else None
-        return Result(False, "", text, session_id=self.session_id, limited_until=until, **usage)
 
 
 def reset_time(text: str, now: float | None = None) -> float:

@@ -8,20 +8,20 @@ Extensions hook every step but `run` and `decide` (core/extension.py).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from orchestrate.core import process
-from orchestrate.core.agent import Adapter, JsonLines, Result
+from orchestrate.core.agent import Adapter, Output, Result
 from orchestrate.core.config import Config
 from orchestrate.core.distributor import Slot
-from orchestrate.core.errors import AgentUnavailable
-from orchestrate.core.process import Log
+from orchestrate.core.errors import AgentUnavailable, OrchestrateError
 from orchestrate.core.prompt import output, output_path, prompt, write_aside
 from orchestrate.core.states import TRANSITIONS, Event, Outcome, Stop
 from orchestrate.core.store import Task
@@ -30,29 +30,10 @@ if TYPE_CHECKING:
     from orchestrate.core.head import Head
 
 log = logging.getLogger(__name__)
-
 COOLING_S = 60.0  # a rate limit that names no reset time cools its agent this long
 BACKOFF_MAX_S = 3600.0  # retry_delay_seconds doubles with each failure, up to this
-NOT_RUN = Result(False, "", "the agent did not run")
 # What a run's record writes of the task as it ended (its status is the event's to set).
 RECORDED = ("agent", "attempts", "error", "finished_at", "cost_usd", "input_tokens", "output_tokens", "output_file")
-
-# The process supervisor's run, bound to the attempt's directory, environment and stop signal:
-# (argv, stdin, reader, timeout) -> (exit code, why it was stopped).
-Runner = Callable[[list[str], bytes | None, Any, float], Awaitable[tuple[int, Stop | None]]]
-
-
-class Ending(NamedTuple):
-    """What happened to a run, all that deciding it needs."""
-
-    result: Result
-    stopped: Stop | None = None
-    failure: str | None = None  # what failed around the agent: its workspace, a check, a commit
-    crashed: bool = False  # orchestrate itself could not run it
-    unavailable: bool = False  # the agent's program could not be started: not the task's fault
-    timeout: float = 0.0
-    rss_mb: float | None = None
-    memory_limit: int | None = None
 
 
 class Verdict(NamedTuple):
@@ -64,37 +45,6 @@ class Verdict(NamedTuple):
     cooling_until: float | None = None  # the agent reported a limit: rest it until then
 
 
-def backoff(delay: float, attempts: int) -> float:
-    """The wait before retry number `attempts`: `delay` doubled each time, capped."""
-    return min(delay * 2.0 ** min(attempts - 1, 32), BACKOFF_MAX_S)
-
-
-def decide(end: Ending, task: Task, retry_delay: float, now: float) -> Verdict:
-    """What became of an attempt at `task` that ended as `end`: a pure function of the two and the clock."""
-    if end.stopped is Stop.CANCELLED:
-        return Verdict(None, Outcome.CANCELLED, spent=False)
-    if end.stopped is Stop.STOPPED:
-        return Verdict(Event.REQUEUE, Outcome.STOPPED, spent=False)
-    if end.unavailable:
-        return Verdict(Event.REQUEUE, Outcome.ERROR, end.result.error, spent=False)
-    if (until := end.result.limited_until) is not None and end.stopped is None and end.failure is None:
-        reset = max(until, now + 1) if until else now + COOLING_S
-        return Verdict(Event.REQUEUE, Outcome.RATE_LIMITED, end.result.error, spent=False, cooling_until=reset)
-    error: str | None
-    if end.stopped is Stop.TIMEOUT:
-        outcome, error = Outcome.TIMEOUT, f"timed out after {end.timeout:g} s"
-    elif end.stopped is Stop.MEMORY:
-        outcome = Outcome.MEMORY
-        error = f"used {end.rss_mb or 0:.0f} MB, over performance.max_memory_mb ({end.memory_limit})"
-    elif end.failure is not None or not end.result.ok:
-        outcome, error = Outcome.ERROR if end.crashed else Outcome.FAILED, end.failure or end.result.error
-    else:
-        return Verdict(Event.COMPLETE, Outcome.COMPLETED)
-    if task.attempts + 1 <= task.max_retries:
-        return Verdict(Event.RETRY_LATER, outcome, error, not_before=now + backoff(retry_delay, task.attempts + 1))
-    return Verdict(Event.FAIL, outcome, error)
-
-
 @dataclass
 class Attempt:
     """One run of an agent on a claimed task, as it moves through the steps."""
@@ -102,23 +52,23 @@ class Attempt:
     task: Task  # as claimed: `task.claim` is this run's token
     slot: Slot
     cfg: Config
-    log: Log
-    run: Runner
-    cwd: Path
+    log: process.Log
+    env: dict[str, str]
     current: Callable[[], Awaitable[bool]]  # whether the task's row still runs on this claim
+    timeout: float  # the agent's limit, in seconds
+    cwd: Path  # where the agent runs: the project directory unless an extension says otherwise
     worktree: Path | None = None  # set by the worktree extension
     edits: dict[Path, Callable[[str], str]] = field(default_factory=dict)  # see prompt.prompt
-    result: Result = NOT_RUN
+    result: Result = Result(False, "", "the agent did not run")  # noqa: RUF009 (immutable)
     stopped: Stop | None = None
-    failure: str | None = None
-    crashed: bool = False
-    unavailable: bool = False
+    failure: str | None = None  # what failed around the agent: its workspace, a check, a commit
+    crashed: bool = False  # orchestrate itself could not run it
+    unavailable: bool = False  # the agent's program cannot be started: not the task's fault
     changes: list[str] | None = None  # what git says the attempt changed; None: not a repository
     checks: list[str] = field(default_factory=list)  # each check's outcome, for the output file
     notes: list[str] = field(default_factory=list)  # said in the task's error and output file besides
     verdict: Verdict | None = None
     recorded: Task | None = None  # the row as recorded; None when its claim had moved on
-    started_at: float = field(default_factory=time.time)
 
     @property
     def over(self) -> bool:
@@ -129,24 +79,48 @@ class Attempt:
         """Fail the attempt (the first reason given is the one kept)."""
         self.failure = self.failure or why
 
-    def ending(self, timeout: float) -> Ending:
-        limit = self.cfg.performance.max_memory_mb
-        return Ending(
-            self.result, self.stopped, self.failure, self.crashed, self.unavailable, timeout, self.slot.rss_mb, limit
+    async def run(self, argv: list[str], stdin: bytes | None, reader: Output, limit: float) -> tuple[int, Stop | None]:
+        """Run a process as the agent runs: in `cwd`, logged, stopped with the attempt."""
+        assert self.slot.stop is not None
+        grace, started = self.cfg.task_queue.kill_grace_seconds, functools.partial(setattr, self.slot, "pid")
+        ctx = process.Context(str(self.cwd), self.env, self.log, grace, self.slot.stop, started)
+        return await process.run(argv, stdin, reader, limit, ctx)
+
+
+def backoff(delay: float, attempts: int) -> float:
+    """The wait before retry number `attempts`: `delay` doubled each time, capped."""
+    return min(delay * 2.0 ** min(attempts - 1, 32), BACKOFF_MAX_S)
+
+
+def decide(attempt: Attempt, now: float) -> Verdict:
+    """What became of `attempt`: a pure function of the attempt (its task, how its agent ended) and the clock."""
+    result, stopped, task = attempt.result, attempt.stopped, attempt.task
+    if stopped is Stop.CANCELLED:
+        return Verdict(None, Outcome.CANCELLED, spent=False)
+    if stopped is Stop.STOPPED:
+        return Verdict(Event.REQUEUE, Outcome.STOPPED, spent=False)
+    if attempt.unavailable:
+        return Verdict(Event.REQUEUE, Outcome.ERROR, result.error, spent=False)
+    if (until := result.limited_until) is not None and not attempt.over:
+        reset = max(until, now + 1) if until else now + COOLING_S
+        return Verdict(Event.REQUEUE, Outcome.RATE_LIMITED, result.error, spent=False, cooling_until=reset)
+    error: str | None
+    if stopped is Stop.TIMEOUT:
+        outcome, error = Outcome.TIMEOUT, f"timed out after {attempt.timeout:g} s"
+    elif stopped is Stop.MEMORY:
+        limit = attempt.cfg.performance.max_memory_mb
+        outcome, error = (
+            Outcome.MEMORY,
+            f"used {attempt.slot.rss_mb or 0:.0f} MB, over performance.max_memory_mb ({limit})",
         )
-
-
-async def shell(attempt: Attempt, step: str, command: str) -> None:
-    """Run a setup or verify command in the attempt's directory; a failure fails the attempt, a
-    stop (cancel, head stopping) stops it."""
-    attempt.log.write(f"=== orchestrate: {step}: {command} ===\n".encode())
-    tail, limit = JsonLines(), attempt.cfg.workspace.verify_timeout_seconds
-    code, why = await attempt.run(["/bin/sh", "-c", command], None, tail, limit)
-    if why in (Stop.CANCELLED, Stop.STOPPED):
-        attempt.stopped = why
-    elif code or why:
-        how = f"timed out after {limit:g} s" if why is Stop.TIMEOUT else f"stopped: {why}" if why else f"exit {code}"
-        attempt.fail(f"{step} `{command}` failed ({how}):\n" + "\n".join(tail.tail))
+    elif attempt.failure is not None or not result.ok:
+        outcome, error = Outcome.ERROR if attempt.crashed else Outcome.FAILED, attempt.failure or result.error
+    else:
+        return Verdict(Event.COMPLETE, Outcome.COMPLETED)
+    if task.attempts + 1 > task.max_retries:
+        return Verdict(Event.FAIL, outcome, error)
+    wait = backoff(attempt.cfg.task_queue.retry_delay_seconds, task.attempts + 1)
+    return Verdict(Event.RETRY_LATER, outcome, error, not_before=now + wait)
 
 
 async def work(head: Head, slot: Slot, task: Task) -> None:
@@ -154,67 +128,57 @@ async def work(head: Head, slot: Slot, task: Task) -> None:
     cfg, agent = head.cfg, slot.agent
     timeout = task.timeout_seconds or agent.timeout_seconds or cfg.task_queue.timeout_minutes * 60
     env = {**os.environ, **agent.env, process.QUEUE_VAR: str(head.db), process.TASK_VAR: task.name}
-    assert slot.stop is not None
-    stop, grace = slot.stop, cfg.task_queue.kill_grace_seconds
-
-    async def run(argv: list[str], stdin: bytes | None, reader: Any, limit: float) -> tuple[int, Stop | None]:
-        where = process.Context(str(attempt.cwd), env, out, grace, stop, lambda pid: setattr(slot, "pid", pid))
-        return await process.run(argv, stdin, reader, limit, where)
-
-    with Log(cfg.root / str(task.log_file), head.once) as out:  # the claim set log_file
-        attempt = Attempt(task, slot, cfg, out, run, cfg.root, lambda: head.current(task))
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        out.write(f"=== orchestrate: attempt {task.attempts + 1} on {slot.id} at {stamp} ===\n".encode())
+    with process.Log(cfg.root / str(task.log_file), head.once) as out:  # the claim set log_file
+        attempt = Attempt(task, slot, cfg, out, env, lambda: head.current(task), timeout, cfg.root)
+        out.write(
+            f"=== orchestrate: attempt {task.attempts + 1} on {slot.id} at {time.strftime('%F %T')} ===\n".encode()
+        )
         try:
-            await _steps(head, attempt, head.adapters[agent.type], timeout)
+            for ext in head.extensions:
+                await ext.workdir(attempt)
+            for ext in head.extensions:
+                if not attempt.over:
+                    await ext.before(attempt)
+            if not attempt.over:
+                await _run_agent(head, attempt, head.adapters[agent.type])
+            for ext in head.extensions:
+                await ext.after(attempt)
         except Exception as exc:  # a bug, or the machine: a failed attempt, so it cannot loop hot
             log.exception("%s: orchestrate could not run it", task.name)
             attempt.crashed = True
             attempt.fail(f"orchestrate could not run it: {exc!r}; see the head's log")
-        await _settle(head, attempt, timeout)
+        await _settle(head, attempt)
 
 
-async def _steps(head: Head, attempt: Attempt, adapter: Adapter, timeout: float) -> None:
-    for ext in head.extensions:
-        await ext.workdir(attempt)
-    for ext in head.extensions:
-        if not attempt.over:
-            await ext.before(attempt)
-    if not attempt.over:
-        await _run_agent(head, attempt, adapter, timeout)
-    for ext in head.extensions:
-        await ext.after(attempt)
-
-
-async def _run_agent(head: Head, attempt: Attempt, adapter: Adapter, timeout: float) -> None:
+async def _run_agent(head: Head, attempt: Attempt, adapter: Adapter) -> None:
     task, agent = attempt.task, attempt.slot.agent
     text, notes = prompt(task, attempt.cfg, attempt.cwd, attempt.edits)
     attempt.log.write("".join(f"=== orchestrate: {note} ===\n" for note in notes).encode())
     on_stdin = adapter.prompt_on_stdin(agent.command, text)
     reader, argv = adapter.Reader(agent), adapter.argv(agent.command, None if on_stdin else text)
     try:
-        code, attempt.stopped = await attempt.run(argv, text.encode() if on_stdin else None, reader, timeout)
+        code, attempt.stopped = await attempt.run(argv, text.encode() if on_stdin else None, reader, attempt.timeout)
     except AgentUnavailable as exc:
         head.unavailable(agent.name, str(exc))
         attempt.unavailable, attempt.result = True, Result(False, "", str(exc))
         return
+    except OrchestrateError as exc:  # it could not be started there: the attempt's fault, not the agent's
+        return attempt.fail(str(exc))
     if attempt.stopped or adapter.detaches:
         await head.sweep(task.name)  # at once; other strays are found by the next heartbeat
     attempt.result = reader.finish(code)
 
 
-async def _settle(head: Head, attempt: Attempt, timeout: float) -> None:
+async def _settle(head: Head, attempt: Attempt) -> None:
     task, slot = attempt.task, attempt.slot
-    attempt.verdict = decide(attempt.ending(timeout), task, head.cfg.task_queue.retry_delay_seconds, head.now())
+    attempt.verdict = decide(attempt, head.now())
     if attempt.verdict.event is Event.COMPLETE and await attempt.current():
         for ext in head.extensions:
             await ext.accept(attempt)
     verdict = attempt.verdict
-    if verdict.cooling_until:
-        head.distributor.cooling[slot.agent.name] = verdict.cooling_until
-        log.warning(
-            "%s: %s hit a rate limit; cooling until %s", task.name, slot.agent.name, time.ctime(verdict.cooling_until)
-        )
+    if until := verdict.cooling_until:
+        head.distributor.cooling[slot.agent.name] = until
+        log.warning("%s: %s hit a rate limit; cooling until %s", task.name, slot.agent.name, time.ctime(until))
     slot.cost_usd += attempt.result.cost_usd or 0
     if verdict.event is not None:
         attempt.recorded = await _record(head, attempt, verdict)
@@ -239,18 +203,17 @@ async def _record(head: Head, attempt: Attempt, verdict: Verdict) -> Task | None
     done = done._replace(finished_at=None if event is Event.RETRY_LATER else head.now(), cost_usd=result.cost_usd)
     done = done._replace(input_tokens=result.input_tokens, output_tokens=result.output_tokens)
     path, aside = output_path(attempt.cfg, task.id), None
-    if event is not Event.RETRY_LATER:  # written aside now, renamed into place only once recorded
-        try:
+    try:  # written aside now, renamed into place only once recorded: a cancelled task is never written up
+        if event is not Event.RETRY_LATER:
             aside = write_aside(path, output(done, result.message, attempt.changes, attempt.checks))
             done = done._replace(output_file=head.relative(path))
-        except OSError as exc:
-            head.once(f"cannot write output files in {path.parent} ({exc.strerror})")
-    written = {c: getattr(done, c) for c in RECORDED}
+    except OSError as exc:
+        head.once(f"cannot write output files in {path.parent} ({exc.strerror})")
     extra = {"result": result.message, "session_id": result.session_id, "pid": None, "not_before": verdict.not_before}
-    recorded = await head.record(task, event, **written, **extra)
-    if aside:
-        try:
+    recorded = await head.record(task, event, **{c: getattr(done, c) for c in RECORDED}, **extra)
+    try:
+        if aside:
             os.replace(aside, path) if recorded else aside.unlink()
-        except OSError as exc:
-            head.once(f"cannot write output files in {path.parent} ({exc.strerror})")
+    except OSError as exc:
+        head.once(f"cannot write output files in {path.parent} ({exc.strerror})")
     return done if recorded else None

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from orchestrate.core import attempt, command, process
-from orchestrate.core.agent import Adapter
 from orchestrate.core.config import Config
 from orchestrate.core.distributor import Distributor, Slot
 from orchestrate.core.errors import OrchestrateError, QueueBusy
@@ -35,18 +34,12 @@ WATCH_S = 0.05  # how often the head looks for another process's commit (add, ca
 
 
 class Head:
-    def __init__(
-        self,
-        cfg: Config,
-        extensions: Iterable[Extension] = (),
-        adapters: Mapping[str, Adapter] | None = None,
-        *,
-        until_idle: bool = False,
-    ) -> None:
-        self.cfg, self.extensions, self.until_idle, self.now = cfg, tuple(extensions), until_idle, time.time
-        self.adapters: dict[str, Adapter] = {"command": command, **(adapters or {})}  # type: ignore[dict-item]
+    until_idle = False  # `orchestrate run`: return once nothing is left that can run
+
+    def __init__(self, cfg: Config, extensions: Iterable[Extension] = (), adapters: Mapping[str, Any] = {}) -> None:
+        self.cfg, self.extensions, self.now = cfg, tuple(extensions), time.time
+        self.adapters: dict[str, Any] = {"command": command, **adapters}  # each an Adapter (core/agent.py)
         self.db = cfg.task_queue.database.resolve()
-        self.logs = self.relative(cfg.runtime_dir / "logs")  # as the task rows name the agents' logs
         self.distributor = Distributor(cfg.agents)
         self.wake = asyncio.Event()
         self.stopping: str | None = None  # "now" or "drain"
@@ -64,6 +57,7 @@ class Head:
         self.cfg.runtime_dir.mkdir(parents=True, exist_ok=True)
         (self.cfg.runtime_dir / ".gitignore").write_text("*\n")  # runtime files, worktrees: none is the project's
         self.queue = await Queue.open(self.db)
+        self.queue.logs = self.relative(self.cfg.runtime_dir / "logs")  # as the task rows name the agents' logs
         try:
             await self._start(pid_file)
             beat = asyncio.ensure_future(self._heartbeat())
@@ -77,7 +71,10 @@ class Head:
             return 1 if self.failures or (self.until_idle and await self.queue.pending()) else 0
         finally:
             for ext in reversed(self.started):
-                await _quietly(ext.stopping(), f"{type(ext).__name__} could not stop")
+                try:
+                    await ext.stopping()
+                except Exception:
+                    log.exception("%s could not stop", type(ext).__name__)
             pid_file.unlink(missing_ok=True)
             await self.queue.close()
             os.close(lock)
@@ -135,7 +132,7 @@ class Head:
         """Stop every agent whose task's row no longer runs on its claim: cancelled, or retried."""
         claims = {task_id: slot.task.claim for task_id, slot in self.busy.items() if slot.task}
         for task_id in await self.queue.positions(claims) if claims else ():
-            if (slot := self.busy.get(task_id)) and slot.task and slot.task.claim == claims[task_id]:
+            if slot := self.busy.get(task_id):
                 slot.interrupt(Stop.CANCELLED)
 
     async def _can_progress(self) -> bool:
@@ -152,7 +149,7 @@ class Head:
             if (slot := next(free, None)) is None:
                 return
             known, busy = self.distributor.known(), list(self.busy)
-            if (task := await self.queue.claim(slot.id, slot.takes, known, self.now(), self.logs, busy)) is None:
+            if (task := await self.queue.claim(slot.id, slot.takes, known, self.now(), busy)) is None:
                 nothing_for.add(slot.agent.name)
                 continue
             slot.task, slot.since, slot.stop = task, self.now(), asyncio.get_running_loop().create_future()
@@ -225,13 +222,6 @@ class Head:
             await asyncio.sleep(HEARTBEAT_S)
 
 
-async def _quietly(work: Any, what: str) -> None:
-    try:
-        await work
-    except Exception:
-        log.exception("%s", what)
-
-
 def _lock(db: Path) -> int:
     """Hold an exclusive flock on the queue file itself: one head per queue, freed even by kill -9.
 
@@ -247,12 +237,12 @@ def _lock(db: Path) -> int:
     return fd
 
 
-def serve(
-    cfg: Config, extensions: Iterable[Extension] = (), adapters: Mapping[str, Adapter] | None = None, **how: bool
-) -> int:
+def serve(cfg: Config, extensions: Iterable[Extension], adapters: Mapping[str, Any], until_idle: bool) -> int:
     """Run a head node in this process until it stops; its exit status."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if sys.version_info < (3, 12) and hasattr(os, "pidfd_open"):
         # 3.12 does this itself; the default before it starts a thread per agent to wait for it
         asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
-    return asyncio.run(Head(cfg, extensions, adapters, **how).run())
+    head = Head(cfg, extensions, adapters)
+    head.until_idle = until_idle
+    return asyncio.run(head.run())

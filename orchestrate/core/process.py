@@ -17,6 +17,7 @@ from orchestrate.core.states import Stop
 # Every agent and everything it starts inherit these variables. Descendants that start their
 # own session escape the process group, but not their environment: that is how strays are found.
 QUEUE_VAR, TASK_VAR = "ORCHESTRATE_QUEUE", "ORCHESTRATE_TASK"
+TASK_KEY = f"{TASK_VAR}=".encode()
 LINE_MAX = 16_000_000  # a longer line is logged in full but not parsed
 DRAIN_S = 5.0  # after exit, how long a pipe held open by a stray may delay the end of a run
 
@@ -161,9 +162,7 @@ def strays(queue: str) -> dict[str, list[tuple[int, int]]]:
                 pages = int(f.read().split()[1])
         except (OSError, ValueError, IndexError):
             continue  # gone meanwhile, or not ours to read
-        task = next(
-            (v[len(TASK_VAR) + 1 :].decode() for v in environ.split(b"\0") if v.startswith(f"{TASK_VAR}=".encode())), ""
-        )
+        task = next((v.split(b"=", 1)[1].decode() for v in environ.split(b"\0") if v.startswith(TASK_KEY)), "")
         found.setdefault(task, []).append((int(entry.name), pages * page_kib))
     return found
 

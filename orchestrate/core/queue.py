@@ -22,6 +22,7 @@ LOOP_BUSY_MS = 20  # how long a statement on the event loop may wait for another
 LOG_DIR = ".orchestrate/logs"  # relative to the project, where the head writes agents' output
 PUT_SLOT = """INSERT OR REPLACE INTO agents (state, note, task_id, pid, rss_mb, since, tasks_done, cost_usd, id, type)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""  # the order of Distributor.rows()
+UNREGISTER = (("DELETE FROM head", ()), ("DELETE FROM agents", ()))
 
 
 class Queue:
@@ -33,7 +34,7 @@ class Queue:
     """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
+        self.conn, self.logs = conn, LOG_DIR  # logs: where the claims say each task's log is
         self.lock = asyncio.Lock()  # one transaction at a time, even while one waits in a thread
 
     @classmethod
@@ -85,46 +86,25 @@ class Queue:
 
     async def register(self, pid: int, log_file: str, slots: Iterable[tuple[Any, ...]], now: float) -> int:
         """Take over the queue: tasks a dead head left running go back to pending, unspent."""
-        sources, target = allowed(Event.REQUEUE), Status.PENDING
-        rows = await self._write(
-            ("DELETE FROM head", ()),
-            ("INSERT INTO head VALUES (1, ?, ?, ?, ?, ?)", (pid, os.uname().nodename, now, now, log_file)),
-            ("DELETE FROM agents", ()),
-            *((PUT_SLOT, s) for s in slots),
-            (
-                f"""UPDATE tasks SET status = ?, agent = NULL, pid = NULL, started_at = NULL
-                    WHERE status IN {sql_list(sources)} RETURNING id""",
-                (target,),
-            ),
-        )
-        return len(rows)
+        head = (pid, os.uname().nodename, now, now, log_file)
+        recover = f"""UPDATE tasks SET status = '{Status.PENDING}', agent = NULL, pid = NULL, started_at = NULL
+            WHERE status IN {sql_list(allowed(Event.REQUEUE))} RETURNING id"""
+        publish = [("INSERT INTO head VALUES (1, ?, ?, ?, ?, ?)", head), *((PUT_SLOT, s) for s in slots)]
+        return len(await self._write(*UNREGISTER, *publish, (recover, ())))
 
     async def unregister(self) -> None:
-        await self._write(("DELETE FROM head", ()), ("DELETE FROM agents", ()))
+        await self._write(*UNREGISTER)
 
-    async def heartbeat(
-        self, now: float, running: Iterable[tuple[int, int, int | None]], slots: Iterable[tuple[Any, ...]]
-    ) -> None:
+    async def heartbeat(self, now: float, running: Iterable[tuple[int, int, int | None]], slots: Iterable[Any]) -> None:
         """Prove the head lives, note each run's agent pid (by task, claim, pid), publish the slots."""
         pid = f"UPDATE tasks SET pid = ? WHERE id = ? AND claim = ? AND status = '{Status.RUNNING}'"
-        await self._write(
-            ("UPDATE head SET heartbeat_at = ?", (now,)),
-            *((pid, (agent, task_id, claim)) for task_id, claim, agent in running),
-            (
-                f"UPDATE tasks SET rank = 1 WHERE status = '{Status.PENDING}' AND rank = 2 AND created_at <= ?",
-                (now - AGING_S,),
-            ),
-            *((PUT_SLOT, s) for s in slots),
-        )
+        aging = f"UPDATE tasks SET rank = 1 WHERE status = '{Status.PENDING}' AND rank = 2 AND created_at <= ?"
+        pids = [(pid, (agent, task_id, claim)) for task_id, claim, agent in running]
+        beat = ("UPDATE head SET heartbeat_at = ?", (now,))
+        await self._write(beat, *pids, (aging, (now - AGING_S,)), *((PUT_SLOT, s) for s in slots))
 
     async def claim(
-        self,
-        slot: str,
-        takes: Collection[str],
-        known: Collection[str],
-        now: float,
-        log_dir: str = LOG_DIR,
-        busy: Collection[int] = (),
+        self, slot: str, takes: Collection[str], known: Collection[str], now: float, busy: Collection[int] = ()
     ) -> store.Task | None:
         """Atomically give `slot` the next task it may run: priority, then age; deps done; no backoff.
 
@@ -132,23 +112,19 @@ class Queue:
         for it, one preferring an agent not configured goes to anyone. Tasks in `busy` still have
         an agent of this head's winding down (cancelled, then retried): never two at once.
         """
-        rows = await self._write(
-            (
-                f"""UPDATE tasks SET status = ?, started_at = ?, finished_at = NULL, claim = claim + 1,
-                    agent = ?, log_file = ? || '/' || printf('task_%03d.log', id)  -- as store.task_name
-                WHERE id = (
-                    SELECT t.id FROM tasks t
-                    WHERE t.status IN {sql_list(allowed(Event.CLAIM))} AND t.not_before <= ?
-                      AND (t.agent_type IS NULL OR t.agent_type IN ({_marks(takes)})
-                           OR t.agent_type NOT IN ({_marks(known)}))
-                      AND t.id NOT IN ({_marks(busy)})
-                      AND NOT EXISTS (SELECT 1 FROM deps d JOIN tasks p ON p.id = d.depends_on
-                                      WHERE d.task_id = t.id AND p.status <> '{Status.COMPLETED}')
-                    ORDER BY t.rank, t.id LIMIT 1)
-                RETURNING {store.task_columns("tasks")}""",
-                (Status.RUNNING, now, slot, log_dir, now, *takes, *known, *busy),
-            )
-        )
+        sql = f"""UPDATE tasks SET status = ?, started_at = ?, finished_at = NULL, claim = claim + 1,
+                agent = ?, log_file = ? || '/' || printf('task_%03d.log', id)  -- as store.task_name
+            WHERE id = (
+                SELECT t.id FROM tasks t
+                WHERE t.status IN {sql_list(allowed(Event.CLAIM))} AND t.not_before <= ?
+                  AND (t.agent_type IS NULL OR t.agent_type IN ({_marks(takes)})
+                       OR t.agent_type NOT IN ({_marks(known)}))
+                  AND t.id NOT IN ({_marks(busy)})
+                  AND NOT EXISTS (SELECT 1 FROM deps d JOIN tasks p ON p.id = d.depends_on
+                                  WHERE d.task_id = t.id AND p.status <> '{Status.COMPLETED}')
+                ORDER BY t.rank, t.id LIMIT 1)
+            RETURNING {store.task_columns("tasks")}"""
+        rows = await self._write((sql, (Status.RUNNING, now, slot, self.logs, now, *takes, *known, *busy)))
         return store.task_from_row(rows[0]) if rows else None
 
     async def record(self, task_id: int, claim: int, event: Event, **fields: Any) -> bool:

@@ -1,12 +1,15 @@
-"""Worktrees and task branches as the commands see them: merge, clean, and what show and status print."""
+"""Worktrees and task branches as the commands see them: merge, clean, what show prints and the size status reads."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+from orchestrate.api import USAGE_FILE
 from orchestrate.core.config import Config
 from orchestrate.core.errors import ConfigError, OrchestrateError
 from orchestrate.core.states import Status
@@ -44,13 +47,24 @@ def disk_usage(path: Path) -> int:
     return total
 
 
-def usage(cfg: Config) -> tuple[int, int]:
-    """How many task worktrees exist, and the bytes they hold."""
+def measure(cfg: Config) -> int:
+    """Walk every task worktree and record their bytes where `status` reads them (api.USAGE_FILE);
+    the bytes. Slow with big worktrees: for `clean`, `merge` and the head's worker threads."""
+    import json
+    import tempfile  # imported here, beside a walk that costs far more: `show` and `add` import this module
+
+    folder = worktrees(cfg)
     try:
-        found = [e.path for e in os.scandir(worktrees(cfg)) if e.is_dir()]
+        found = [Path(e.path) for e in os.scandir(folder) if e.is_dir()]
     except OSError:
-        return 0, 0
-    return len(found), sum(disk_usage(Path(p)) for p in found)
+        return 0  # no worktrees folder: nothing to measure, and status reports none
+    measured_at = time.time()
+    total = sum(disk_usage(tree) for tree in found)
+    with contextlib.suppress(OSError):  # the folder went away meanwhile: the next measurement writes it
+        with tempfile.NamedTemporaryFile("w", dir=folder, prefix=USAGE_FILE, delete=False) as out:
+            out.write(json.dumps({"bytes": total, "measured_at": measured_at}))
+        os.replace(out.name, folder / USAGE_FILE)  # renamed over: a reader never sees half a record
+    return total
 
 
 def size(n: float) -> str:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from orchestrate.core.attempt import Attempt, shell
+from orchestrate.core.attempt import Attempt
 from orchestrate.core.extension import Extension
+from orchestrate.workspace import shell
 
 
 class Checks(Extension):

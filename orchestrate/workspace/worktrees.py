@@ -6,13 +6,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from orchestrate.core.attempt import Attempt, shell
+from orchestrate.core.attempt import Attempt
 from orchestrate.core.config import Config
 from orchestrate.core.extension import Extension
 from orchestrate.core.head import Head
 from orchestrate.core.states import Outcome
 from orchestrate.core.store import Task, task_branch
-from orchestrate.workspace import git
+from orchestrate.workspace import git, shell
 from orchestrate.workspace.changes import diff
 
 

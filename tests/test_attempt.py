@@ -1,0 +1,160 @@
+"""What became of an attempt: decide() and the state machine, case by case, without processes or sleeps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrate import configfile
+from orchestrate.core import states
+from orchestrate.core.agent import Result
+from orchestrate.core.attempt import BACKOFF_MAX_S, COOLING_S, Attempt, Verdict, backoff, decide
+from orchestrate.core.distributor import Slot
+from orchestrate.core.errors import InvalidTransition
+from orchestrate.core.states import Event, Outcome, Status, Stop
+from orchestrate.core.store import Task
+
+NOW = 1_000_000.0
+OK = Result(True, "done")
+FAILED = Result(False, "", "exited 1: boom")
+
+
+def task(attempts: int = 0, max_retries: int = 2) -> Task:
+    blank: dict[str, Any] = dict.fromkeys(Task._fields)
+    return Task(
+        **{**blank, "id": 7, "description": "x", "status": "running", "attempts": attempts, "claim": 1}
+    )._replace(max_retries=max_retries)
+
+
+def verdict(
+    result: Result = OK,
+    attempts: int = 0,
+    max_retries: int = 2,
+    delay: float = 10.0,
+    rss_mb: float | None = None,
+    **how: Any,
+) -> Verdict:
+    """decide() on an attempt that ended `how` (stopped=, failure=, crashed=, unavailable=, timeout=)."""
+    cfg = configfile.parse(
+        {"task_queue": {"retry_delay_seconds": delay}, "performance": {"max_memory_mb": 4096}},
+        "config.yaml",
+        Path("/p"),
+        Path("/p/config.yaml"),
+    )
+    slot = Slot("claude-1", cfg.agents[0], rss_mb=rss_mb)
+    attempt = Attempt(
+        task(attempts, max_retries),
+        slot,
+        cfg,
+        None,
+        {},
+        None,
+        how.pop("timeout", 60.0),
+        Path("/p"),
+        result=result,
+        **how,
+    )  # type: ignore[arg-type]
+    return decide(attempt, NOW)
+
+
+def test_a_clean_run_completes() -> None:
+    assert verdict(OK) == Verdict(Event.COMPLETE, Outcome.COMPLETED)
+
+
+def test_a_failure_with_retries_left_is_retried_after_a_doubling_backoff() -> None:
+    first = verdict(FAILED, attempts=0)
+    assert (first.event, first.outcome, first.error, first.spent) == (
+        Event.RETRY_LATER,
+        Outcome.FAILED,
+        "exited 1: boom",
+        True,
+    )
+    assert first.not_before == NOW + 10
+    assert verdict(FAILED, attempts=1).not_before == NOW + 20
+
+
+def test_the_backoff_is_capped_however_many_attempts_or_however_long_the_delay() -> None:
+    assert backoff(10, 30) == BACKOFF_MAX_S
+    assert backoff(float("inf"), 1) == BACKOFF_MAX_S
+    assert backoff(10, 10_000) == BACKOFF_MAX_S  # no overflow
+
+
+def test_a_failure_with_no_retries_left_fails_for_good() -> None:
+    assert verdict(FAILED, attempts=2, max_retries=2) == Verdict(Event.FAIL, Outcome.FAILED, "exited 1: boom")
+    assert verdict(FAILED, max_retries=0).event is Event.FAIL
+
+
+def test_a_failed_check_fails_an_agent_that_succeeded() -> None:
+    failure = "verify `pytest` failed (exit 1):\n1 failed"
+    assert verdict(OK, max_retries=0, failure=failure) == Verdict(Event.FAIL, Outcome.FAILED, failure)
+
+
+def test_a_rate_limit_cools_the_agent_and_spends_nothing() -> None:
+    named = verdict(FAILED._replace(limited_until=NOW + 300))
+    assert named == Verdict(Event.REQUEUE, Outcome.RATE_LIMITED, "exited 1: boom", spent=False, cooling_until=NOW + 300)
+    assert verdict(FAILED._replace(limited_until=0.0)).cooling_until == NOW + COOLING_S
+    assert verdict(FAILED._replace(limited_until=NOW - 50)).cooling_until == NOW + 1  # a reset in the past
+
+
+def test_a_limit_reported_by_a_run_that_was_also_stopped_or_failed_a_check_is_that_outcome() -> None:
+    limited = FAILED._replace(limited_until=0.0)
+    assert verdict(limited, stopped=Stop.TIMEOUT, timeout=60).outcome is Outcome.TIMEOUT
+    assert verdict(limited, failure="setup failed").outcome is Outcome.FAILED
+
+
+def test_a_timeout_is_a_failed_attempt_that_says_so() -> None:
+    v = verdict(OK, stopped=Stop.TIMEOUT, timeout=90)
+    assert (v.event, v.outcome, v.error) == (Event.RETRY_LATER, Outcome.TIMEOUT, "timed out after 90 s")
+
+
+def test_memory_over_the_limit_is_a_failed_attempt_that_says_how_much() -> None:
+    v = verdict(OK, max_retries=0, rss_mb=5000.4, stopped=Stop.MEMORY)
+    assert (v.event, v.outcome) == (Event.FAIL, Outcome.MEMORY)
+    assert v.error == "used 5000 MB, over performance.max_memory_mb (4096)"
+
+
+def test_a_stop_requeues_without_spending_an_attempt() -> None:
+    assert verdict(FAILED, stopped=Stop.STOPPED) == Verdict(Event.REQUEUE, Outcome.STOPPED, spent=False)
+
+
+def test_a_cancel_records_nothing() -> None:
+    assert verdict(OK, stopped=Stop.CANCELLED) == Verdict(None, Outcome.CANCELLED, spent=False)
+
+
+def test_an_agent_that_cannot_start_requeues_unspent() -> None:
+    v = verdict(Result(False, "", "cannot run 'claude': No such file"), unavailable=True)
+    assert (v.event, v.outcome, v.spent) == (Event.REQUEUE, Outcome.ERROR, False)
+
+
+def test_orchestrate_failing_is_a_spent_attempt_marked_as_its_error() -> None:
+    v = verdict(FAILED, max_retries=0, failure="orchestrate could not run it: OSError()", crashed=True)
+    assert (v.event, v.outcome, v.error) == (Event.FAIL, Outcome.ERROR, "orchestrate could not run it: OSError()")
+
+
+@pytest.mark.parametrize(
+    ("status", "event", "target"),
+    [
+        ("pending", Event.CLAIM, Status.RUNNING),
+        ("running", Event.COMPLETE, Status.COMPLETED),
+        ("running", Event.RETRY_LATER, Status.PENDING),
+        ("running", Event.FAIL, Status.FAILED),
+        ("running", Event.REQUEUE, Status.PENDING),
+        ("pending", Event.CANCEL, Status.CANCELLED),
+        ("running", Event.CANCEL, Status.CANCELLED),
+        ("failed", Event.RETRY, Status.PENDING),
+        ("cancelled", Event.RETRY, Status.PENDING),
+    ],
+)
+def test_each_transition_leads_where_the_design_says(status: str, event: Event, target: Status) -> None:
+    assert states.change(status, event) is target
+
+
+@pytest.mark.parametrize(
+    ("status", "event"),
+    [("completed", Event.CANCEL), ("running", Event.RETRY), ("pending", Event.RETRY), ("cancelled", Event.CLAIM)],
+)
+def test_a_transition_the_state_does_not_allow_is_refused_in_words(status: str, event: Event) -> None:
+    with pytest.raises(InvalidTransition, match=f"task_007 is {status}; only .* tasks can be"):
+        states.change(status, event, "task_007")
