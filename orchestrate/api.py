@@ -161,13 +161,43 @@ def log_path(cfg: Config, task: Task) -> Path:
     return cfg.root / task.log_file if task.log_file else cfg.runtime_dir / "logs" / f"{task.name}.log"
 
 
-def worktree_usage(cfg: Config) -> tuple[int, int]:
-    """How many task worktrees there are, and their bytes: without any, nothing to import or count."""
-    if not (cfg.runtime_dir / "worktrees").is_dir():
-        return 0, 0
-    from orchestrate.workspace import branches
+# In the runtime folder, beside (not in) the worktrees: {"bytes": N, "measured_at": T}, by branches.measure.
+USAGE_FILE = "worktrees-usage.json"
 
-    return branches.usage(cfg)
+
+class Worktrees(NamedTuple):
+    """The task worktrees: how many there are, and their bytes as last measured."""
+
+    found: int  # not `count`, which a tuple has already
+    bytes: int = 0
+    measured_at: float | None = None  # None: not measured yet, so `bytes` is 0
+
+
+def worktree_usage(cfg: Config) -> Worktrees:
+    """Count the task worktrees (one scandir) and read their last measured size: never a walk
+    through them, since a worktree with its dependencies installed holds many files."""
+    folder = cfg.runtime_dir / "worktrees"
+    try:
+        with os.scandir(folder) as entries:
+            found = sum(1 for entry in entries if entry.is_dir())
+    except OSError:
+        return Worktrees(0)
+    return Worktrees(found, *_measured(cfg.runtime_dir / USAGE_FILE)) if found else Worktrees(0)
+
+
+def _measured(path: Path) -> tuple[int, float | None]:
+    """The bytes and time branches.measure recorded in `path`; (0, None) if it has not, or wrote garbage."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return 0, None
+    import json  # only with worktrees to report: the common `status` spares it
+
+    try:
+        found = json.loads(text)
+        return int(found["bytes"]), float(found["measured_at"])
+    except (ValueError, TypeError, KeyError):
+        return 0, None
 
 
 LIST_FILTERS: dict[str, str] = {

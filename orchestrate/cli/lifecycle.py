@@ -14,6 +14,7 @@ from orchestrate.core.config import Config
 from orchestrate.core.errors import OrchestrateError
 
 START_WAIT_S = 15.0
+STOP_MARGIN_S = 15.0  # past the head's kill grace: it puts tasks back and closes the queue
 
 
 def _head(cfg: Config) -> api.Head:
@@ -47,10 +48,32 @@ def stop(cfg: Config, wait: bool) -> int:
     head = _head(cfg)
     if not head.running or head.pid is None:
         raise OrchestrateError(f"no head is running on {cfg.task_queue.database}")
-    os.kill(head.pid, signal.SIGUSR1 if wait else signal.SIGTERM)
+    limit = stop_limit_s(cfg, wait)
+    try:
+        os.kill(head.pid, signal.SIGUSR1 if wait else signal.SIGTERM)
+    except ProcessLookupError:
+        return head.pid  # it exited between the look and the signal: stopped all the same
+    deadline = time.monotonic() + limit
     while api.alive(head.pid):
+        if time.monotonic() > deadline:
+            raise OrchestrateError(
+                f"head {head.pid} did not stop within {limit:g} s; it may still be stopping"
+                f" (see {cfg.runtime_dir / 'head.log'})"
+            )
         time.sleep(0.05)
     return head.pid
+
+
+def stop_limit_s(cfg: Config, wait: bool) -> float:
+    """How long a stopping head may take: the grace it gives the agents it stops, and a margin; with
+    `wait`, first the longest timeout a running task may have (checks after the agent not counted)."""
+    grace = cfg.task_queue.kill_grace_seconds + STOP_MARGIN_S
+    if not wait:
+        return grace
+    own = [a.timeout_seconds or 0.0 for a in cfg.agents]
+    with api.opened(cfg.task_queue.database, create=False) as conn:
+        own += [t.timeout_seconds or 0.0 for t in api.list_tasks(conn, "active")]
+    return max([cfg.task_queue.timeout_minutes * 60, *own]) + grace
 
 
 def child_argv(config: Path | None, db: Path | None, agents: str | None) -> list[str]:

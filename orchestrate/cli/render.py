@@ -1,4 +1,5 @@
-"""What the CLI prints: DESIGN's JSON shapes and compact tables for an 80-column terminal."""
+"""What the CLI prints for people: compact tables and lines for an 80-column terminal (the JSON
+shapes are orchestrate.shapes)."""
 
 from __future__ import annotations
 
@@ -7,64 +8,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from orchestrate.api import Head, Slot
+from orchestrate.api import Head, Slot, Worktrees
+from orchestrate.core.states import Status
 from orchestrate.core.store import PRIORITY_NAMES, Task, task_name
-
-
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(ts))
-
-
-def task_json(task: Task) -> dict[str, Any]:
-    """The task shape in DESIGN.md, which scripts rely on (plus the derived `blocked`)."""
-    return {
-        "id": task.name,
-        "description": task.description,
-        "status": task.status,
-        "priority": PRIORITY_NAMES[task.priority],
-        "agent_type": task.agent_type,
-        "agent": task.agent,
-        "attempts": task.attempts,
-        "max_retries": task.max_retries,
-        "depends_on": [task_name(d) for d in task.depends_on],
-        "created_at": iso(task.created_at),
-        "started_at": iso(task.started_at),
-        "finished_at": iso(task.finished_at),
-        "output_file": task.output_file,
-        "log_file": task.log_file,
-        "error": task.error,
-        "cost_usd": task.cost_usd,
-        "blocked": task.blocked,
-        "workspace": task.workspace,
-        "verify": None if task.verify is None else list(task.verify),
-    }
-
-
-def status_json(
-    head: Head, counts: dict[str, int], slots: Sequence[Slot], worktrees: tuple[int, int]
-) -> dict[str, Any]:
-    """`status --json`: the head, the counts by status and the agent slots, as DESIGN.md has them,
-    and the task worktrees (issue 5)."""
-    shape = {"head": head_json(head), "counts": counts, "agents": [slot_json(s) for s in slots]}
-    return shape | {"worktrees": {"count": worktrees[0], "bytes": worktrees[1]}}
-
-
-def head_json(head: Head) -> dict[str, Any]:
-    return {"running": head.running, "pid": head.pid, "started_at": iso(head.started_at)}
-
-
-def slot_json(slot: Slot) -> dict[str, Any]:
-    return {
-        "id": slot.id,
-        "type": slot.type,
-        "state": slot.state,
-        "task": task_name(slot.task_id) if slot.task_id else None,
-        "pid": slot.pid,
-        "rss_mb": slot.rss_mb,
-        "tasks_done": slot.tasks_done,
-    }
+from orchestrate.shapes import iso
 
 
 def duration(seconds: float) -> str:
@@ -77,6 +24,19 @@ def duration(seconds: float) -> str:
     if s < 86400:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
     return f"{s // 86400}d"
+
+
+def size(n: float) -> str:
+    """Bytes as people read them: 512 B, 1.2 MB."""
+    unit, larger = "B", iter(("KB", "MB", "GB"))
+    while n >= 1024 and unit != "GB":
+        n, unit = n / 1024, next(larger)
+    return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
+
+
+def worktrees_size(trees: Worktrees) -> str:
+    """The worktrees' size as last measured; status never walks them itself."""
+    return "size not measured yet" if trees.measured_at is None else size(trees.bytes)
 
 
 def shorten(text: str, width: int) -> str:
@@ -154,7 +114,7 @@ def show_task(task: Task, now: float | None = None) -> str:
     fields: list[tuple[str, Any]] = [
         ("status", task.shown_status),
         ("priority", PRIORITY_NAMES[task.priority]),
-        ("agent", task_agent(task) + (f", pid {task.pid}" if task.pid and task.status == "running" else "")),
+        ("agent", task_agent(task) + (f", pid {task.pid}" if task.pid and task.status == Status.RUNNING else "")),
         ("attempts", f"{task.attempts} (up to {task.max_retries} retries after the first)"),
         ("depends on", ", ".join(task_name(d) for d in task.depends_on)),
         ("context", ", ".join(task.context_files)),
@@ -164,7 +124,7 @@ def show_task(task: Task, now: float | None = None) -> str:
         ("created", f"{iso(task.created_at)} ({duration(now - task.created_at)} ago)"),
         ("started", iso(task.started_at)),
         ("finished", iso(task.finished_at)),
-        ("retry after", iso(task.not_before) if task.not_before > now and task.status == "pending" else ""),
+        ("retry after", iso(task.not_before) if task.not_before > now and task.status == Status.PENDING else ""),
         ("cost", f"${task.cost_usd:.4f}" if task.cost_usd is not None else ""),
         ("tokens", _tokens(task)),
         ("session", task.session_id),

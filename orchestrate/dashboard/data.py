@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrate import api
-from orchestrate.cli import render
+from orchestrate import api, shapes
 from orchestrate.core.config import Config
 from orchestrate.core.errors import OrchestrateError
+from orchestrate.core.states import Status
 from orchestrate.core.store import SELECT_TASKS, STATES, Task, task_from_row
 
 AGENT_STATES = ("idle", "busy", "cooling", "unavailable")
@@ -25,8 +25,6 @@ CHART_BARS = 30
 # Bar widths for the completions chart: the first that fits the history in CHART_BARS bars.
 BAR_SECONDS = (2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400, 7 * 86400)
 DURATION_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
-WORKTREES_S = 10.0  # how long a count of the worktrees' disk lasts: it walks every file in them
-_worktrees: dict[Path, tuple[float, tuple[int, int]]] = {}  # by project: (when counted, count and bytes)
 
 
 def status(conn: sqlite3.Connection, cfg: Config, now: float | None = None) -> dict[str, Any]:
@@ -35,22 +33,12 @@ def status(conn: sqlite3.Connection, cfg: Config, now: float | None = None) -> d
     now = time.time() if now is None else now
     head, counts = api.head(conn, now), api.counts(conn)
     slots = api.slots(conn) if head.running else []
-    shown = render.status_json(head, counts, slots, worktree_usage(cfg, now))
+    shown = shapes.status_json(head, counts, slots, api.worktree_usage(cfg))
     for agent, slot in zip(shown["agents"], slots, strict=True):
         elapsed = round(now - slot.since, 1) if slot.state == "busy" and slot.since is not None else None
         agent.update(cost_usd=slot.cost_usd, elapsed_s=elapsed, note=slot.note)
     shown["cost_usd"] = total_cost(conn)
     return shown
-
-
-def worktree_usage(cfg: Config, now: float) -> tuple[int, int]:
-    """`status`'s worktree count and size, counted again at most every WORKTREES_S: the page asks
-    twice a second, and a worktree with its dependencies installed holds many files."""
-    counted, usage = _worktrees.get(cfg.root, (0.0, (0, 0)))
-    if now - counted >= WORKTREES_S:
-        usage = api.worktree_usage(cfg)
-        _worktrees[cfg.root] = (now, usage)
-    return usage
 
 
 def total_cost(conn: sqlite3.Connection) -> float:
@@ -80,20 +68,20 @@ def completions(conn: sqlite3.Connection, now: float | None = None) -> dict[str,
     Bars are aligned to multiples of their width, so they stay put from one poll to the next.
     """
     now = time.time() if now is None else now
-    first = conn.execute("SELECT min(finished_at) FROM tasks WHERE status = 'completed'").fetchone()[0]
+    first = conn.execute(f"SELECT min(finished_at) FROM tasks WHERE status = '{Status.COMPLETED}'").fetchone()[0]
     history = now - first if first is not None else 0
     width = next((w for w in BAR_SECONDS if w * (CHART_BARS - 1) >= history), BAR_SECONDS[-1])
     end = (math.floor(now / width) + 1) * width
     start = end - width * CHART_BARS
     counts = [0] * CHART_BARS
     rows = conn.execute(
-        """SELECT CAST((finished_at - ?) / ? AS INTEGER), count(*) FROM tasks
-           WHERE status = 'completed' AND finished_at >= ? GROUP BY 1""",
+        f"""SELECT CAST((finished_at - ?) / ? AS INTEGER), count(*) FROM tasks
+           WHERE status = '{Status.COMPLETED}' AND finished_at >= ? GROUP BY 1""",
         (start, width, start),
     )
     for bar, n in rows:
         counts[min(bar, CHART_BARS - 1)] += n
-    return {"start": render.iso(start), "bar_seconds": width, "counts": counts}
+    return {"start": shapes.iso(start), "bar_seconds": width, "counts": counts}
 
 
 def log_chunk(path: Path, offset: int | None) -> dict[str, Any]:
@@ -167,7 +155,7 @@ def _durations(conn: sqlite3.Connection) -> list[str]:
     le = ", ".join(f"total(d <= {b})" for b in DURATION_BUCKETS)
     row = conn.execute(
         f"""SELECT {le}, count(*), total(d) FROM (SELECT finished_at - started_at AS d FROM tasks
-            WHERE status = 'completed' AND started_at IS NOT NULL AND finished_at IS NOT NULL)"""
+            WHERE status = '{Status.COMPLETED}' AND started_at IS NOT NULL AND finished_at IS NOT NULL)"""
     ).fetchone()
     *cumulative, count, seconds = row
     buckets = [(f'_bucket{{le="{b}"}}', n) for b, n in zip(DURATION_BUCKETS, cumulative, strict=True)]

@@ -1,5 +1,5 @@
 """What each of the dashboard's URLs answers: the page, the JSON API and /metrics, one small
-function per route, reading the queue through the CLI's own functions."""
+function per route, reading the queue through the functions and JSON shapes the CLI uses."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from orchestrate import api
-from orchestrate.cli import render
+from orchestrate import api, shapes
 from orchestrate.core.config import Config
 from orchestrate.core.errors import UsageError
 from orchestrate.core.store import Task
@@ -109,13 +108,13 @@ def tasks(req: Request) -> Reply:
         raise Refused(400, f"status must be one of {', '.join(api.LIST_FILTERS)}, not {wanted!r}")
     with req.queue() as conn:
         found = data.tasks(conn, wanted, req.param("q").strip(), req.number("limit"))
-    return json_reply([render.task_json(t) for t in found])
+    return json_reply([shapes.task_json(t) for t in found])
 
 
 @route("GET", "/api/tasks/([^/]+)")
 def task(req: Request) -> Reply:
     with req.queue() as conn:
-        return json_reply(render.task_json(_task(conn, req.args[0])))
+        return json_reply(shapes.task_json(_task(conn, req.args[0])))
 
 
 @route("GET", "/api/tasks/([^/]+)/output")
@@ -143,7 +142,7 @@ def change(req: Request) -> Reply:
     task_id = _task_id(req.args[0])
     with req.queue() as conn:
         transition(conn, task_id)
-        return json_reply(render.task_json(api.get_task(conn, task_id)))
+        return json_reply(shapes.task_json(api.get_task(conn, task_id)))
 
 
 @route("GET", "/api/completions")

@@ -48,8 +48,8 @@ def disk_usage(path: Path) -> int:
 
 
 def measure(cfg: Config) -> int:
-    """Walk every task worktree and record their bytes where `status` reads them (api.USAGE_FILE);
-    the bytes. Slow with big worktrees: for `clean`, `merge` and the head's worker threads."""
+    """Walk every task worktree and record their bytes where `status` reads them (api.USAGE_FILE),
+    and return them. Slow with big worktrees: for `clean`, `merge` and the head's worker threads."""
     import json
     import tempfile  # imported here, beside a walk that costs far more: `show` and `add` import this module
 
@@ -60,10 +60,10 @@ def measure(cfg: Config) -> int:
         return 0  # no worktrees folder: nothing to measure, and status reports none
     measured_at = time.time()
     total = sum(disk_usage(tree) for tree in found)
-    with contextlib.suppress(OSError):  # the folder went away meanwhile: the next measurement writes it
-        with tempfile.NamedTemporaryFile("w", dir=folder, prefix=USAGE_FILE, delete=False) as out:
+    with contextlib.suppress(OSError):  # the runtime folder was removed meanwhile: the next measurement writes it
+        with tempfile.NamedTemporaryFile("w", dir=cfg.runtime_dir, prefix=f".{USAGE_FILE}.", delete=False) as out:
             out.write(json.dumps({"bytes": total, "measured_at": measured_at}))
-        os.replace(out.name, folder / USAGE_FILE)  # renamed over: a reader never sees half a record
+        os.replace(out.name, cfg.runtime_dir / USAGE_FILE)  # renamed over: a reader never sees half a record
     return total
 
 

@@ -1,0 +1,101 @@
+"""The commands on the head node: status and agents read it; start, run and stop run it."""
+
+# No `from __future__ import annotations`: typer reads the annotations (see cli/app.py).
+import typer
+
+from orchestrate import api, configfile, shapes
+from orchestrate.cli import render
+from orchestrate.cli.app import echo_json, session
+from orchestrate.core.config import Config
+
+AGENTS_HELP = "Agent slots for this run, overriding the configuration, e.g. claude:2,codex:2."
+
+
+def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """The head node, the counts by status, busy agents and recent failures."""
+    with session(ctx).queue(create=False) as conn:
+        head, counts = api.head(conn), api.counts(conn)
+        slots = api.slots(conn) if head.running else []
+        failures = api.recent_failures(conn)
+    cfg = session(ctx).config
+    trees = api.worktree_usage(cfg)
+    if as_json:
+        echo_json(shapes.status_json(head, counts, slots, trees))
+        return
+    typer.echo(f"head     {render.head_line(head)}")
+    typer.echo(f"queue    {render.counts_line(counts)}")
+    busy = [s for s in slots if s.state == "busy"]
+    if slots:
+        typer.echo(f"agents   {len(busy)} of {len(slots)} busy")
+    if busy:
+        typer.echo(render.slots_table(busy))
+    for slot in slots:
+        if slot.state in ("cooling", "unavailable"):
+            typer.echo(f"{slot.state:<8} {slot.id}: {slot.note}")
+    for task in failures:
+        typer.echo(f"failed   {task.name}  {render.shorten(task.error or 'no error recorded', 60)}")
+    if trees.found:
+        typer.echo(f"worktrees {trees.found} in {cfg.runtime_dir / 'worktrees'}, {render.worktrees_size(trees)}")
+
+
+def agents(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Each agent slot: state, current task, pid, memory, tasks done, cost."""
+    with session(ctx).queue(create=False) as conn:
+        head = api.head(conn)
+        slots = api.slots(conn) if head.running else []
+    if as_json:
+        echo_json([shapes.slot_json(s) for s in slots])
+    elif slots:
+        typer.echo(render.slots_table(slots))
+    else:
+        typer.echo("no agents: the head node is not running (`orchestrate start` starts it)")
+
+
+def _head_config(ctx: typer.Context, agents: str | None) -> Config:
+    cfg = session(ctx).config
+    with session(ctx).queue():  # a queue file that is not one is exit 2 here, before any head starts
+        pass
+    if cfg.workspace.mode == "worktree":
+        from orchestrate.workspace import branches
+
+        branches.require_repository(cfg.root)
+    return configfile.with_slots(cfg, agents) if agents else cfg
+
+
+def start(
+    ctx: typer.Context,
+    agents: str | None = typer.Option(None, "--agents", help=AGENTS_HELP),
+    foreground: bool = typer.Option(False, "--foreground", help="Stay attached; Ctrl-C stops like `stop`."),
+) -> None:
+    """Start the head node in the background and return once it is up."""
+    from orchestrate.cli import lifecycle
+
+    cfg = _head_config(ctx, agents)
+    if foreground:
+        raise typer.Exit(_serve(cfg))
+    options = session(ctx)
+    argv = lifecycle.child_argv(options.config_path if options.explicit else None, options.db, agents)
+    pid, log = lifecycle.start_background(cfg, argv)
+    typer.echo(f"head running, pid {pid}; log: {log}")
+
+
+def _serve(cfg: Config, until_idle: bool = False) -> int:
+    """Run a head in this process with the built-in features this configuration turns on."""
+    from orchestrate import builtin
+
+    return builtin.serve(cfg, until_idle)
+
+
+def run(ctx: typer.Context, agents: str | None = typer.Option(None, "--agents", help=AGENTS_HELP)) -> None:
+    """Work the queue in the foreground until nothing is left: exit 0 if all completed, 1 if any failed."""
+    raise typer.Exit(_serve(_head_config(ctx, agents), until_idle=True))
+
+
+def stop(ctx: typer.Context, wait: bool = typer.Option(False, "--wait", help="Let running tasks finish.")) -> None:
+    """Stop the head: running tasks go back to the queue, or with --wait finish first."""
+    from orchestrate.cli import lifecycle
+
+    if wait:
+        typer.echo("stopping once the running tasks finish...")
+    pid = lifecycle.stop(session(ctx).config, wait)
+    typer.echo(f"head {pid} stopped")

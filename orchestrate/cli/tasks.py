@@ -1,0 +1,154 @@
+"""The commands on tasks: add, tasks, show, logs, retry, cancel."""
+
+# No `from __future__ import annotations`: typer reads the annotations (see cli/app.py).
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import typer
+
+from orchestrate import api, shapes
+from orchestrate.cli import render
+from orchestrate.cli.app import echo_json, session
+from orchestrate.core import store
+from orchestrate.core.errors import OrchestrateError, UsageError
+from orchestrate.core.states import ACTIVE, Status
+
+STATUS_FILTERS = tuple(api.LIST_FILTERS)
+
+
+def add(
+    ctx: typer.Context,
+    description: str | None = typer.Argument(None, help="What the agent should do."),
+    priority: str = typer.Option("normal", "--priority", "-p", help="high, normal or low."),
+    agent: str | None = typer.Option(None, "--agent", help="Preferred agent (entry name or type)."),
+    after: list[str] = typer.Option([], "--after", help="Task(s) that must complete first."),
+    timeout: float | None = typer.Option(None, "--timeout", help="Minutes before the agent is stopped."),
+    context: list[Path] = typer.Option([], "--context", help="A file to give the agent; repeatable."),
+    max_retries: int | None = typer.Option(None, "--max-retries", min=0, help="Retries after the first attempt."),
+    file: Path | None = typer.Option(None, "--file", "-f", help="A YAML file of tasks to queue at once."),
+    workspace: str | None = typer.Option(None, "--workspace", help="shared or worktree (default: the config's)."),
+    verify: list[str] | None = typer.Option(
+        None, "--verify", help="A shell command that must pass for the task to complete; repeatable."
+    ),
+) -> None:
+    """Queue a task (or a file of tasks) and print its id."""
+    from orchestrate.cli import taskfile  # only `add` parses task input
+
+    cfg = session(ctx).config
+    retries = cfg.task_queue.max_retries if max_retries is None else max_retries
+    if (description is None) == (file is None):
+        raise UsageError("give a task description or --file tasks.yaml (one of them)")
+    if file is not None:
+        batch = taskfile.load(file, cfg.root, retries)
+    else:
+        batch = [
+            api.NewTask(
+                description=description or "",
+                priority=taskfile.priority(priority),
+                agent_type=agent,
+                timeout_seconds=taskfile.timeout_seconds(timeout),
+                max_retries=retries,
+                context_files=tuple(taskfile.context_file(str(c), Path.cwd(), cfg.root) for c in context),
+                depends_on=taskfile.dependencies(after),
+                workspace=taskfile.workspace(workspace),
+                verify=tuple(verify) if verify else None,
+            )
+        ]
+    if any(new.workspace == "worktree" for new in batch) and cfg.workspace.mode != "worktree":
+        from orchestrate.workspace import branches
+
+        branches.require_repository(cfg.root)
+    with session(ctx).queue() as conn:
+        ids = api.add_tasks(conn, batch)
+    _added(ids, batch, cfg.agent_names())
+
+
+def _added(ids: list[int], batch: Sequence[api.NewTask], known: set[str]) -> None:
+    """Print the new ids, with a note for each that prefers an agent the config does not have."""
+    for task_id, new in zip(ids, batch, strict=True):
+        typer.echo(store.task_name(task_id))
+        if new.agent_type and new.agent_type not in known:
+            typer.echo(
+                f"note: no agent {new.agent_type!r} is configured, so any agent may take {store.task_name(task_id)}",
+                err=True,
+            )
+
+
+def tasks(
+    ctx: typer.Context,
+    status: str = typer.Option("all", "--status", "-s", help=f"One of: {', '.join(STATUS_FILTERS)}."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """The tasks, oldest first; `--status active` means running."""
+    if status not in api.LIST_FILTERS:
+        raise UsageError(f"--status must be one of {', '.join(STATUS_FILTERS)}, not {status!r}")
+    with session(ctx).queue(create=False) as conn:
+        found, head = api.list_tasks(conn, status), api.head(conn)
+    if as_json:
+        echo_json([shapes.task_json(t) for t in found])
+        return
+    if found:
+        typer.echo(render.tasks_table(found))
+    else:
+        typer.echo("no tasks" + ("" if status == "all" else f" with status {status}"))
+    if not head.running:
+        typer.echo("(the head node is not running: `orchestrate start` works the queue)", err=True)
+
+
+def show(ctx: typer.Context, task: str, as_json: bool = typer.Option(False, "--json")) -> None:
+    """One task in full: attempts, error, output and log files, cost."""
+    found = session(ctx).task(task)
+    if as_json:
+        echo_json(shapes.task_json(found))
+        return
+    typer.echo(render.show_task(found))
+    cfg = session(ctx).config
+    if (found.workspace or cfg.workspace.mode) == "worktree":
+        from orchestrate.workspace import branches
+
+        for line in branches.branch_lines(cfg, found):
+            typer.echo(line)
+
+
+def logs(ctx: typer.Context, task: str, follow: bool = typer.Option(False, "--follow", "-f")) -> None:
+    """Print what the task's agent printed; `-f` follows it while the task runs."""
+    found = session(ctx).task(task)
+    path = api.log_path(session(ctx).config, found)
+    if not path.exists() and not (follow and found.status in ACTIVE):
+        raise OrchestrateError(f"{found.name} has no log yet ({path} does not exist): it has not run")
+    offset = 0
+    while True:
+        if path.exists():
+            with path.open("rb") as log:
+                log.seek(offset)
+                chunk = log.read()
+            offset += len(chunk)
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+        if not follow:
+            return
+        finished = session(ctx).task(task).status not in ACTIVE
+        if finished and (not path.exists() or path.stat().st_size == offset):
+            return
+        time.sleep(0.2)  # following a file: poll it, as tail -f does
+
+
+def retry(ctx: typer.Context, task: str) -> None:
+    """Put a failed or cancelled task back in the queue with a fresh retry budget."""
+    with session(ctx).queue() as conn:
+        before = api.retry(conn, api.parse_task_id(task))
+    typer.echo(f"{before.name} is pending again (was {before.status}; retry budget reset)")
+
+
+def cancel(ctx: typer.Context, task: str) -> None:
+    """Stop a pending or running task for good."""
+    with session(ctx).queue() as conn:
+        before = api.cancel(conn, api.parse_task_id(task))
+        waiting = api.waiting_on(conn, before.id)
+    note = " (the head stops its agent)" if before.status == Status.RUNNING else ""
+    typer.echo(f"{before.name} cancelled{note}")
+    if waiting:
+        names = ", ".join(store.task_name(t) for t in waiting)
+        typer.echo(f"note: {names} wait(s) for it and stay blocked until it is retried", err=True)
