@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import orchestrate
-from orchestrate import api, configfile, journal
+from orchestrate import api, configfile, context
 from orchestrate.core import process, store
 
 BIN = Path(sys.executable).parent
@@ -209,15 +209,15 @@ def context_run(done: int, n: int, root: Path) -> tuple[float, float]:
         first, last = conn.execute(span, (done,)).fetchone()
         rows = conn.execute(f"{store.SELECT_TASKS} WHERE t.status = 'completed'")
         tasks = [store.task_from_row(r) for r in rows]
-    lines = [journal.Line(t.id, t.description, t.status, t.agent, t.output_file, "Done.") for t in tasks[-20:]]
+    lines = [context.Line(t.id, t.description, t.status, t.agent, t.output_file, "Done.") for t in tasks[-20:]]
 
     async def block() -> str:
-        return journal.state_block(lines, {"completed": len(tasks)})
+        return context.state_block(lines, {"completed": len(tasks)})
 
     async def rewrites(times: int) -> float:
-        keeper = journal.Journal(configfile.load(root / "config.yaml"))
+        keeper = context.Journal(configfile.load(root / "config.yaml"))
         keeper.block, keeper.trouble = block, lambda problem: print(problem)  # type: ignore[method-assign]
-        keeper.entries.update({t.id: journal.entry(t) for t in tasks})
+        keeper.entries.update({t.id: context.entry(t) for t in tasks})
         start = time.perf_counter()
         for _ in range(times):
             keeper.stale.set()
@@ -248,7 +248,7 @@ def context_rows(rounds: int, n: int = 300) -> list[Row]:
         Row(
             "one rewrite of completed_tasks.json + current_state.md, 10 / 10,000 entries",
             f"{ms(few_rewrite)} / {ms(many_rewrite)}",
-            f"at most one per {journal.PUBLISH_S:g} s, however many tasks finish meanwhile",
+            f"at most one per {context.PUBLISH_S:g} s, however many tasks finish meanwhile",
             True,
         ),
     ]

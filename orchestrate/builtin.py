@@ -11,9 +11,11 @@ from orchestrate.core.config import Config
 from orchestrate.core.extension import Extension
 
 
-def extensions(cfg: Config) -> list[Extension]:
-    """What this configuration turns on, in the order the head calls them at each step."""
-    from orchestrate.journal import Journal
+def extensions(cfg: Config, until_idle: bool = False) -> list[Extension]:
+    """What this configuration turns on, in the order the head calls them at each step;
+    `until_idle` for `orchestrate run`, which ends once nothing is left that can run."""
+    from orchestrate.context import Context, Journal
+    from orchestrate.slots import Slots
     from orchestrate.workspace.changes import Changes
     from orchestrate.workspace.checks import Checks
     from orchestrate.workspace.git import Project
@@ -22,11 +24,15 @@ def extensions(cfg: Config) -> list[Extension]:
 
     project = Project(cfg)
     worktrees = Worktrees(project)
-    found: list[Extension] = [worktrees, Changes(project), Checks()]
+    found: list[Extension] = [Slots(), worktrees, Changes(project), Checks()]
     if cfg.workspace.merge == "auto":
         found.append(AutoMerge(project, worktrees))
-    if cfg.context.update_on_completion:
-        found.append(Journal(cfg))
+    journal = Journal(cfg) if cfg.context.update_on_completion else None
+    found += [Context(cfg, journal), *([journal] if journal else [])]
+    if until_idle:
+        from orchestrate.until_idle import UntilIdle
+
+        found.append(UntilIdle())
     if cfg.dashboard.port:  # imported only then; it reads the queue on connections of its own
         from orchestrate.dashboard.serving import Serving
 
@@ -36,3 +42,20 @@ def extensions(cfg: Config) -> list[Extension]:
 
 def adapters(cfg: Config) -> Mapping[str, Any]:
     return agents.adapters({a.type for a in cfg.agents})
+
+
+def serve(cfg: Config, until_idle: bool = False) -> int:
+    """Run a head node in this process, with the built-ins the configuration turns on, until it
+    stops; its exit status."""
+    import asyncio
+    import logging
+    import os
+    import sys
+
+    from orchestrate.core.head import Head
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if sys.version_info < (3, 12) and hasattr(os, "pidfd_open"):
+        # 3.12 does this itself; the default before it starts a thread per agent to wait for it
+        asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
+    return asyncio.run(Head(cfg, extensions(cfg, until_idle), adapters(cfg)).run())

@@ -13,7 +13,7 @@ from orchestrate.core.agent import Result
 from orchestrate.core.attempt import BACKOFF_MAX_S, COOLING_S, Attempt, Verdict, backoff, decide
 from orchestrate.core.distributor import Slot
 from orchestrate.core.errors import InvalidTransition
-from orchestrate.core.states import Event, Outcome, Status, Stop
+from orchestrate.core.states import Event, Status, Stop
 from orchestrate.core.store import Task
 
 NOW = 1_000_000.0
@@ -36,7 +36,7 @@ def verdict(
     rss_mb: float | None = None,
     **how: Any,
 ) -> Verdict:
-    """decide() on an attempt that ended `how` (stopped=, failure=, crashed=, unavailable=, timeout=)."""
+    """decide() on an attempt that ended `how` (stopped=, failure=, unavailable=, timeout=)."""
     cfg = configfile.parse(
         {"task_queue": {"retry_delay_seconds": delay}, "performance": {"max_memory_mb": 4096}},
         "config.yaml",
@@ -60,17 +60,12 @@ def verdict(
 
 
 def test_a_clean_run_completes() -> None:
-    assert verdict(OK) == Verdict(Event.COMPLETE, Outcome.COMPLETED)
+    assert verdict(OK) == Verdict(Event.COMPLETE)
 
 
 def test_a_failure_with_retries_left_is_retried_after_a_doubling_backoff() -> None:
     first = verdict(FAILED, attempts=0)
-    assert (first.event, first.outcome, first.error, first.spent) == (
-        Event.RETRY_LATER,
-        Outcome.FAILED,
-        "exited 1: boom",
-        True,
-    )
+    assert (first.event, first.error, first.spent) == (Event.RETRY_LATER, "exited 1: boom", True)
     assert first.not_before == NOW + 10
     assert verdict(FAILED, attempts=1).not_before == NOW + 20
 
@@ -82,55 +77,57 @@ def test_the_backoff_is_capped_however_many_attempts_or_however_long_the_delay()
 
 
 def test_a_failure_with_no_retries_left_fails_for_good() -> None:
-    assert verdict(FAILED, attempts=2, max_retries=2) == Verdict(Event.FAIL, Outcome.FAILED, "exited 1: boom")
+    assert verdict(FAILED, attempts=2, max_retries=2) == Verdict(Event.FAIL, "exited 1: boom")
     assert verdict(FAILED, max_retries=0).event is Event.FAIL
 
 
 def test_a_failed_check_fails_an_agent_that_succeeded() -> None:
     failure = "verify `pytest` failed (exit 1):\n1 failed"
-    assert verdict(OK, max_retries=0, failure=failure) == Verdict(Event.FAIL, Outcome.FAILED, failure)
+    assert verdict(OK, max_retries=0, failure=failure) == Verdict(Event.FAIL, failure)
 
 
 def test_a_rate_limit_cools_the_agent_and_spends_nothing() -> None:
     named = verdict(FAILED._replace(limited_until=NOW + 300))
-    assert named == Verdict(Event.REQUEUE, Outcome.RATE_LIMITED, "exited 1: boom", spent=False, cooling_until=NOW + 300)
+    assert named == Verdict(Event.REQUEUE, "exited 1: boom", spent=False, cooling_until=NOW + 300)
     assert verdict(FAILED._replace(limited_until=0.0)).cooling_until == NOW + COOLING_S
     assert verdict(FAILED._replace(limited_until=NOW - 50)).cooling_until == NOW + 1  # a reset in the past
 
 
 def test_a_limit_reported_by_a_run_that_was_also_stopped_or_failed_a_check_is_that_outcome() -> None:
     limited = FAILED._replace(limited_until=0.0)
-    assert verdict(limited, stopped=Stop.TIMEOUT, timeout=60).outcome is Outcome.TIMEOUT
-    assert verdict(limited, failure="setup failed").outcome is Outcome.FAILED
+    assert verdict(limited, stopped=Stop.TIMEOUT, timeout=60) == Verdict(
+        Event.RETRY_LATER, "timed out after 60 s", not_before=NOW + 10
+    )
+    assert verdict(limited, failure="setup failed").error == "setup failed"
 
 
 def test_a_timeout_is_a_failed_attempt_that_says_so() -> None:
     v = verdict(OK, stopped=Stop.TIMEOUT, timeout=90)
-    assert (v.event, v.outcome, v.error) == (Event.RETRY_LATER, Outcome.TIMEOUT, "timed out after 90 s")
+    assert (v.event, v.error, v.cooling_until) == (Event.RETRY_LATER, "timed out after 90 s", None)
 
 
 def test_memory_over_the_limit_is_a_failed_attempt_that_says_how_much() -> None:
     v = verdict(OK, max_retries=0, rss_mb=5000.4, stopped=Stop.MEMORY)
-    assert (v.event, v.outcome) == (Event.FAIL, Outcome.MEMORY)
+    assert v.event is Event.FAIL
     assert v.error == "used 5000 MB, over performance.max_memory_mb (4096)"
 
 
 def test_a_stop_requeues_without_spending_an_attempt() -> None:
-    assert verdict(FAILED, stopped=Stop.STOPPED) == Verdict(Event.REQUEUE, Outcome.STOPPED, spent=False)
+    assert verdict(FAILED, stopped=Stop.STOPPED) == Verdict(Event.REQUEUE, spent=False)
 
 
 def test_a_cancel_records_nothing() -> None:
-    assert verdict(OK, stopped=Stop.CANCELLED) == Verdict(None, Outcome.CANCELLED, spent=False)
+    assert verdict(OK, stopped=Stop.CANCELLED) == Verdict(None, spent=False)
 
 
 def test_an_agent_that_cannot_start_requeues_unspent() -> None:
     v = verdict(Result(False, "", "cannot run 'claude': No such file"), unavailable=True)
-    assert (v.event, v.outcome, v.spent) == (Event.REQUEUE, Outcome.ERROR, False)
+    assert (v.event, v.error, v.spent) == (Event.REQUEUE, "cannot run 'claude': No such file", False)
 
 
 def test_orchestrate_failing_is_a_spent_attempt_marked_as_its_error() -> None:
-    v = verdict(FAILED, max_retries=0, failure="orchestrate could not run it: OSError()", crashed=True)
-    assert (v.event, v.outcome, v.error) == (Event.FAIL, Outcome.ERROR, "orchestrate could not run it: OSError()")
+    v = verdict(FAILED, max_retries=0, failure="orchestrate could not run it: OSError()")
+    assert (v.event, v.error, v.spent) == (Event.FAIL, "orchestrate could not run it: OSError()", True)
 
 
 @pytest.mark.parametrize(

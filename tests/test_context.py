@@ -12,9 +12,15 @@ import pytest
 from conftest import orchestrate, wait_until
 from test_head import configure, ok, started, task, wait_for
 
-from orchestrate import api, configfile, journal
+from orchestrate import api, configfile, context
 from orchestrate.core import prompt, store
 from orchestrate.core.config import Config
+
+
+def prompt_of(t: store.Task, cfg: Config) -> tuple[str, list[str]]:
+    """The prompt the head builds for `t` with the shared context, and the notes for its log."""
+    found, notes = context.sections(t, cfg)
+    return prompt.prompt(t, cfg.root, found), notes
 
 
 def cfg_for(project: Path, **ctx: Any) -> Config:
@@ -41,7 +47,7 @@ def test_the_prompt_layout(project: Path) -> None:
     write(prompt.output_path(cfg, dep.id), "# task_001: make a plan\n\nThe plan: two modules.\n")
     write(project / "docs/api.md", "GET /users\n")
     [child] = add(project, api.NewTask("build it\nsecond line", depends_on=(dep.id,), context_files=("docs/api.md",)))
-    text, notes = prompt.prompt(child._replace(attempts=1, error="x" * 5000 + "the tail"), cfg)
+    text, notes = prompt_of(child._replace(attempts=1, error="x" * 5000 + "the tail"), cfg)
     assert notes == []
     expected = f"""# Task task_003
 
@@ -81,7 +87,7 @@ def test_large_files_are_named_and_the_whole_prompt_stays_bounded(project: Path)
     big = write(project / "big.md", "b" * 9000)
     smalls = [write(project / f"s{i}.md", f"{i}" * 3000) for i in range(5)]
     [t] = add(project, api.NewTask("t", context_files=("big.md", *(p.name for p in smalls))))
-    text, notes = prompt.prompt(t, cfg)
+    text, notes = prompt_of(t, cfg)
     assert [n for n in notes if "current_state.md" not in n] == [] and "b" * 100 not in text
     assert f"{big} (8 KB) is too large to include: read it there." in text
     inlined = [p for p in smalls if p.read_text() in text]
@@ -97,7 +103,7 @@ def test_a_missing_context_file_is_skipped_with_a_note(project: Path) -> None:
     write(project / "gone.md", "soon gone")
     [t] = add(project, api.NewTask("t", context_files=("gone.md",)))
     (project / "gone.md").unlink()
-    text, notes = prompt.prompt(t, cfg)
+    text, notes = prompt_of(t, cfg)
     assert "Context file gone.md" not in text and "soon gone" not in text
     assert any("project_overview.md" in n for n in notes)
     assert any(n.startswith(f"{project / 'gone.md'}:") and "left out" in n for n in notes)
@@ -106,26 +112,26 @@ def test_a_missing_context_file_is_skipped_with_a_note(project: Path) -> None:
 def test_the_block_is_replaced_and_the_rest_kept_byte_for_byte(project: Path) -> None:
     cfg = cfg_for(project)
     state = project / "context/current_state.md"
-    mine = "# Mine\r\nkeep\tthis \xe9\n\n" + journal.BEGIN + "\nold block\n" + journal.END + "\nafter \n"
+    mine = "# Mine\r\nkeep\tthis \xe9\n\n" + context.BEGIN + "\nold block\n" + context.END + "\nafter \n"
     state.parent.mkdir()
     state.write_bytes(mine.encode())
-    journal.write_state(cfg, journal.BEGIN + "\nnew\n" + journal.END)
+    context.write_state(cfg, context.BEGIN + "\nnew\n" + context.END)
     assert state.read_bytes() == mine.replace("old block", "new").encode()
     state.write_text("no markers yet")
-    journal.write_state(cfg, journal.BEGIN + "\nnew\n" + journal.END)
-    assert state.read_text() == f"no markers yet\n\n{journal.BEGIN}\nnew\n{journal.END}\n"
+    context.write_state(cfg, context.BEGIN + "\nnew\n" + context.END)
+    assert state.read_text() == f"no markers yet\n\n{context.BEGIN}\nnew\n{context.END}\n"
 
 
 def test_the_block_lists_recent_tasks_and_counts_the_rest() -> None:
     recent = [
-        journal.Line(7, "seven", "running", "claude-1", None, None),
-        journal.Line(5, "five", "completed", "codex-1", "context/agent_outputs/task_005_output.md", "Made it.\nMore"),
-        journal.Line(6, "six", "failed", "claude-2", "context/agent_outputs/task_006_output.md", "exited 1"),
-        journal.Line(8, "eight", "pending", None, None, None),
+        context.Line(7, "seven", "running", "claude-1", None, None),
+        context.Line(5, "five", "completed", "codex-1", "context/agent_outputs/task_005_output.md", "Made it.\nMore"),
+        context.Line(6, "six", "failed", "claude-2", "context/agent_outputs/task_006_output.md", "exited 1"),
+        context.Line(8, "eight", "pending", None, None, None),
     ]
     counts = {"pending": 3, "running": 1, "completed": 10, "failed": 1, "cancelled": 0}
-    block = journal.state_block(recent, counts).splitlines()
-    assert block[0] == journal.BEGIN and block[-1] == journal.END
+    block = context.state_block(recent, counts).splitlines()
+    assert block[0] == context.BEGIN and block[-1] == context.END
     items = [line for line in block if line.startswith("- [")]
     assert items == [
         "- [x] task_005 five (done; output in context/agent_outputs/task_005_output.md): Made it. More",
@@ -250,7 +256,7 @@ def test_readers_never_see_a_partial_file_during_200_completions(project: Path) 
                 entries = json.loads(completed.read_text())
                 assert isinstance(entries, list)
                 text = state.read_text()
-                assert text.count(journal.BEGIN) <= 1 and text.startswith("# Current state\n\nA person's notes.\n")
+                assert text.count(context.BEGIN) <= 1 and text.startswith("# Current state\n\nA person's notes.\n")
                 reads += 1
             except FileNotFoundError:
                 continue
@@ -267,7 +273,7 @@ def test_readers_never_see_a_partial_file_during_200_completions(project: Path) 
     assert problems == [] and reads > 0
     entries = json.loads((project / "context/completed_tasks.json").read_text())
     assert sorted(e["id"] for e in entries) == [store.task_name(i) for i in range(1, 201)]
-    block = state.read_text().split(journal.BEGIN)[1]
+    block = state.read_text().split(context.BEGIN)[1]
     assert "task_200 task 199 (done" in block and "Earlier tasks, not listed: 180 completed." in block
 
 
@@ -287,7 +293,7 @@ def test_a_person_editing_current_state_while_the_head_runs_keeps_their_edits(pr
     ok("stop")
     text = state.read_text()
     assert [line for line in text.splitlines() if line.startswith("note ")] == notes
-    assert text.count(journal.BEGIN) == text.count(journal.END) == 1
+    assert text.count(context.BEGIN) == text.count(context.END) == 1
     assert "task_060 task 59 (done" in text
 
 

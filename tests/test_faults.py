@@ -18,7 +18,7 @@ import pytest
 from conftest import alive, orchestrate, wait_until
 from test_head import configure, finished_ok, head_pid, no_agent_left, ok, started, status, task
 
-from orchestrate import api, configfile
+from orchestrate import api, builtin, configfile
 from orchestrate.core import attempt, head
 
 
@@ -171,10 +171,9 @@ async def test_an_unexpected_error_is_a_failed_attempt_not_a_hot_loop(
         calls += 1
         raise RuntimeError("a bug in the head")
 
-    monkeypatch.setattr(attempt, "_steps", broken)
-    runner = head.Head(configfile.load(project / "config.yaml"))
-    runner.until_idle = True
-    assert await runner.run() == 1
+    monkeypatch.setattr(attempt, "_run_agent", broken)
+    cfg = configfile.load(project / "config.yaml")
+    assert await head.Head(cfg, builtin.extensions(cfg, until_idle=True)).run() == 1
     with api.opened(project / "tasks.db") as conn:
         failed = api.get_task(conn, 1)
     assert (failed.status, failed.attempts, calls) == ("failed", 3, 3)

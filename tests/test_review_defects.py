@@ -5,6 +5,7 @@ Only conftest and the standard library are imported: the package's module layout
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -199,10 +200,9 @@ def test_a_cancel_during_stop_wait_is_honoured(project: Path, fakes: Path) -> No
         assert stopper.stdout is not None
         stopper.stdout.readline()  # "stopping once the running tasks finish..." comes just before the signal
         head_log = project / ".orchestrate/head.log"
-        try:  # the old head logs that it drains; a new one may not, so this wait is bounded and optional
+        # the old head logs that it drains; a new one may not, so this wait is bounded and optional
+        with contextlib.suppress(AssertionError):
             wait_until(lambda: "stopping" in head_log.read_text(errors="replace"), timeout=3)
-        except AssertionError:
-            pass
         assert stopper.poll() is None, "stop --wait returned while a 30 s task ran"
         ok("cancel", "1")
         wait_until(lambda: not running(pid), timeout=10, message="the cancelled agent to die during stop --wait")
@@ -233,10 +233,8 @@ def test_a_missing_working_directory_is_not_a_missing_agent(
     finally:  # the fixture's teardown looks for the head in the test's directory, not in webapp_pkg
         pid_file = sub / ".orchestrate/head.pid"
         if pid_file.exists():
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 os.kill(int(pid_file.read_text()), signal.SIGKILL)
-            except (OSError, ValueError):
-                pass
 
 
 def _missing_directory(sub: Path) -> None:
@@ -288,8 +286,7 @@ def test_a_cancel_during_verification_is_not_written_up_as_completed(project: Pa
     ok("start")
     ok("add", "change the readme")
     pid = wait_until(
-        lambda: marker.exists() and marker.read_text().strip() and int(marker.read_text()),
-        message="the check to start",
+        lambda: marker.exists() and marker.read_text().strip() and int(marker.read_text()), message="the check to start"
     )
     ok("cancel", "1")
     wait_until(lambda: not running(pid), timeout=10, message="the check to end")
@@ -346,10 +343,8 @@ def test_stop_has_a_deadline_for_a_head_that_does_not_exit(project: Path, fakes:
         if result.returncode:
             assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 # --- 10 ------------------------------------------------------------------------------------------

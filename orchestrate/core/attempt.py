@@ -23,7 +23,7 @@ from orchestrate.core.config import Config
 from orchestrate.core.distributor import Slot
 from orchestrate.core.errors import AgentUnavailable, OrchestrateError
 from orchestrate.core.prompt import output, output_path, prompt, write_aside
-from orchestrate.core.states import TRANSITIONS, Event, Outcome, Stop
+from orchestrate.core.states import TRANSITIONS, Event, Stop
 from orchestrate.core.store import Task
 
 if TYPE_CHECKING:
@@ -38,7 +38,6 @@ RECORDED = ("agent", "attempts", "error", "finished_at", "cost_usd", "input_toke
 
 class Verdict(NamedTuple):
     event: Event | None  # None: nothing to record (cancelled: the row already says so)
-    outcome: Outcome
     error: str | None = None
     spent: bool = True  # counts as one of the task's attempts
     not_before: float = 0.0  # when a retry may be claimed
@@ -58,11 +57,10 @@ class Attempt:
     timeout: float  # the agent's limit, in seconds
     cwd: Path  # where the agent runs: the project directory unless an extension says otherwise
     worktree: Path | None = None  # set by the worktree extension
-    edits: dict[Path, Callable[[str], str]] = field(default_factory=dict)  # see prompt.prompt
+    sections: list[str] = field(default_factory=list)  # the prompt's, after the task's own (the shared context)
     result: Result = Result(False, "", "the agent did not run")  # noqa: RUF009 (immutable)
     stopped: Stop | None = None
     failure: str | None = None  # what failed around the agent: its workspace, a check, a commit
-    crashed: bool = False  # orchestrate itself could not run it
     unavailable: bool = False  # the agent's program cannot be started: not the task's fault
     changes: list[str] | None = None  # what git says the attempt changed; None: not a repository
     checks: list[str] = field(default_factory=list)  # each check's outcome, for the output file
@@ -96,31 +94,25 @@ def decide(attempt: Attempt, now: float) -> Verdict:
     """What became of `attempt`: a pure function of the attempt (its task, how its agent ended) and the clock."""
     result, stopped, task = attempt.result, attempt.stopped, attempt.task
     if stopped is Stop.CANCELLED:
-        return Verdict(None, Outcome.CANCELLED, spent=False)
-    if stopped is Stop.STOPPED:
-        return Verdict(Event.REQUEUE, Outcome.STOPPED, spent=False)
-    if attempt.unavailable:
-        return Verdict(Event.REQUEUE, Outcome.ERROR, result.error, spent=False)
+        return Verdict(None, spent=False)
+    if stopped is Stop.STOPPED or attempt.unavailable:  # not the task's doing
+        return Verdict(Event.REQUEUE, result.error if attempt.unavailable else None, spent=False)
     if (until := result.limited_until) is not None and not attempt.over:
         reset = max(until, now + 1) if until else now + COOLING_S
-        return Verdict(Event.REQUEUE, Outcome.RATE_LIMITED, result.error, spent=False, cooling_until=reset)
-    error: str | None
+        return Verdict(Event.REQUEUE, result.error, spent=False, cooling_until=reset)
+    limit = attempt.cfg.performance.max_memory_mb
     if stopped is Stop.TIMEOUT:
-        outcome, error = Outcome.TIMEOUT, f"timed out after {attempt.timeout:g} s"
+        error: str | None = f"timed out after {attempt.timeout:g} s"
     elif stopped is Stop.MEMORY:
-        limit = attempt.cfg.performance.max_memory_mb
-        outcome, error = (
-            Outcome.MEMORY,
-            f"used {attempt.slot.rss_mb or 0:.0f} MB, over performance.max_memory_mb ({limit})",
-        )
-    elif attempt.failure is not None or not result.ok:
-        outcome, error = Outcome.ERROR if attempt.crashed else Outcome.FAILED, attempt.failure or result.error
+        error = f"used {attempt.slot.rss_mb or 0:.0f} MB, over performance.max_memory_mb ({limit})"
+    elif attempt.failure is None and result.ok:
+        return Verdict(Event.COMPLETE)
     else:
-        return Verdict(Event.COMPLETE, Outcome.COMPLETED)
+        error = attempt.failure or result.error
     if task.attempts + 1 > task.max_retries:
-        return Verdict(Event.FAIL, outcome, error)
+        return Verdict(Event.FAIL, error)
     wait = backoff(attempt.cfg.task_queue.retry_delay_seconds, task.attempts + 1)
-    return Verdict(Event.RETRY_LATER, outcome, error, not_before=now + wait)
+    return Verdict(Event.RETRY_LATER, error, not_before=now + wait)
 
 
 async def work(head: Head, slot: Slot, task: Task) -> None:
@@ -130,9 +122,8 @@ async def work(head: Head, slot: Slot, task: Task) -> None:
     env = {**os.environ, **agent.env, process.QUEUE_VAR: str(head.db), process.TASK_VAR: task.name}
     with process.Log(cfg.root / str(task.log_file), head.once) as out:  # the claim set log_file
         attempt = Attempt(task, slot, cfg, out, env, lambda: head.current(task), timeout, cfg.root)
-        out.write(
-            f"=== orchestrate: attempt {task.attempts + 1} on {slot.id} at {time.strftime('%F %T')} ===\n".encode()
-        )
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        out.write(f"=== orchestrate: attempt {task.attempts + 1} on {slot.id} at {stamp} ===\n".encode())
         try:
             for ext in head.extensions:
                 await ext.workdir(attempt)
@@ -145,15 +136,13 @@ async def work(head: Head, slot: Slot, task: Task) -> None:
                 await ext.after(attempt)
         except Exception as exc:  # a bug, or the machine: a failed attempt, so it cannot loop hot
             log.exception("%s: orchestrate could not run it", task.name)
-            attempt.crashed = True
             attempt.fail(f"orchestrate could not run it: {exc!r}; see the head's log")
         await _settle(head, attempt)
 
 
 async def _run_agent(head: Head, attempt: Attempt, adapter: Adapter) -> None:
     task, agent = attempt.task, attempt.slot.agent
-    text, notes = prompt(task, attempt.cfg, attempt.cwd, attempt.edits)
-    attempt.log.write("".join(f"=== orchestrate: {note} ===\n" for note in notes).encode())
+    text = prompt(task, attempt.cwd, attempt.sections)
     on_stdin = adapter.prompt_on_stdin(agent.command, text)
     reader, argv = adapter.Reader(agent), adapter.argv(agent.command, None if on_stdin else text)
     try:
@@ -179,13 +168,10 @@ async def _settle(head: Head, attempt: Attempt) -> None:
     if until := verdict.cooling_until:
         head.distributor.cooling[slot.agent.name] = until
         log.warning("%s: %s hit a rate limit; cooling until %s", task.name, slot.agent.name, time.ctime(until))
-    slot.cost_usd += attempt.result.cost_usd or 0
     if verdict.event is not None:
         attempt.recorded = await _record(head, attempt, verdict)
-    if attempt.recorded and verdict.spent:
-        slot.tasks_done += 1
-        head.failures += verdict.event is Event.FAIL
-    shown = verdict.outcome if attempt.recorded or verdict.event is None else "not recorded: its claim moved on"
+    head.failures += bool(attempt.recorded) and verdict.event is Event.FAIL
+    shown = "cancelled" if verdict.event is None else verdict.event if attempt.recorded else "its claim moved on"
     log.info("%s: %s on %s%s", task.name, shown, slot.id, f": {verdict.error}" if verdict.error else "")
     for ext in head.extensions:
         await ext.settled(attempt)

@@ -33,5 +33,11 @@ class Extension:
     async def settled(self, attempt: Attempt) -> None:
         """The attempt is recorded (`attempt.recorded`), or its claim had moved on; tidy, publish."""
 
+    async def beat(self) -> None:
+        """Once a second while the head runs, after its own heartbeat."""
+
+    async def idle(self) -> None:
+        """Nothing runs, and nothing more could be claimed this round."""
+
     async def stopping(self) -> None:
         """Every attempt has settled and the head is about to exit: write what is left, close."""

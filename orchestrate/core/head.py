@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import sqlite3
-import sys
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -34,8 +33,6 @@ WATCH_S = 0.05  # how often the head looks for another process's commit (add, ca
 
 
 class Head:
-    until_idle = False  # `orchestrate run`: return once nothing is left that can run
-
     def __init__(self, cfg: Config, extensions: Iterable[Extension] = (), adapters: Mapping[str, Any] = {}) -> None:
         self.cfg, self.extensions, self.now = cfg, tuple(extensions), time.time
         self.adapters: dict[str, Any] = {"command": command, **adapters}  # each an Adapter (core/agent.py)
@@ -52,23 +49,23 @@ class Head:
         return {s.task.id: s for s in self.distributor.slots if s.task}
 
     async def run(self) -> int:
-        """Work the queue until stopped (or, with until_idle, until nothing is left): the exit status."""
+        """Work the queue until stopped: the exit status, 1 if any task failed for good."""
         lock, pid_file = _lock(self.db), self.cfg.runtime_dir / "head.pid"
         self.cfg.runtime_dir.mkdir(parents=True, exist_ok=True)
-        (self.cfg.runtime_dir / ".gitignore").write_text("*\n")  # runtime files, worktrees: none is the project's
         self.queue = await Queue.open(self.db)
         self.queue.logs = self.relative(self.cfg.runtime_dir / "logs")  # as the task rows name the agents' logs
         try:
             await self._start(pid_file)
-            beat = asyncio.ensure_future(self._heartbeat())
+            beat = asyncio.ensure_future(self._heartbeat())  # cancelled by asyncio.run at the end
             try:
                 await self._loop()
             finally:
                 await asyncio.gather(*(s.work for s in self.busy.values() if s.work), return_exceptions=True)
                 beat.cancel()
-                await asyncio.gather(beat, return_exceptions=True)
-                await self._finish()
-            return 1 if self.failures or (self.until_idle and await self.queue.pending()) else 0
+                await self.sweep()
+                with contextlib.suppress(QueueBusy, sqlite3.Error):  # unwritable: the next head recovers it
+                    await self.queue.unregister()
+            return 1 if self.failures else 0
         finally:
             for ext in reversed(self.started):
                 try:
@@ -78,27 +75,20 @@ class Head:
             pid_file.unlink(missing_ok=True)
             await self.queue.close()
             os.close(lock)
+            log.info("head %d stopped", os.getpid())
 
     async def _start(self, pid_file: Path) -> None:
         await self.sweep()  # a dead head's agents die before their tasks are handed out again
-        for name, why in self.distributor.missing().items():
-            self.unavailable(name, why)
         for ext in self.extensions:  # before registering: an extension that cannot start fails the start
             self.started.append(ext)
             await ext.started(self)
-        log_file = str(self.cfg.runtime_dir / "head.log")
-        if recovered := await self.queue.register(os.getpid(), log_file, self.distributor.rows(self.now()), self.now()):
+        log_file, now = str(self.cfg.runtime_dir / "head.log"), self.now()
+        if recovered := await self.queue.register(os.getpid(), log_file, now):
             log.info("%d task(s) left running by a head that died are pending again", recovered)
         pid_file.write_text(f"{os.getpid()}\n")
         log.info("head %d on %s: %s", os.getpid(), self.db, ", ".join(s.id for s in self.distributor.slots))
         for sig, how in ((signal.SIGTERM, "now"), (signal.SIGINT, "now"), (signal.SIGUSR1, "drain")):
             asyncio.get_running_loop().add_signal_handler(sig, self.stop, how)
-
-    async def _finish(self) -> None:
-        await self.sweep()
-        with contextlib.suppress(QueueBusy, sqlite3.Error):  # a queue that cannot be written: the next head recovers
-            await self.queue.unregister()
-        log.info("head %d stopped", os.getpid())
 
     def stop(self, how: str) -> None:
         """Stop claiming; "now" interrupts running agents (their tasks go back to pending), "drain" waits."""
@@ -116,8 +106,8 @@ class Head:
                     await self._fill()
                 except QueueBusy as exc:  # another process holds the queue; claim again on the next round
                     log.warning("cannot claim: %s", exc)
-                if self.until_idle and not self.busy and not await self._can_progress():
-                    return
+                for ext in self.extensions if not self.busy else ():
+                    await ext.idle()
             deadline = time.monotonic() + 1.0  # also re-check backoffs, cooling and aging now and then
             while not self.wake.is_set() and time.monotonic() < deadline:
                 with contextlib.suppress(TimeoutError):
@@ -135,13 +125,6 @@ class Head:
             if slot := self.busy.get(task_id):
                 slot.interrupt(Stop.CANCELLED)
 
-    async def _can_progress(self) -> bool:
-        if all(s.agent.name in self.distributor.unavailable for s in self.distributor.slots):
-            log.error("no agent can run: every configured agent is unavailable")
-            self.failures += 1
-            return False
-        return await self.queue.runnable() > 0
-
     async def _fill(self) -> None:
         nothing_for: set[str] = set()  # agents that found no task they may run, this round
         while not self.stopping:
@@ -152,7 +135,7 @@ class Head:
             if (task := await self.queue.claim(slot.id, slot.takes, known, self.now(), busy)) is None:
                 nothing_for.add(slot.agent.name)
                 continue
-            slot.task, slot.since, slot.stop = task, self.now(), asyncio.get_running_loop().create_future()
+            slot.task, slot.stop = task, asyncio.get_running_loop().create_future()
             slot.work = asyncio.ensure_future(self._work(slot, task))
 
     async def _work(self, slot: Slot, task: Task) -> None:
@@ -214,7 +197,9 @@ class Head:
             try:
                 await self.sweep()
                 running = [(s.task.id, s.task.claim, s.pid) for s in self.distributor.slots if s.task]
-                await self.queue.heartbeat(self.now(), running, self.distributor.rows(self.now()))
+                await self.queue.heartbeat(self.now(), running)
+                for ext in self.extensions:
+                    await ext.beat()
             except QueueBusy as exc:
                 log.warning("heartbeat: %s", exc)
             except Exception:  # a bug: say so, and beat again
@@ -235,14 +220,3 @@ def _lock(db: Path) -> int:
         os.close(fd)
         raise OrchestrateError(f"a head is already running on {db}; `orchestrate stop` stops it") from None
     return fd
-
-
-def serve(cfg: Config, extensions: Iterable[Extension], adapters: Mapping[str, Any], until_idle: bool) -> int:
-    """Run a head node in this process until it stops; its exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if sys.version_info < (3, 12) and hasattr(os, "pidfd_open"):
-        # 3.12 does this itself; the default before it starts a thread per agent to wait for it
-        asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
-    head = Head(cfg, extensions, adapters)
-    head.until_idle = until_idle
-    return asyncio.run(head.run())

@@ -19,6 +19,7 @@ from orchestrate.core.states import Stop
 QUEUE_VAR, TASK_VAR = "ORCHESTRATE_QUEUE", "ORCHESTRATE_TASK"
 TASK_KEY = f"{TASK_VAR}=".encode()
 LINE_MAX = 16_000_000  # a longer line is logged in full but not parsed
+PIPE = asyncio.subprocess.PIPE
 DRAIN_S = 5.0  # after exit, how long a pipe held open by a stray may delay the end of a run
 
 
@@ -72,15 +73,10 @@ async def run(
 ) -> tuple[int, Stop | None]:
     """Run a process to its end: (exit code, why it was stopped: timeout or `stop`'s reason, or None)."""
     cwd, log, stop = ctx.cwd, ctx.log, ctx.stop
-    try:
+    feed = PIPE if stdin is not None else asyncio.subprocess.DEVNULL
+    try:  # a session of its own: its whole process group can be signalled
         proc = await asyncio.create_subprocess_exec(
-            *argv,
-            cwd=cwd,
-            env=ctx.env,
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
+            *argv, cwd=cwd, env=ctx.env, stdin=feed, stdout=PIPE, stderr=PIPE, start_new_session=True
         )
     except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
         if exc.filename == cwd:  # the child could not enter it: the program may be fine

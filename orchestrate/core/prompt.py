@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from orchestrate.core.config import Config
 from orchestrate.core.store import Task, task_name
 
 ERROR_TAIL = 2000  # characters of the previous attempt's error given to a retry
-OVERVIEW, STATE = "project_overview.md", "current_state.md"
 INSTRUCTIONS = """\
 You are working in {cwd}. Do what the task asks there; other agents may be working on other tasks
 in this project at the same time. The sections below are the project's shared context. When you
@@ -23,40 +21,13 @@ def output_path(cfg: Config, task_id: int) -> Path:
     return cfg.context.directory / "agent_outputs" / f"{task_name(task_id)}_output.md"
 
 
-def prompt(
-    task: Task, cfg: Config, cwd: Path | None = None, edits: Mapping[Path, Callable[[str], str]] | None = None
-) -> tuple[str, list[str]]:
-    """The prompt for one attempt at `task`, and notes for its log about context left out.
-
-    `edits` change a context file's text on its way into the prompt: an extension that keeps a
-    file knows newer text than the disk holds.
-    """
-    where = cfg.context.directory
-    files = [(f"Project overview ({OVERVIEW})", where / OVERVIEW), (f"Current state ({STATE})", where / STATE)]
-    files += [(f"Output of {task_name(d)}, which this task builds on", output_path(cfg, d)) for d in task.depends_on]
-    files += [(f"Context file {name}", cfg.root / name) for name in task.context_files]
-    sections = [f"# Task {task.name}\n\n{task.description}", INSTRUCTIONS.format(cwd=cwd or cfg.root)]
-    notes, room = [], cfg.context.prompt_max_kb * 1024
-    for title, path in files:
-        try:
-            size = path.stat().st_size
-            if size <= min(cfg.context.inline_max_kb * 1024, room):
-                text = path.read_bytes()[:size].decode(errors="replace")
-                text = (edits[path](text) if edits and path in edits else text).strip()
-                sections.append(f"## {title}\n\n{text}")
-                room -= size
-            else:  # bounded whatever accumulates: the agent can open the file itself
-                sections.append(f"## {title}\n\n{path} ({size // 1024} KB) is too large to include: read it there.")
-        except OSError as exc:
-            notes.append(f"{path}: {exc.strerror}; left out of the prompt")
+def prompt(task: Task, cwd: Path, sections: Sequence[str] = ()) -> str:
+    """The prompt for one attempt at `task`: what to do and where, the sections extensions add
+    (the shared context), and on a retry what went wrong the time before."""
+    parts = [f"# Task {task.name}\n\n{task.description}", INSTRUCTIONS.format(cwd=cwd), *sections]
     if task.attempts and task.error:
-        sections.append(f"## The previous attempt failed\n\n{task.error[-ERROR_TAIL:]}")
-    return "\n\n".join(sections) + "\n", notes
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same directory and a rename: readers never see half a file."""
-    os.replace(write_aside(path, text), path)
+        parts.append(f"## The previous attempt failed\n\n{task.error[-ERROR_TAIL:]}")
+    return "\n\n".join(parts) + "\n"
 
 
 def write_aside(path: Path, text: str) -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,18 +20,16 @@ from orchestrate.core.states import TRANSITIONS, Event, Status, allowed, sql_lis
 T = TypeVar("T")
 AGING_S = 30 * 60  # a low task waiting this long is claimed as a normal one
 LOOP_BUSY_MS = 20  # how long a statement on the event loop may wait for another writer
+BUSY_RETRY_S = 0.05  # then how long it gives the loop back before trying again
 LOG_DIR = ".orchestrate/logs"  # relative to the project, where the head writes agents' output
-PUT_SLOT = """INSERT OR REPLACE INTO agents (state, note, task_id, pid, rss_mb, since, tasks_done, cost_usd, id, type)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""  # the order of Distributor.rows()
-UNREGISTER = (("DELETE FROM head", ()), ("DELETE FROM agents", ()))
 
 
 class Queue:
     """The queue as the head uses it: one connection, and each call one transaction.
 
     Statements run on the event loop itself: they take microseconds, while a hop to a worker
-    thread costs a millisecond when the machine is busy starting agents. Only when another
-    process holds the write lock does a call wait for it in a thread, so the loop stays free.
+    thread costs a millisecond when the machine is busy starting agents. When another process
+    holds the write lock, a call gives the loop back and tries again, for up to the busy timeout.
     """
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -49,26 +48,19 @@ class Queue:
         self.conn.close()
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        deadline = time.monotonic() + store.BUSY_TIMEOUT_S
         async with self.lock:
-            try:
-                return work(self.conn)
-            except sqlite3.OperationalError as exc:
-                if not store.is_busy(exc):
-                    raise
-            return await asyncio.to_thread(self._wait_and_run, work)
+            while True:
+                try:
+                    return work(self.conn)
+                except sqlite3.OperationalError as exc:
+                    if not store.is_busy(exc):
+                        raise
+                    if time.monotonic() > deadline:
+                        raise QueueBusy(f"the queue stayed locked for over {store.BUSY_TIMEOUT_S:g} s") from None
+                await asyncio.sleep(BUSY_RETRY_S)  # another process holds the write lock: the loop stays free
 
-    def _wait_and_run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        self.conn.execute(f"PRAGMA busy_timeout = {store.BUSY_TIMEOUT_S * 1000:.0f}")
-        try:
-            return work(self.conn)
-        except sqlite3.OperationalError as exc:
-            if store.is_busy(exc):
-                raise QueueBusy(f"the queue stayed locked for over {store.BUSY_TIMEOUT_S:g} s") from None
-            raise
-        finally:
-            self.conn.execute(f"PRAGMA busy_timeout = {LOOP_BUSY_MS}")
-
-    async def _write(self, *statements: tuple[str, Iterable[Any]]) -> list[Any]:
+    async def write(self, *statements: tuple[str, Iterable[Any]]) -> list[Any]:
         """Run statements in one BEGIN IMMEDIATE transaction; the rows of the last one."""
 
         def write(conn: sqlite3.Connection) -> list[Any]:
@@ -84,24 +76,24 @@ class Queue:
         """The rows of one statement: for extensions, which keep their queries to themselves."""
         return await self._run(lambda conn: conn.execute(sql, args).fetchall())
 
-    async def register(self, pid: int, log_file: str, slots: Iterable[tuple[Any, ...]], now: float) -> int:
+    async def register(self, pid: int, log_file: str, now: float) -> int:
         """Take over the queue: tasks a dead head left running go back to pending, unspent."""
         head = (pid, os.uname().nodename, now, now, log_file)
         recover = f"""UPDATE tasks SET status = '{Status.PENDING}', agent = NULL, pid = NULL, started_at = NULL
             WHERE status IN {sql_list(allowed(Event.REQUEUE))} RETURNING id"""
-        publish = [("INSERT INTO head VALUES (1, ?, ?, ?, ?, ?)", head), *((PUT_SLOT, s) for s in slots)]
-        return len(await self._write(*UNREGISTER, *publish, (recover, ())))
+        me = ("INSERT INTO head VALUES (1, ?, ?, ?, ?, ?)", head)
+        return len(await self.write(("DELETE FROM head", ()), me, (recover, ())))
 
     async def unregister(self) -> None:
-        await self._write(*UNREGISTER)
+        await self.write(("DELETE FROM head", ()))
 
-    async def heartbeat(self, now: float, running: Iterable[tuple[int, int, int | None]], slots: Iterable[Any]) -> None:
-        """Prove the head lives, note each run's agent pid (by task, claim, pid), publish the slots."""
+    async def heartbeat(self, now: float, running: Iterable[tuple[int, int, int | None]]) -> None:
+        """Prove the head lives, and note each run's agent pid (by task, claim, pid)."""
         pid = f"UPDATE tasks SET pid = ? WHERE id = ? AND claim = ? AND status = '{Status.RUNNING}'"
         aging = f"UPDATE tasks SET rank = 1 WHERE status = '{Status.PENDING}' AND rank = 2 AND created_at <= ?"
         pids = [(pid, (agent, task_id, claim)) for task_id, claim, agent in running]
         beat = ("UPDATE head SET heartbeat_at = ?", (now,))
-        await self._write(beat, *pids, (aging, (now - AGING_S,)), *((PUT_SLOT, s) for s in slots))
+        await self.write(beat, *pids, (aging, (now - AGING_S,)))
 
     async def claim(
         self, slot: str, takes: Collection[str], known: Collection[str], now: float, busy: Collection[int] = ()
@@ -124,7 +116,7 @@ class Queue:
                                   WHERE d.task_id = t.id AND p.status <> '{Status.COMPLETED}')
                 ORDER BY t.rank, t.id LIMIT 1)
             RETURNING {store.task_columns("tasks")}"""
-        rows = await self._write((sql, (Status.RUNNING, now, slot, self.logs, now, *takes, *known, *busy)))
+        rows = await self.write((sql, (Status.RUNNING, now, slot, self.logs, now, *takes, *known, *busy)))
         return store.task_from_row(rows[0]) if rows else None
 
     async def record(self, task_id: int, claim: int, event: Event, **fields: Any) -> bool:
@@ -132,7 +124,7 @@ class Queue:
         sources, target = TRANSITIONS[event]
         sets = ", ".join(f"{k} = ?" for k in ("status", *fields))
         sql = f"UPDATE tasks SET {sets} WHERE id = ? AND claim = ? AND status IN {sql_list(sources)} RETURNING id"
-        return bool(await self._write((sql, (target, *fields.values(), task_id, claim))))
+        return bool(await self.write((sql, (target, *fields.values(), task_id, claim))))
 
     async def positions(self, claims: dict[int, int]) -> set[int]:
         """Of the runs in `claims` (task id: claim), those whose row is no longer running on that claim."""
@@ -144,21 +136,6 @@ class Queue:
     async def data_version(self) -> int:
         """Changes whenever another connection commits: how the head notices `add` and `cancel`."""
         return int((await self.read("PRAGMA data_version"))[0][0])
-
-    async def pending(self) -> int:
-        return int((await self.read("SELECT n FROM task_counts WHERE status = ?", Status.PENDING))[0][0])
-
-    async def runnable(self) -> int:
-        """Pending tasks that can still run: none of their dependencies, however indirect, failed."""
-        rows = await self.read(
-            f"""WITH RECURSIVE stuck(id) AS (
-                   SELECT d.task_id FROM deps d JOIN tasks p ON p.id = d.depends_on
-                   WHERE p.status IN {sql_list((Status.FAILED, Status.CANCELLED))}
-                   UNION SELECT d.task_id FROM deps d JOIN stuck s ON d.depends_on = s.id)
-               SELECT count(*) FROM tasks WHERE status = ? AND id NOT IN stuck""",
-            Status.PENDING,
-        )
-        return int(rows[0][0])
 
 
 def _marks(items: Collection[Any]) -> str:

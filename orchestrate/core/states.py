@@ -32,21 +32,6 @@ class Stop(StrEnum):
     CANCELLED = "cancelled"  # a person cancelled it, or its row moved on from this claim
 
 
-class Outcome(StrEnum):
-    """How one run of an agent ended, as `show --json` lists runs."""
-
-    COMPLETED = "completed"
-    FAILED = "failed"
-    TIMEOUT = "timeout"
-    IDLE = "idle"
-    MEMORY = "memory"
-    RATE_LIMITED = "rate_limited"
-    AUTH = "auth"
-    STOPPED = "stopped"
-    CANCELLED = "cancelled"
-    ERROR = "error"  # orchestrate could not run it
-
-
 class Event(StrEnum):
     CLAIM = "claim"  # the head hands it to an agent slot
     COMPLETE = "complete"

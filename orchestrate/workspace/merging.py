@@ -9,7 +9,7 @@ from orchestrate.core.attempt import Attempt, Verdict
 from orchestrate.core.config import Config
 from orchestrate.core.extension import Extension
 from orchestrate.core.head import Head
-from orchestrate.core.states import Event, Outcome
+from orchestrate.core.states import Event
 from orchestrate.core.store import Task, task_branch
 from orchestrate.workspace import git
 from orchestrate.workspace.worktrees import Worktrees
@@ -49,7 +49,7 @@ class AutoMerge(Extension):
             try:
                 refused = await merge(attempt.cfg, self.repo, attempt.task)
             except Conflict as exc:  # a conflict needs a person: failed, not retried
-                attempt.verdict = Verdict(Event.FAIL, Outcome.FAILED, str(exc))
+                attempt.verdict = Verdict(Event.FAIL, str(exc))
                 return
         if refused:  # say a dirty checkout: the work is done and verified, only the merge waits
             attempt.notes.append(f"completed but not merged: {refused}")

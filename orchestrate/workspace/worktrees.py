@@ -10,7 +10,7 @@ from orchestrate.core.attempt import Attempt
 from orchestrate.core.config import Config
 from orchestrate.core.extension import Extension
 from orchestrate.core.head import Head
-from orchestrate.core.states import Outcome
+from orchestrate.core.states import Stop
 from orchestrate.core.store import Task, task_branch
 from orchestrate.workspace import git, shell
 from orchestrate.workspace.changes import diff
@@ -74,6 +74,7 @@ class Worktrees(Extension):
 
     async def started(self, head: Head) -> None:
         self.repo, self.log = await self.project.repository(), head.once
+        (head.cfg.runtime_dir / ".gitignore").write_text("*\n")  # logs, snapshots, worktrees: none is the project's
 
     async def workdir(self, attempt: Attempt) -> None:
         if (tree := worktree(attempt.cfg, attempt.task)) is None:
@@ -104,7 +105,7 @@ class Worktrees(Extension):
 
     async def settled(self, attempt: Attempt) -> None:
         """A cancelled task's worktree goes once its leftovers are committed; a merged one's too."""
-        if attempt.worktree and attempt.verdict and attempt.verdict.outcome is Outcome.CANCELLED:
+        if attempt.worktree and attempt.stopped is Stop.CANCELLED:
             await self.tidy(attempt)
 
     async def tidy(self, attempt: Attempt) -> None:

@@ -1,5 +1,5 @@
-"""The context journal: completed_tasks.json and orchestrate's block in current_state.md, kept by
-an extension of the head from what the queue records."""
+"""The shared context in context/: what of it each prompt carries, and what the head writes back
+(completed_tasks.json and orchestrate's block in current_state.md), kept from what the queue records."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from orchestrate.core.config import Config
 from orchestrate.core.errors import QueueBusy
 from orchestrate.core.extension import Extension
-from orchestrate.core.prompt import STATE, iso, write_atomic
+from orchestrate.core.prompt import iso, output_path, write_aside
 from orchestrate.core.states import FINISHED, Status, sql_list
 from orchestrate.core.store import SELECT_TASKS, STATES, Task, task_from_row, task_name
 
@@ -21,17 +22,61 @@ if TYPE_CHECKING:
     from orchestrate.core.attempt import Attempt
     from orchestrate.core.head import Head
 
-COMPLETED = "completed_tasks.json"
+OVERVIEW, STATE, COMPLETED = "project_overview.md", "current_state.md", "completed_tasks.json"
 BEGIN, END = "<!-- orchestrate:begin -->", "<!-- orchestrate:end -->"
 RECENT = 20  # tasks listed in current_state.md's block; earlier ones are counted
 PUBLISH_S = 0.5  # completed_tasks.json and current_state.md are rewritten at most this often
 RETRY_S = 5.0  # after a failed rewrite (a full disk, say), when to try again
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file in the same directory and a rename: readers never see half a file."""
+    os.replace(write_aside(path, text), path)
+
+
 def entry(task: Task) -> str:
     """The task's entry in completed_tasks.json."""
     fields = ("description", "status", "agent", "output_file")
     return json.dumps({"id": task.name, **{f: getattr(task, f) for f in fields}, "finished_at": iso(task.finished_at)})
+
+
+def sections(task: Task, cfg: Config, state: Callable[[str], str] | None = None) -> tuple[list[str], list[str]]:
+    """The prompt's context sections for `task`, and notes for its log about files left out.
+
+    `state` rewrites current_state.md's text on its way in: the journal knows a newer block
+    than the file holds until its next rewrite.
+    """
+    where = cfg.context.directory
+    files = [(f"Project overview ({OVERVIEW})", where / OVERVIEW), (f"Current state ({STATE})", where / STATE)]
+    files += [(f"Output of {task_name(d)}, which this task builds on", output_path(cfg, d)) for d in task.depends_on]
+    files += [(f"Context file {name}", cfg.root / name) for name in task.context_files]
+    found, notes, room = [], [], cfg.context.prompt_max_kb * 1024
+    for title, path in files:
+        try:
+            size = path.stat().st_size
+            if size <= min(cfg.context.inline_max_kb * 1024, room):
+                text = path.read_bytes()[:size].decode(errors="replace")
+                text = (state(text) if state and path == where / STATE else text).strip()
+                found.append(f"## {title}\n\n{text}")
+                room -= size
+            else:  # bounded whatever accumulates: the agent can open the file itself
+                found.append(f"## {title}\n\n{path} ({size // 1024} KB) is too large to include: read it there.")
+        except OSError as exc:
+            notes.append(f"{path}: {exc.strerror}; left out of the prompt")
+    return found, notes
+
+
+class Context(Extension):
+    """Each prompt carries the shared context; with `journal`, the head also keeps it up to date."""
+
+    def __init__(self, cfg: Config, journal: Journal | None) -> None:
+        self.cfg, self.journal = cfg, journal
+
+    async def before(self, attempt: Attempt) -> None:
+        block = await self.journal.fresh_block() if self.journal else None
+        found, notes = sections(attempt.task, self.cfg, (lambda text: with_block(text, block)) if block else None)
+        attempt.sections += found
+        attempt.log.write("".join(f"=== orchestrate: {note} ===\n" for note in notes).encode())
 
 
 class Journal(Extension):
@@ -57,10 +102,10 @@ class Journal(Extension):
         self.stale.set()
         self.keeper = asyncio.ensure_future(self.keep())
 
-    async def before(self, attempt: Attempt) -> None:
-        if self.stale.is_set():  # a task that finished a moment ago is in the prompt before the file is rewritten
-            block = await self.block()
-            attempt.edits[self.cfg.context.directory / STATE] = lambda text: with_block(text, block)
+    async def fresh_block(self) -> str | None:
+        """The newest block while current_state.md lags behind it: a task that finished a moment
+        ago is in the next prompt before the file is rewritten."""
+        return await self.block() if self.stale.is_set() else None
 
     async def settled(self, attempt: Attempt) -> None:
         if (done := attempt.recorded) is not None and done.status in FINISHED:

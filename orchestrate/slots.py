@@ -1,0 +1,77 @@
+"""The head's agent slots as `status`, `agents` and the dashboard read them: the agents table,
+rewritten by the head every second."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections import Counter, defaultdict
+from typing import Any
+
+from orchestrate.core.attempt import Attempt
+from orchestrate.core.distributor import Distributor, Slot
+from orchestrate.core.extension import Extension
+from orchestrate.core.head import Head
+
+PUT = """INSERT OR REPLACE INTO agents (id, type, state, note, task_id, pid, rss_mb, since, tasks_done, cost_usd)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+
+
+class Slots(Extension):
+    """Publishes each slot's state, current task and totals; an agent whose program is not
+    installed is unavailable from the start, rather than at its first task."""
+
+    def __init__(self) -> None:
+        self.done: Counter[str] = Counter()  # attempts settled, by slot
+        self.cost: defaultdict[str, float] = defaultdict(float)  # what they cost, by slot
+        self.since: dict[str, float] = {}  # when each busy slot's attempt began
+
+    async def started(self, head: Head) -> None:
+        self.head = head
+        for name, why in missing(head.distributor).items():
+            head.unavailable(name, why)
+        await head.queue.write(("DELETE FROM agents", ()), *self.rows())
+
+    async def workdir(self, attempt: Attempt) -> None:
+        self.since[attempt.slot.id] = self.head.now()
+
+    async def settled(self, attempt: Attempt) -> None:
+        self.cost[attempt.slot.id] += attempt.result.cost_usd or 0
+        self.done[attempt.slot.id] += bool(attempt.recorded and attempt.verdict and attempt.verdict.spent)
+
+    async def beat(self) -> None:
+        await self.head.queue.write(*self.rows())
+
+    async def stopping(self) -> None:
+        await self.head.queue.write(("DELETE FROM agents", ()))
+
+    def rows(self) -> list[tuple[str, tuple[Any, ...]]]:
+        now = self.head.now()
+        return [(PUT, (s.id, s.agent.type, *self.state(s, now), *self.facts(s))) for s in self.head.distributor.slots]
+
+    def state(self, slot: Slot, now: float) -> tuple[str, str | None]:
+        """The slot's state, and a note that explains it."""
+        name, distributor = slot.agent.name, self.head.distributor
+        if slot.task is not None:
+            return "busy", None
+        if name in distributor.unavailable:
+            return "unavailable", distributor.unavailable[name]
+        if (until := distributor.cooling.get(name, 0)) > now:
+            return "cooling", f"rate limited until {time.strftime('%H:%M:%S', time.localtime(until))}"
+        return "idle", None
+
+    def facts(self, s: Slot) -> tuple[Any, ...]:
+        since = self.since.get(s.id) if s.task else None
+        return (s.task and s.task.id, s.pid, s.rss_mb, since, self.done[s.id], self.cost[s.id])
+
+
+def missing(distributor: Distributor) -> dict[str, str]:
+    """Agents whose program is not installed, by name: why each cannot run."""
+    agents = {s.agent.name: s.agent for s in distributor.slots}.values()
+    path = os.environ.get("PATH")
+    return {
+        a.name: f"{a.command[0]!r} is not installed or not on PATH"
+        for a in agents
+        if shutil.which(a.command[0], path=a.env.get("PATH", path)) is None
+    }
