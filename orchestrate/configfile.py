@@ -216,6 +216,11 @@ def parse(data: dict[str, Any], label: str, root: Path, path: Path) -> Config:
     )
 
 
+def agent_names(cfg: Config) -> set[str]:
+    """Every value a task's preferred agent can match: entry names and adapter types."""
+    return {a.name for a in cfg.agents} | {a.type for a in cfg.agents}
+
+
 def is_loopback(host: str) -> bool:
     """Whether `host` only accepts connections from this machine."""
     if host in ("127.0.0.1", "localhost", "::1"):

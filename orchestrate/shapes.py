@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from orchestrate.api import Head, Slot, Worktrees
-from orchestrate.core.store import PRIORITY_NAMES, Task, task_name
+from orchestrate.core.store import PRIORITIES, Task, task_name
+
+PRIORITY_NAMES = {v: k for k, v in PRIORITIES.items()}
 
 
 def iso(ts: float | None) -> str | None:

@@ -98,7 +98,7 @@ def test_freely_named_entries_and_env() -> None:
     assert (fast.name, fast.type) == ("fast", "claude")
     assert fast.command == ("claude", "--dangerously-skip-permissions")
     assert dict(fast.env) == {"A": "1", "B": "2.5", "C": "text"}
-    assert cfg.agent_names() == {"fast", "claude"}
+    assert configfile.agent_names(cfg) == {"fast", "claude"}
 
 
 @pytest.mark.parametrize(

@@ -68,7 +68,7 @@ class Session:
     @cached_property
     def config(self) -> Config:
         loaded = configfile.load(self.config_path, required=self.explicit)
-        return loaded.with_database(self.db) if self.db else loaded
+        return loaded._replace(task_queue=loaded.task_queue._replace(database=self.db)) if self.db else loaded
 
     def queue(self, *, create: bool = True) -> Any:
         return api.opened(self.config.task_queue.database, create=create)

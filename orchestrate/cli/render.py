@@ -10,8 +10,8 @@ from typing import Any
 
 from orchestrate.api import Head, Slot, Worktrees
 from orchestrate.core.states import Status
-from orchestrate.core.store import PRIORITY_NAMES, Task, task_name
-from orchestrate.shapes import iso
+from orchestrate.core.store import Task, task_name
+from orchestrate.shapes import PRIORITY_NAMES, iso
 
 
 def duration(seconds: float) -> str:
@@ -57,6 +57,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: int | No
     return "\n".join(lines)
 
 
+def shown_status(task: Task) -> str:
+    """What the tables say of a task's state: pending with a dependency not completed is blocked."""
+    return "blocked" if task.blocked else task.status
+
+
 def task_agent(task: Task) -> str:
     """The slot that ran it, else the preferred agent in parentheses."""
     if task.agent:
@@ -67,7 +72,14 @@ def task_agent(task: Task) -> str:
 def tasks_table(tasks: Sequence[Task], now: float | None = None) -> str:
     now = time.time() if now is None else now
     rows = [
-        (t.name, t.shown_status, PRIORITY_NAMES[t.priority], task_agent(t), duration(now - t.created_at), t.description)
+        (
+            t.name,
+            shown_status(t),
+            PRIORITY_NAMES[t.priority],
+            task_agent(t),
+            duration(now - t.created_at),
+            t.description,
+        )
         for t in tasks
     ]
     return table(("ID", "STATUS", "PRIORITY", "AGENT", "AGE", "DESCRIPTION"), rows)
@@ -112,7 +124,7 @@ def show_task(task: Task, now: float | None = None) -> str:
     """Everything about one task, one `label: value` per line."""
     now = time.time() if now is None else now
     fields: list[tuple[str, Any]] = [
-        ("status", task.shown_status),
+        ("status", shown_status(task)),
         ("priority", PRIORITY_NAMES[task.priority]),
         ("agent", task_agent(task) + (f", pid {task.pid}" if task.pid and task.status == Status.RUNNING else "")),
         ("attempts", f"{task.attempts} (up to {task.max_retries} retries after the first)"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from orchestrate import api, shapes
+from orchestrate import api, configfile, shapes
 from orchestrate.cli import render
 from orchestrate.cli.app import echo_json, session
 from orchestrate.core import store
@@ -62,7 +62,7 @@ def add(
         branches.require_repository(cfg.root)
     with session(ctx).queue() as conn:
         ids = api.add_tasks(conn, batch)
-    _added(ids, batch, cfg.agent_names())
+    _added(ids, batch, configfile.agent_names(cfg))
 
 
 def _added(ids: list[int], batch: Sequence[api.NewTask], known: set[str]) -> None:

@@ -70,10 +70,3 @@ class Config(NamedTuple):
     @property
     def runtime_dir(self) -> Path:
         return self.root / ".orchestrate"
-
-    def with_database(self, database: Path) -> Config:
-        return self._replace(task_queue=self.task_queue._replace(database=database))
-
-    def agent_names(self) -> set[str]:
-        """Every value a task's preferred agent can match: entry names and adapter types."""
-        return {a.name for a in self.agents} | {a.type for a in self.agents}

@@ -14,17 +14,11 @@ from orchestrate.core.states import Status
 
 BUSY_TIMEOUT_S = 5.0
 PRIORITIES = {"high": 0, "normal": 1, "low": 2}
-PRIORITY_NAMES = {v: k for k, v in PRIORITIES.items()}
 STATES = tuple(Status)
 
 
 def task_name(task_id: int) -> str:
     return f"task_{task_id:03d}"
-
-
-def task_branch(task_id: int) -> str:
-    """The git branch a task works on in workspace: worktree."""
-    return f"orchestrate/{task_name(task_id)}"
 
 
 @contextmanager
@@ -107,10 +101,6 @@ class Task(NamedTuple):
     @property
     def name(self) -> str:
         return task_name(self.id)
-
-    @property
-    def shown_status(self) -> str:
-        return "blocked" if self.blocked else self.status
 
 
 _TASK_COLUMNS = [f for f in Task._fields if f not in ("depends_on", "blocked", "context_files", "verify")]

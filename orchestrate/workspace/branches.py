@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 from orchestrate.api import USAGE_FILE
+from orchestrate.cli.render import size
 from orchestrate.core.config import Config
 from orchestrate.core.errors import ConfigError, OrchestrateError
 from orchestrate.core.states import Status
-from orchestrate.core.store import Task, task_branch
+from orchestrate.core.store import Task
 from orchestrate.workspace.git import run_sync as git
+from orchestrate.workspace.git import task_branch
 
 # `show` imports this module: asyncio and the head's git coroutines are imported only where the
 # repository is changed, in merge, tidy and clean.
@@ -65,13 +67,6 @@ def measure(cfg: Config) -> int:
             out.write(json.dumps({"bytes": total, "measured_at": measured_at}))
         os.replace(out.name, cfg.runtime_dir / USAGE_FILE)  # renamed over: a reader never sees half a record
     return total
-
-
-def size(n: float) -> str:
-    unit, larger = "B", iter(("KB", "MB", "GB"))
-    while n >= 1024 and unit != "GB":
-        n, unit = n / 1024, next(larger)
-    return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
 
 
 def branch_lines(cfg: Config, task: Task) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from orchestrate.core.attempt import Attempt
 from orchestrate.core.extension import Extension
-from orchestrate.workspace import shell
+from orchestrate.workspace.shell import shell
 
 
 class Checks(Extension):

@@ -3,15 +3,18 @@ inherited: run from a hook or another tool, GIT_DIR or GIT_INDEX_FILE would poin
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from orchestrate.core.config import Config
 
-PIPE = asyncio.subprocess.PIPE
+if TYPE_CHECKING:
+    import asyncio
+
+# The commands' own calls (show, merge, clean) start without asyncio: it is imported where awaited.
+PIPE, DEVNULL = subprocess.PIPE, subprocess.DEVNULL
 KEPT = {"GIT_EXEC_PATH", "GIT_SSH", "GIT_SSH_COMMAND", "GIT_SSL_CAINFO", "GIT_SSL_NO_VERIFY", "GIT_ASKPASS"}
 KEPT |= {"GIT_CONFIG_COUNT", "GIT_CONFIG_GLOBAL", "GIT_CONFIG_NOSYSTEM", "GIT_HTTP_PROXY_AUTHMETHOD"}
 
@@ -39,9 +42,11 @@ class Done(NamedTuple):
 
 async def run(cwd: Path, *args: str, own: dict[str, str] | None = None) -> Done:
     """Run git in `cwd` without blocking the loop."""
+    import asyncio
+
     try:
         proc = await asyncio.create_subprocess_exec(
-            "git", *args, cwd=cwd, env=environment(own), stdin=asyncio.subprocess.DEVNULL, stdout=PIPE, stderr=PIPE
+            "git", *args, cwd=cwd, env=environment(own), stdin=DEVNULL, stdout=PIPE, stderr=PIPE
         )
     except OSError as exc:
         return Done(127, "", f"cannot run git: {exc.strerror}")
@@ -64,6 +69,11 @@ def run_sync(cwd: Path, *args: str) -> Done:
     except OSError as exc:
         return Done(127, "", f"cannot run git: {exc.strerror}")
     return Done(done.returncode, done.stdout, done.stderr)
+
+
+def task_branch(task_id: int) -> str:
+    """The git branch a task works on in workspace: worktree."""
+    return f"orchestrate/task_{task_id:03d}"  # as store.task_name
 
 
 class Repository(NamedTuple):
@@ -91,6 +101,8 @@ class Project:
 
     async def repository(self) -> Repository | None:
         """The project's git repository, or None when it is not in one (or git is not installed)."""
+        import asyncio
+
         if self.found is None:
             self.found = asyncio.ensure_future(self._look())
         return await self.found

@@ -10,8 +10,9 @@ from orchestrate.core.config import Config
 from orchestrate.core.extension import Extension
 from orchestrate.core.head import Head
 from orchestrate.core.states import Event
-from orchestrate.core.store import Task, task_branch
+from orchestrate.core.store import Task
 from orchestrate.workspace import git
+from orchestrate.workspace.git import task_branch
 from orchestrate.workspace.worktrees import Worktrees
 
 

@@ -11,9 +11,11 @@ from orchestrate.core.config import Config
 from orchestrate.core.extension import Extension
 from orchestrate.core.head import Head
 from orchestrate.core.states import Stop
-from orchestrate.core.store import Task, task_branch
-from orchestrate.workspace import git, shell
+from orchestrate.core.store import Task
+from orchestrate.workspace import git
 from orchestrate.workspace.changes import diff
+from orchestrate.workspace.git import task_branch
+from orchestrate.workspace.shell import shell
 
 
 def worktree(cfg: Config, task: Task) -> Path | None:
