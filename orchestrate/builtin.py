@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from orchestrate import agents
+from orchestrate import agents, dashboard, workspace
 from orchestrate.core.config import Config
 from orchestrate.core.extension import Extension
 
@@ -25,7 +25,7 @@ def extensions(cfg: Config, until_idle: bool = False) -> list[Extension]:
     project = Project(cfg)
     worktrees = Worktrees(project)
     found: list[Extension] = [Slots(), worktrees, Changes(project), Checks()]
-    if cfg.workspace.merge == "auto":
+    if workspace.settings(cfg).merge == "auto":
         found.append(AutoMerge(project, worktrees))
     journal = Journal(cfg) if cfg.context.update_on_completion else None
     found += [Context(cfg, journal), *([journal] if journal else [])]
@@ -33,7 +33,7 @@ def extensions(cfg: Config, until_idle: bool = False) -> list[Extension]:
         from orchestrate.until_idle import UntilIdle
 
         found.append(UntilIdle())
-    if cfg.dashboard.port:  # imported only then; it reads the queue on connections of its own
+    if dashboard.settings(cfg).port:  # imported only then; it reads the queue on connections of its own
         from orchestrate.dashboard.serving import Serving
 
         found.append(Serving(cfg))

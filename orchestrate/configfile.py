@@ -9,16 +9,10 @@ from typing import Any
 
 import yaml
 
-from orchestrate.core.config import (
-    AgentConfig,
-    Config,
-    ContextConfig,
-    DashboardConfig,
-    PerformanceConfig,
-    TaskQueueConfig,
-    WorkspaceConfig,
-)
+from orchestrate.core.config import AgentConfig, Config, ContextConfig, PerformanceConfig, TaskQueueConfig
 from orchestrate.core.errors import ConfigError, UsageError
+from orchestrate.dashboard import DashboardConfig
+from orchestrate.workspace import WorkspaceConfig
 
 AGENT_TYPES = ("claude", "codex", "gemini", "command")
 DEFAULT_COMMANDS = {
@@ -211,8 +205,7 @@ def parse(data: dict[str, Any], label: str, root: Path, path: Path) -> Config:
         task_queue=TaskQueueConfig(**queue | {"database": root / queue["database"]}),
         context=ContextConfig(**context | {"directory": root / context["directory"]}),
         performance=PerformanceConfig(**performance),
-        workspace=workspace,
-        dashboard=DashboardConfig(**dashboard),
+        features={"workspace": workspace, "dashboard": DashboardConfig(**dashboard)},
     )
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import orchestrate
 
-from orchestrate import configfile
+from orchestrate import configfile, workspace
 from orchestrate.core import config
 from orchestrate.core.errors import ConfigError
 
@@ -54,7 +54,9 @@ def test_missing_or_empty_file_gives_the_defaults(project: Path, text: str | Non
     )
     assert cfg.context == config.ContextConfig(directory=root / "context", update_on_completion=True)
     assert cfg.performance.max_memory_mb == 4096
-    assert cfg.workspace == config.WorkspaceConfig(mode="shared", verify=(), require_changes=False, merge="manual")
+    assert workspace.settings(cfg) == workspace.WorkspaceConfig(
+        mode="shared", verify=(), require_changes=False, merge="manual"
+    )
 
 
 def test_workspace_keys_load() -> None:
@@ -62,7 +64,7 @@ def test_workspace_keys_load() -> None:
         "workspace: worktree\nworkspace_files: [.env]\nsetup: pip install -e .\nverify: pytest -q\n"
         "require_changes: true\nmerge: auto\nagents:\n  codex:\n    verify: [make lint, make test]\n"
     )
-    assert cfg.workspace == config.WorkspaceConfig(
+    assert workspace.settings(cfg) == workspace.WorkspaceConfig(
         mode="worktree", files=(".env",), setup="pip install -e .", verify=("pytest -q",), require_changes=True,
         merge="auto",
     )  # fmt: skip
@@ -213,7 +215,7 @@ def test_init_writes_a_config_that_loads(project: Path) -> None:
     cfg = configfile.load(Path("config.yaml"), required=True)
     assert {a.name: a.type for a in cfg.agents} == {"claude": "claude", "codex": "codex", "gemini": "gemini"}
     assert cfg.task_queue.database == project.resolve() / "tasks.db"
-    assert cfg.workspace == config.WorkspaceConfig()  # every option shown with its default
+    assert workspace.settings(cfg) == workspace.WorkspaceConfig()  # every option shown with its default
     assert Path("context/project_overview.md").is_file()
     assert Path("context/agent_outputs").is_dir()
 

@@ -4,6 +4,7 @@
 import typer
 
 from orchestrate.cli.app import session
+from orchestrate.dashboard import settings
 
 
 def dashboard(
@@ -22,7 +23,8 @@ def dashboard(
     with session(ctx).queue(create=False):  # a file that is not a queue is exit 2 here, not an error on every request
         pass
     cfg = session(ctx).config
-    port = (cfg.dashboard.port or web.DEFAULT_PORT) if port is None else port
-    server = web.open_server(cfg, host, port, token or cfg.dashboard.token)
+    shown = settings(cfg)
+    port = (shown.port or web.DEFAULT_PORT) if port is None else port
+    server = web.open_server(cfg, host, port, token or shown.token)
     typer.echo(f"dashboard on {server.url} (Ctrl-C stops it)")
     web.serve_until_stopped(server)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class AgentConfig(NamedTuple):
@@ -41,22 +41,6 @@ class PerformanceConfig(NamedTuple):
     max_memory_mb: int | None = 4096
 
 
-class WorkspaceConfig(NamedTuple):
-    mode: str = "shared"  # or "worktree": each task on its own branch, in its own checkout
-    files: tuple[str, ...] = ()  # copied into each worktree (untracked files such as .env)
-    setup: str | None = None  # a shell command run in the worktree before each attempt
-    verify: tuple[str, ...] = ()  # shell commands that must all exit 0 for a task to complete
-    verify_timeout_seconds: float = 600
-    require_changes: bool = False
-    merge: str = "manual"  # or "auto": a task that completes is merged into the current branch
-
-
-class DashboardConfig(NamedTuple):
-    port: int | None = None  # set: the head serves the dashboard itself
-    host: str = "127.0.0.1"
-    token: str | None = None
-
-
 class Config(NamedTuple):
     path: Path
     root: Path  # the project directory: relative paths in the file are resolved against it
@@ -64,8 +48,7 @@ class Config(NamedTuple):
     task_queue: TaskQueueConfig
     context: ContextConfig
     performance: PerformanceConfig
-    workspace: WorkspaceConfig = WorkspaceConfig()
-    dashboard: DashboardConfig = DashboardConfig()
+    features: Mapping[str, Any] = {}  # each feature's own settings, by name: read through the feature's settings()
 
     @property
     def runtime_dir(self) -> Path:

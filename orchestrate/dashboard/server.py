@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from orchestrate.configfile import is_loopback
 from orchestrate.core.config import Config
 from orchestrate.core.errors import InvalidTransition, OrchestrateError, QueueBusy, TaskNotFound, UsageError
+from orchestrate.dashboard import settings
 from orchestrate.dashboard.routes import Refused, Reply, dispatch, json_reply
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,8 @@ def serve_until_stopped(server: Server) -> None:
 
 def start(cfg: Config, port: int) -> Server:
     """Serve the dashboard from a daemon thread of this process: the head's, when its config asks."""
-    server = open_server(cfg, cfg.dashboard.host, port, cfg.dashboard.token)
+    shown = settings(cfg)
+    server = open_server(cfg, shown.host, port, shown.token)
     # A short poll interval: the head's stop waits for the serving thread to notice.
     threading.Thread(target=server.serve_forever, args=(0.1,), name="dashboard", daemon=True).start()
     log.info("dashboard on %s", server.url)

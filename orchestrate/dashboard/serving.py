@@ -5,7 +5,7 @@ from __future__ import annotations
 from orchestrate.core.config import Config
 from orchestrate.core.extension import Extension
 from orchestrate.core.head import Head
-from orchestrate.dashboard import server
+from orchestrate.dashboard import server, settings
 
 
 class Serving(Extension):
@@ -14,8 +14,9 @@ class Serving(Extension):
         self.web: server.Server | None = None
 
     async def started(self, head: Head) -> None:
-        assert self.cfg.dashboard.port
-        self.web = server.start(self.cfg, self.cfg.dashboard.port)
+        port = settings(self.cfg).port
+        assert port
+        self.web = server.start(self.cfg, port)
 
     async def stopping(self) -> None:
         if self.web:

@@ -7,6 +7,7 @@ from collections import deque
 from orchestrate.core.agent import Result
 from orchestrate.core.attempt import Attempt
 from orchestrate.core.states import Stop
+from orchestrate.workspace import settings
 
 
 class Tail:
@@ -27,7 +28,7 @@ async def shell(attempt: Attempt, step: str, command: str) -> None:
     """Run a setup or verify command in the attempt's directory; a failure fails the attempt, a
     stop (cancel, head stopping) stops it."""
     attempt.log.write(f"=== orchestrate: {step}: {command} ===\n".encode())
-    tail, limit = Tail(), attempt.cfg.workspace.verify_timeout_seconds
+    tail, limit = Tail(), settings(attempt.cfg).verify_timeout_seconds
     code, why = await attempt.run(["/bin/sh", "-c", command], None, tail, limit)
     if why in (Stop.CANCELLED, Stop.STOPPED):
         attempt.stopped = why

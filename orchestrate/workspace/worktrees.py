@@ -12,7 +12,7 @@ from orchestrate.core.extension import Extension
 from orchestrate.core.head import Head
 from orchestrate.core.states import Stop
 from orchestrate.core.store import Task
-from orchestrate.workspace import git
+from orchestrate.workspace import git, settings
 from orchestrate.workspace.changes import diff
 from orchestrate.workspace.git import task_branch
 from orchestrate.workspace.shell import shell
@@ -20,7 +20,7 @@ from orchestrate.workspace.shell import shell
 
 def worktree(cfg: Config, task: Task) -> Path | None:
     """The task's own checkout in worktree mode; None when it works in the project directory."""
-    return cfg.runtime_dir / "worktrees" / task.name if (task.workspace or cfg.workspace.mode) == "worktree" else None
+    return cfg.runtime_dir / "worktrees" / task.name if (task.workspace or settings(cfg).mode) == "worktree" else None
 
 
 async def prepare(cfg: Config, repo: git.Repository, task: Task, path: Path) -> str | None:
@@ -38,7 +38,7 @@ async def prepare(cfg: Config, repo: git.Repository, task: Task, path: Path) -> 
         where = ["-b", name, str(path), base]
     if (done := await git.run(cfg.root, "worktree", "add", *where)).code:
         return f"cannot make a worktree for {task.name}: {done.err.strip()}"
-    for name in cfg.workspace.files:  # untracked files the work needs, such as .env
+    for name in settings(cfg).files:  # untracked files the work needs, such as .env
         if (cfg.root / name).is_file():
             (path / repo.prefix / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(cfg.root / name, path / repo.prefix / name)
@@ -49,7 +49,7 @@ async def commit(cfg: Config, repo: git.Repository, task: Task, path: Path) -> s
     """Commit what the agent left uncommitted on the task's branch, so nothing it did is lost;
     but not the workspace_files copied in: a .env stays out of the history. Why it failed, if it did."""
     steps: list[tuple[str, ...]] = [("add", "--all")]
-    steps += [("-C", repo.prefix or ".", "reset", "-q", "--", *cfg.workspace.files)] if cfg.workspace.files else []
+    steps += [("-C", repo.prefix or ".", "reset", "-q", "--", *settings(cfg).files)] if settings(cfg).files else []
     for args in steps:
         if (done := await git.run(path, *args)).code:
             return f"cannot commit {task.name}'s work on {task_branch(task.id)}: {done.problem}"
@@ -94,7 +94,7 @@ class Worktrees(Extension):
         if not attempt.cwd.is_dir():  # the project is a directory the branch does not have yet
             where = self.repo.prefix.rstrip("/")
             return attempt.fail(f"{where} is not in {attempt.task.name}'s worktree: commit it to the repository first")
-        if setup := attempt.cfg.workspace.setup:
+        if setup := settings(attempt.cfg).setup:
             await shell(attempt, "setup", setup)
 
     async def after(self, attempt: Attempt) -> None:
