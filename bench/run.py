@@ -291,7 +291,8 @@ def running_head(root: Path) -> Iterator[int]:
         pids = [p for procs in left.values() for p, _ in procs]
         if pids:
             print(f"warning: {len(pids)} agent process(es) outlived the head; killed", file=sys.stderr)
-            process.kill(pids)
+            for stray in pids:
+                process.signal_group(stray, signal.SIGKILL, group=False)
 
 
 def calibrate(stamps: Path, times: int = 10) -> float:

@@ -14,6 +14,7 @@ from orchestrate.core.extension import Extension
 def extensions(cfg: Config, until_idle: bool = False) -> list[Extension]:
     """What this configuration turns on, in the order the head calls them at each step;
     `until_idle` for `orchestrate run`, which ends once nothing is left that can run."""
+    from orchestrate import context
     from orchestrate.context import Context, Journal
     from orchestrate.slots import Slots
     from orchestrate.workspace.changes import Changes
@@ -27,7 +28,7 @@ def extensions(cfg: Config, until_idle: bool = False) -> list[Extension]:
     found: list[Extension] = [Slots(), worktrees, Changes(project), Checks()]
     if workspace.settings(cfg).merge == "auto":
         found.append(AutoMerge(project, worktrees))
-    journal = Journal(cfg) if cfg.context.update_on_completion else None
+    journal = Journal(cfg) if context.settings(cfg).update_on_completion else None
     found += [Context(cfg, journal), *([journal] if journal else [])]
     if until_idle:
         from orchestrate.until_idle import UntilIdle

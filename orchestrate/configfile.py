@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -203,10 +203,22 @@ def parse(data: dict[str, Any], label: str, root: Path, path: Path) -> Config:
         root=root,
         agents=tuple(_agent(str(name), spec, f"{label}: agents.{name}") for name, spec in agents.items()),
         task_queue=TaskQueueConfig(**queue | {"database": root / queue["database"]}),
-        context=ContextConfig(**context | {"directory": root / context["directory"]}),
+        context=ContextConfig(root / context.pop("directory")),
         performance=PerformanceConfig(**performance),
-        features={"workspace": workspace, "dashboard": DashboardConfig(**dashboard)},
+        features={
+            "workspace": workspace,
+            "dashboard": DashboardConfig(**dashboard),
+            "context": SharedContext(**context),
+        },
     )
+
+
+class SharedContext(NamedTuple):
+    """The context feature's settings (the section's directory is the core's)."""
+
+    update_on_completion: bool = True
+    inline_max_kb: int = 32  # a larger context file is named in the prompt, not copied into it
+    prompt_max_kb: int = 128  # all the context copied into one prompt
 
 
 def agent_names(cfg: Config) -> set[str]:

@@ -8,13 +8,13 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from orchestrate.configfile import SharedContext
+from orchestrate.core.agent import iso, output_path, write_atomic
 from orchestrate.core.config import Config
 from orchestrate.core.errors import QueueBusy
 from orchestrate.core.extension import Extension
-from orchestrate.core.prompt import iso, output_path, write_aside
 from orchestrate.core.states import FINISHED, Status, sql_list
 from orchestrate.core.store import SELECT_TASKS, STATES, Task, task_from_row, task_name
 
@@ -29,15 +29,16 @@ PUBLISH_S = 0.5  # completed_tasks.json and current_state.md are rewritten at mo
 RETRY_S = 5.0  # after a failed rewrite (a full disk, say), when to try again
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same directory and a rename: readers never see half a file."""
-    os.replace(write_aside(path, text), path)
-
-
 def entry(task: Task) -> str:
     """The task's entry in completed_tasks.json."""
     fields = ("description", "status", "agent", "output_file")
     return json.dumps({"id": task.name, **{f: getattr(task, f) for f in fields}, "finished_at": iso(task.finished_at)})
+
+
+def settings(cfg: Config) -> SharedContext:
+    """The context feature's settings in `cfg` (the defaults if it has none)."""
+    found: SharedContext = cfg.features.get("context", SharedContext())
+    return found
 
 
 def sections(task: Task, cfg: Config, state: Callable[[str], str] | None = None) -> tuple[list[str], list[str]]:
@@ -50,11 +51,12 @@ def sections(task: Task, cfg: Config, state: Callable[[str], str] | None = None)
     files = [(f"Project overview ({OVERVIEW})", where / OVERVIEW), (f"Current state ({STATE})", where / STATE)]
     files += [(f"Output of {task_name(d)}, which this task builds on", output_path(cfg, d)) for d in task.depends_on]
     files += [(f"Context file {name}", cfg.root / name) for name in task.context_files]
-    found, notes, room = [], [], cfg.context.prompt_max_kb * 1024
+    shared = settings(cfg)
+    found, notes, room = [], [], shared.prompt_max_kb * 1024
     for title, path in files:
         try:
             size = path.stat().st_size
-            if size <= min(cfg.context.inline_max_kb * 1024, room):
+            if size <= min(shared.inline_max_kb * 1024, room):
                 text = path.read_bytes()[:size].decode(errors="replace")
                 text = (state(text) if state and path == where / STATE else text).strip()
                 found.append(f"## {title}\n\n{text}")

@@ -52,7 +52,7 @@ def test_missing_or_empty_file_gives_the_defaults(project: Path, text: str | Non
     assert cfg.task_queue == config.TaskQueueConfig(
         database=root / "tasks.db", timeout_minutes=30, max_retries=3, retry_delay_seconds=60, kill_grace_seconds=30
     )
-    assert cfg.context == config.ContextConfig(directory=root / "context", update_on_completion=True)
+    assert cfg.context == config.ContextConfig(directory=root / "context")
     assert cfg.performance.max_memory_mb == 4096
     assert workspace.settings(cfg) == workspace.WorkspaceConfig(
         mode="shared", verify=(), require_changes=False, merge="manual"
@@ -81,7 +81,7 @@ def test_the_seed_shape_loads(project: Path) -> None:
     assert codex.command == ("codex", "--ask-for-approval", "never", "--sandbox", "danger-full-access", "exec")
     assert cfg.task_queue.database == root / "tasks.db"
     assert (cfg.task_queue.timeout_minutes, cfg.task_queue.max_retries) == (30, 3)
-    assert cfg.context == config.ContextConfig(directory=root / "context", update_on_completion=True)
+    assert cfg.context == config.ContextConfig(directory=root / "context")
 
 
 def test_commands_are_shell_split_and_lists_kept_as_given() -> None:

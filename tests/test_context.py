@@ -13,14 +13,14 @@ from conftest import orchestrate, wait_until
 from test_head import configure, ok, started, task, wait_for
 
 from orchestrate import api, configfile, context
-from orchestrate.core import prompt, store
+from orchestrate.core import agent, store
 from orchestrate.core.config import Config
 
 
 def prompt_of(t: store.Task, cfg: Config) -> tuple[str, list[str]]:
     """The prompt the head builds for `t` with the shared context, and the notes for its log."""
     found, notes = context.sections(t, cfg)
-    return prompt.prompt(t, cfg.root, found), notes
+    return agent.prompt(t, cfg.root, found), notes
 
 
 def cfg_for(project: Path, **ctx: Any) -> Config:
@@ -44,7 +44,7 @@ def test_the_prompt_layout(project: Path) -> None:
     write(project / "context/project_overview.md", "Project: Test System\n")
     write(project / "context/current_state.md", "We are halfway.\n")
     dep, _ = add(project, api.NewTask("make a plan"), api.NewTask("unused"))
-    write(prompt.output_path(cfg, dep.id), "# task_001: make a plan\n\nThe plan: two modules.\n")
+    write(agent.output_path(cfg, dep.id), "# task_001: make a plan\n\nThe plan: two modules.\n")
     write(project / "docs/api.md", "GET /users\n")
     [child] = add(project, api.NewTask("build it\nsecond line", depends_on=(dep.id,), context_files=("docs/api.md",)))
     text, notes = prompt_of(child._replace(attempts=1, error="x" * 5000 + "the tail"), cfg)
@@ -54,7 +54,7 @@ def test_the_prompt_layout(project: Path) -> None:
 build it
 second line
 
-{prompt.INSTRUCTIONS.format(cwd=project)}
+{agent.INSTRUCTIONS.format(cwd=project)}
 
 ## Project overview (project_overview.md)
 
@@ -76,7 +76,7 @@ GET /users
 
 ## The previous attempt failed
 
-{("x" * 5000 + "the tail")[-prompt.ERROR_TAIL :]}
+{("x" * 5000 + "the tail")[-agent.ERROR_TAIL :]}
 """
     assert text == expected
 

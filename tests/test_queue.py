@@ -68,7 +68,7 @@ def db(project: Path) -> Path:
 
 @pytest.fixture
 async def q(db: Path) -> AsyncIterator[Queue]:
-    opened = await Queue.open(db)
+    opened = Queue(db)
     yield opened
     await opened.close()
 
@@ -191,7 +191,7 @@ def test_queues_in_four_threads_never_claim_the_same_task(db: Path) -> None:
     ids = add(db, *(api.NewTask(f"t{i}", priority=i % 3) for i in range(200)))
 
     async def claim_all(slot: str) -> list[int]:
-        own = await Queue.open(db)  # each thread its own connection and loop, as separate heads
+        own = Queue(db)  # each thread its own connection and loop, as separate heads
         try:
             return [t.id for _ in range(80) if (t := await own.claim(slot, ANY, ANY, 1.0))]
         finally:

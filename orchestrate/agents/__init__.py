@@ -20,7 +20,7 @@ def adapters(types: set[str]) -> Mapping[str, Any]:
     return found | {"command": import_module("orchestrate.core.command")}
 
 
-def too_large_for_argv(command: tuple[str, ...], prompt: str) -> bool:
+def too_large_for_argv(prompt: str) -> bool:
     """The CLIs' rule: the prompt in the argv unless it is large, or holds what argv cannot carry."""
     return len(prompt.encode()) > PROMPT_ARG_MAX or "\0" in prompt
 

@@ -10,13 +10,13 @@ from orchestrate.core.agent import Result
 ROOT_REFUSAL = "cannot be used with root/sudo privileges"
 USAGE_LIMIT = "Claude AI usage limit reached"  # the result's text when a subscription runs out
 detaches = True  # its Bash tool runs commands in sessions of their own
-prompt_on_stdin = too_large_for_argv
+HEADLESS = ("-p", "--output-format", "stream-json", "--verbose")
 
 
-def argv(command: tuple[str, ...], prompt: str | None) -> list[str]:
-    # `--` keeps a prompt that starts with "-" from being read as an option
-    tail = ["--", prompt] if prompt is not None else []
-    return [*command, "-p", "--output-format", "stream-json", "--verbose", *tail]
+def argv(command: tuple[str, ...], prompt: str) -> tuple[list[str], str | None]:
+    if too_large_for_argv(prompt):
+        return [*command, *HEADLESS], prompt
+    return [*command, *HEADLESS, "--", prompt], None  # `--`: a prompt starting with "-" is not an option
 
 
 class Reader(JsonLines):

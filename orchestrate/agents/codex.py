@@ -11,12 +11,13 @@ from orchestrate.core.agent import Result
 # How turn.failed's message reports a limit: codex's own words after its retries, or the API's.
 LIMITED = re.compile(r"last status: 429|Quota exceeded|\brate limit", re.I)
 detaches = False  # its tools die with its process group
-prompt_on_stdin = too_large_for_argv
 
 
-def argv(command: tuple[str, ...], prompt: str | None) -> list[str]:
-    base = list(command) if "exec" in command else [*command, "exec"]
-    return [*base, "--json", "--skip-git-repo-check", *(["--", prompt] if prompt is not None else ["-"])]
+def argv(command: tuple[str, ...], prompt: str) -> tuple[list[str], str | None]:
+    base = [*command, *([] if "exec" in command else ["exec"]), "--json", "--skip-git-repo-check"]
+    if too_large_for_argv(prompt):
+        return [*base, "-"], prompt  # `-`: read the prompt from stdin
+    return [*base, "--", prompt], None
 
 
 class Reader(JsonLines):

@@ -10,12 +10,13 @@ from orchestrate.core.agent import Result
 QUOTA_ERRORS = ("TerminalQuotaError", "RetryableQuotaError")  # the error types a limit is reported with
 LIMIT_EXIT = 429 % 256  # gemini exits with an API error's HTTP status, mod 256
 detaches = True  # its shell tool's commands survive its process group
-prompt_on_stdin = too_large_for_argv
 
 
-def argv(command: tuple[str, ...], prompt: str | None) -> list[str]:
+def argv(command: tuple[str, ...], prompt: str) -> tuple[list[str], str | None]:
+    if too_large_for_argv(prompt):
+        return [*command, "--output-format", "stream-json"], prompt  # no --prompt: headless on stdin
     # --prompt=TEXT, not -p TEXT, so that a prompt starting with "-" stays a value
-    return [*command, "--output-format", "stream-json", *([f"--prompt={prompt}"] if prompt is not None else [])]
+    return [*command, "--output-format", "stream-json", f"--prompt={prompt}"], None
 
 
 class Reader(JsonLines):

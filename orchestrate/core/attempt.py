@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from orchestrate.core import process
-from orchestrate.core.agent import Adapter, Output, Result
+from orchestrate.core.agent import Adapter, Output, Result, output, output_path, prompt, write_atomic
 from orchestrate.core.config import Config
 from orchestrate.core.distributor import Slot
 from orchestrate.core.errors import AgentUnavailable, OrchestrateError
-from orchestrate.core.prompt import output, output_path, prompt, write_aside
 from orchestrate.core.states import TRANSITIONS, Event, Stop
 from orchestrate.core.store import Task
 
@@ -64,7 +63,6 @@ class Attempt:
     unavailable: bool = False  # the agent's program cannot be started: not the task's fault
     changes: list[str] | None = None  # what git says the attempt changed; None: not a repository
     checks: list[str] = field(default_factory=list)  # each check's outcome, for the output file
-    notes: list[str] = field(default_factory=list)  # said in the task's error and output file besides
     verdict: Verdict | None = None
     recorded: Task | None = None  # the row as recorded; None when its claim had moved on
 
@@ -143,10 +141,11 @@ async def work(head: Head, slot: Slot, task: Task) -> None:
 async def _run_agent(head: Head, attempt: Attempt, adapter: Adapter) -> None:
     task, agent = attempt.task, attempt.slot.agent
     text = prompt(task, attempt.cwd, attempt.sections)
-    on_stdin = adapter.prompt_on_stdin(agent.command, text)
-    reader, argv = adapter.Reader(agent), adapter.argv(agent.command, None if on_stdin else text)
+    (argv, stdin), reader = adapter.argv(agent.command, text), adapter.Reader(agent)
     try:
-        code, attempt.stopped = await attempt.run(argv, text.encode() if on_stdin else None, reader, attempt.timeout)
+        code, attempt.stopped = await attempt.run(
+            argv, None if stdin is None else stdin.encode(), reader, attempt.timeout
+        )
     except AgentUnavailable as exc:
         head.unavailable(agent.name, str(exc))
         attempt.unavailable, attempt.result = True, Result(False, "", str(exc))
@@ -184,22 +183,18 @@ async def _record(head: Head, attempt: Attempt, verdict: Verdict) -> Task | None
     if event is Event.REQUEUE:
         fields = {"agent": None, "pid": None, "started_at": None, **({"error": verdict.error} if verdict.error else {})}
         return task if await head.record(task, event, **fields) else None
-    error = "; ".join(e for e in (verdict.error, *attempt.notes) if e) or None
-    done = task._replace(status=TRANSITIONS[event][1], agent=attempt.slot.id, attempts=task.attempts + 1, error=error)
-    done = done._replace(finished_at=None if event is Event.RETRY_LATER else head.now(), cost_usd=result.cost_usd)
+    finished, status = None if event is Event.RETRY_LATER else head.now(), TRANSITIONS[event][1]
+    done = task._replace(status=status, agent=attempt.slot.id, attempts=task.attempts + 1, error=verdict.error)
+    done = done._replace(finished_at=finished, cost_usd=result.cost_usd)
     done = done._replace(input_tokens=result.input_tokens, output_tokens=result.output_tokens)
-    path, aside = output_path(attempt.cfg, task.id), None
-    try:  # written aside now, renamed into place only once recorded: a cancelled task is never written up
-        if event is not Event.RETRY_LATER:
-            aside = write_aside(path, output(done, result.message, attempt.changes, attempt.checks))
-            done = done._replace(output_file=head.relative(path))
-    except OSError as exc:
-        head.once(f"cannot write output files in {path.parent} ({exc.strerror})")
+    path = output_path(attempt.cfg, task.id)
+    if event is not Event.RETRY_LATER:
+        done = done._replace(output_file=head.relative(path))
     extra = {"result": result.message, "session_id": result.session_id, "pid": None, "not_before": verdict.not_before}
     recorded = await head.record(task, event, **{c: getattr(done, c) for c in RECORDED}, **extra)
-    try:
-        if aside:
-            os.replace(aside, path) if recorded else aside.unlink()
+    try:  # only once recorded, before anything else runs: a task that builds on it finds it there
+        if recorded and event is not Event.RETRY_LATER:
+            write_atomic(path, output(done, result.message, attempt.changes, attempt.checks))
     except OSError as exc:
         head.once(f"cannot write output files in {path.parent} ({exc.strerror})")
     return done if recorded else None

@@ -15,14 +15,10 @@ RESULT_MAX = 256_000  # characters of stdout kept as the result; the log keeps e
 detaches = False
 
 
-def argv(command: tuple[str, ...], prompt: str | None) -> list[str]:
-    if prompt is None:
-        return list(command)
-    return [part.replace("{prompt}", prompt) for part in command]
-
-
-def prompt_on_stdin(command: tuple[str, ...], prompt: str) -> bool:
-    return not any("{prompt}" in part for part in command) or "\0" in prompt
+def argv(command: tuple[str, ...], prompt: str) -> tuple[list[str], str | None]:
+    if any("{prompt}" in part for part in command):
+        return [part.replace("{prompt}", prompt) for part in command], None
+    return list(command), prompt
 
 
 class Reader:

@@ -31,10 +31,9 @@ class TaskQueueConfig(NamedTuple):
 
 
 class ContextConfig(NamedTuple):
+    """Where the shared context lives; the rest of the section is the context feature's."""
+
     directory: Path
-    update_on_completion: bool = True
-    inline_max_kb: int = 32  # a larger context file is named in the prompt, not copied into it
-    prompt_max_kb: int = 128  # all the context copied into one prompt
 
 
 class PerformanceConfig(NamedTuple):

@@ -52,7 +52,7 @@ class Head:
         """Work the queue until stopped: the exit status, 1 if any task failed for good."""
         lock, pid_file = _lock(self.db), self.cfg.runtime_dir / "head.pid"
         self.cfg.runtime_dir.mkdir(parents=True, exist_ok=True)
-        self.queue = await Queue.open(self.db)
+        self.queue = Queue(self.db)
         self.queue.logs = self.relative(self.cfg.runtime_dir / "logs")  # as the task rows name the agents' logs
         try:
             await self._start(pid_file)
@@ -186,7 +186,8 @@ class Head:
         for name, procs in found.items():
             if (slot := owners.get(name)) is None:
                 log.info("killing %d process(es) left behind by %s", len(procs), name or "an agent")
-                process.kill([pid for pid, _ in procs])
+                for pid, _ in procs:
+                    process.signal_group(pid, signal.SIGKILL, group=False)
                 continue
             slot.rss_mb = sum(kib for _, kib in procs) / 1024
             if (limit := self.cfg.performance.max_memory_mb) and slot.rss_mb > limit:

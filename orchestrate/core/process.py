@@ -105,16 +105,15 @@ async def run(
 async def terminate(pgid: int, exited: asyncio.Future[int], grace: float) -> None:
     """SIGTERM the group (the CLIs stop their own children on it), then SIGKILL after `grace`."""
     signal_group(pgid, signal.SIGTERM)
-    try:
-        await asyncio.wait_for(asyncio.shield(exited), grace)
-    except TimeoutError:
+    if not (await asyncio.wait({exited}, timeout=grace))[0]:
         signal_group(pgid, signal.SIGKILL)
         await exited
 
 
-def signal_group(pgid: int, sig: int) -> None:
+def signal_group(pgid: int, sig: int, group: bool = True) -> None:
+    """Signal a process group (or, without `group`, one process) while it is still there."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
+        (os.killpg if group else os.kill)(pgid, sig)
 
 
 async def _pump(stream: asyncio.StreamReader, log: Log, reader: Output, stderr: bool) -> None:
@@ -150,20 +149,11 @@ def strays(queue: str) -> dict[str, list[tuple[int, int]]]:
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            with open(f"/proc/{entry.name}/environ", "rb") as f:
-                environ = f.read()
-            if needle not in environ:
+            if needle not in (environ := Path(f"/proc/{entry.name}/environ").read_bytes()):
                 continue
-            with open(f"/proc/{entry.name}/statm", "rb") as f:
-                pages = int(f.read().split()[1])
+            pages = int(Path(f"/proc/{entry.name}/statm").read_bytes().split()[1])
         except (OSError, ValueError, IndexError):
             continue  # gone meanwhile, or not ours to read
         task = next((v.split(b"=", 1)[1].decode() for v in environ.split(b"\0") if v.startswith(TASK_KEY)), "")
         found.setdefault(task, []).append((int(entry.name), pages * page_kib))
     return found
-
-
-def kill(pids: list[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from orchestrate.core import store
 from orchestrate.core.errors import QueueBusy
-from orchestrate.core.states import TRANSITIONS, Event, Status, allowed, sql_list
+from orchestrate.core.states import TRANSITIONS, Event, Status, sql_list
 
 T = TypeVar("T")
 AGING_S = 30 * 60  # a low task waiting this long is claimed as a normal one
@@ -32,17 +32,12 @@ class Queue:
     holds the write lock, a call gives the loop back and tries again, for up to the busy timeout.
     """
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn, self.logs = conn, LOG_DIR  # logs: where the claims say each task's log is
-        self.lock = asyncio.Lock()  # one transaction at a time, even while one waits in a thread
-
-    @classmethod
-    async def open(cls, path: Path) -> Queue:
-        conn = store.connect(path)
-        conn.execute(f"PRAGMA busy_timeout = {LOOP_BUSY_MS}")
+    def __init__(self, path: Path) -> None:
+        self.conn, self.logs = store.connect(path), LOG_DIR  # logs: where the claims say each task's log is
+        self.conn.execute(f"PRAGMA busy_timeout = {LOOP_BUSY_MS}")
         # Durable across a crash of any process; a power cut may undo the last commits (README).
-        conn.execute("PRAGMA synchronous = NORMAL")
-        return cls(conn)
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        self.lock = asyncio.Lock()  # one transaction at a time
 
     async def close(self) -> None:
         self.conn.close()
@@ -80,7 +75,7 @@ class Queue:
         """Take over the queue: tasks a dead head left running go back to pending, unspent."""
         head = (pid, os.uname().nodename, now, now, log_file)
         recover = f"""UPDATE tasks SET status = '{Status.PENDING}', agent = NULL, pid = NULL, started_at = NULL
-            WHERE status IN {sql_list(allowed(Event.REQUEUE))} RETURNING id"""
+            WHERE status IN {sql_list(TRANSITIONS[Event.REQUEUE][0])} RETURNING id"""
         me = ("INSERT INTO head VALUES (1, ?, ?, ?, ?, ?)", head)
         return len(await self.write(("DELETE FROM head", ()), me, (recover, ())))
 
@@ -108,7 +103,7 @@ class Queue:
                 agent = ?, log_file = ? || '/' || printf('task_%03d.log', id)  -- as store.task_name
             WHERE id = (
                 SELECT t.id FROM tasks t
-                WHERE t.status IN {sql_list(allowed(Event.CLAIM))} AND t.not_before <= ?
+                WHERE t.status IN {sql_list(TRANSITIONS[Event.CLAIM][0])} AND t.not_before <= ?
                   AND (t.agent_type IS NULL OR t.agent_type IN ({_marks(takes)})
                        OR t.agent_type NOT IN ({_marks(known)}))
                   AND t.id NOT IN ({_marks(busy)})

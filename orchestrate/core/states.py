@@ -54,11 +54,6 @@ TRANSITIONS: dict[Event, tuple[tuple[Status, ...], Status]] = {  # event: (from,
 VERBS = {Event.CANCEL: "cancelled", Event.RETRY: "retried"}
 
 
-def allowed(event: Event) -> tuple[Status, ...]:
-    """The states `event` may leave."""
-    return TRANSITIONS[event][0]
-
-
 def change(status: str, event: Event, name: str = "the task") -> Status:
     """The state `event` leads to from `status`; InvalidTransition if it cannot happen there."""
     sources, target = TRANSITIONS[event]

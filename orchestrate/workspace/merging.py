@@ -52,8 +52,8 @@ class AutoMerge(Extension):
             except Conflict as exc:  # a conflict needs a person: failed, not retried
                 attempt.verdict = Verdict(Event.FAIL, str(exc))
                 return
-        if refused:  # say a dirty checkout: the work is done and verified, only the merge waits
-            attempt.notes.append(f"completed but not merged: {refused}")
+        if refused and attempt.verdict:  # say a dirty checkout: the work is done and verified, only the merge waits
+            attempt.verdict = attempt.verdict._replace(error=f"completed but not merged: {refused}")
         else:
             self.merged.add(attempt.task.id)
 
