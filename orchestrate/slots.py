@@ -3,14 +3,17 @@ rewritten by the head every second."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sqlite3
 import time
 from collections import Counter, defaultdict
 from typing import Any
 
 from orchestrate.core.attempt import Attempt
 from orchestrate.core.distributor import Distributor, Slot
+from orchestrate.core.errors import QueueBusy
 from orchestrate.core.extension import Extension
 from orchestrate.core.head import Head
 
@@ -44,7 +47,8 @@ class Slots(Extension):
         await self.head.queue.write(*self.rows())
 
     async def stopping(self) -> None:
-        await self.head.queue.write(("DELETE FROM agents", ()))
+        with contextlib.suppress(sqlite3.Error, QueueBusy):  # a queue that cannot be written: the next head clears it
+            await self.head.queue.write(("DELETE FROM agents", ()))
 
     def rows(self) -> list[tuple[str, tuple[Any, ...]]]:
         now = self.head.now()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import ORCHESTRATE, invoke, orchestrate, wait_until
 
-from orchestrate.core import schema
+from orchestrate.core import store
 
 TASK_KEYS = {
     "id", "description", "status", "priority", "agent_type", "agent", "attempts", "max_retries",
@@ -277,7 +277,7 @@ def test_a_file_that_is_not_a_queue_is_refused_and_untouched(project: Path) -> N
 def test_a_queue_from_a_newer_orchestrate_is_refused() -> None:
     add("x")
     conn = sqlite3.connect("tasks.db")
-    conn.execute(f"PRAGMA user_version = {len(schema.MIGRATIONS) + 1}")
+    conn.execute(f"PRAGMA user_version = {len(store.MIGRATIONS) + 1}")
     conn.close()
     one_line_error(orchestrate("status"), 2, "newer orchestrate")
 

@@ -460,3 +460,53 @@ def test_an_auto_merge_refused_by_a_dirty_checkout_leaves_the_task_completed(pro
         "merg" in line.lower() and "branch:" not in line for line in shown.splitlines()
     )
     assert noted, f"nothing says why it was not merged: error {t['error']!r}\n{shown}"
+
+
+# --- 2, the rule's other half: a command agent's limit is what its entry declares ----------------
+
+
+def test_a_command_agent_reports_a_rate_limit_only_as_configured(project: Path) -> None:
+    """Exit 75 with `rate_limit_exit_code: 75` cools the agent and spends no attempt; the task runs again."""
+    once = project / "limited-once"
+    write_config(project, sh(f"cat >/dev/null; [ -e {once} ] && exit 0; touch {once}; echo 'slow down' >&2; exit 75"))
+    text = (
+        (project / "config.yaml")
+        .read_text()
+        .replace("    max_instances: 1\n", "    max_instances: 1\n    rate_limit_exit_code: 75\n")
+    )
+    (project / "config.yaml").write_text(text)
+    ok("add", "limited then fine")
+    ok("start")
+    try:
+        wait_until(lambda: any(a["state"] == "cooling" for a in agents_json()), message="the agent to cool")
+        assert task(1)["attempts"] == 0 and task(1)["status"] == "pending"  # the limit spent nothing
+    finally:
+        ok("stop")
+
+
+# --- 9: a queue that cannot be written --------------------------------------------------------------
+
+
+def test_a_queue_that_cannot_be_recorded_in_stops_the_head_and_loses_nothing(project: Path) -> None:
+    """A full disk under the queue: `run` says so in one line and exits 1; the task is not lost."""
+    queue = project / "q"
+    queue.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(queue)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        marker, fill = project / "filled", queue / "fill"
+        # The first run fills the queue's disk before it ends, so its result cannot be recorded.
+        script = (
+            f"cat >/dev/null; [ -e {marker} ] && exit 0; touch {marker}; head -c 2000000 /dev/zero > {fill}; exit 0"
+        )
+        write_config(project, sh(script), more="  database: q/tasks.db\n")
+        ok("add", "fills the disk")
+        first = orchestrate("run", timeout=60)
+        assert first.returncode == 1, first.stderr
+        assert "cannot record task_001's result" in first.stderr and "Traceback" not in first.stderr
+        fill.unlink()
+        second = orchestrate("run", timeout=60)  # a head that starts again recovers it, unspent
+        assert second.returncode == 0, second.stderr
+        assert (task(1)["status"], task(1)["attempts"]) == ("completed", 1)
+    finally:
+        subprocess.run(["umount", "-l", str(queue)], check=False)

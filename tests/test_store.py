@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from orchestrate import api
-from orchestrate.core import schema, store
+from orchestrate.core import store
 from orchestrate.core.errors import InvalidTransition, TaskNotFound, UsageError
 
 
 def test_a_new_queue_is_migrated_in_wal_mode(project: Path) -> None:
     with api.opened(project / "q.db") as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(schema.MIGRATIONS)
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(store.MIGRATIONS)
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == store.BUSY_TIMEOUT_S * 1000

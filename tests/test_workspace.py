@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -85,6 +86,7 @@ def test_parallel_tasks_editing_one_file_land_on_separate_branches(project: Path
     shown = ok("show", "task_001")
     assert "orchestrate/task_001" in shown and "NOTES.md | 1 +" in shown and "task_001: Create NOTES.md" in shown
     assert "worktrees 2 in" in ok("status")
+    assert json.loads(ok("status", "--json"))["worktrees"]["bytes"] > 0  # measured by the head, not by status
     assert ".orchestrate" not in git("status", "--porcelain")  # it keeps itself out of the user's status
 
 

@@ -170,7 +170,7 @@ async def _settle(head: Head, attempt: Attempt) -> None:
     if verdict.event is not None:
         attempt.recorded = await _record(head, attempt, verdict)
     head.failures += bool(attempt.recorded) and verdict.event is Event.FAIL
-    shown = "cancelled" if verdict.event is None else verdict.event if attempt.recorded else "its claim moved on"
+    shown = "cancelled" if verdict.event is None else verdict.event if attempt.recorded else "not recorded"
     log.info("%s: %s on %s%s", task.name, shown, slot.id, f": {verdict.error}" if verdict.error else "")
     for ext in head.extensions:
         await ext.settled(attempt)

@@ -106,6 +106,8 @@ class Head:
                     await self._fill()
                 except QueueBusy as exc:  # another process holds the queue; claim again on the next round
                     log.warning("cannot claim: %s", exc)
+                except sqlite3.Error as exc:
+                    self.broken("cannot claim a task", exc)
                 for ext in self.extensions if not self.busy else ():
                     await ext.idle()
             deadline = time.monotonic() + 1.0  # also re-check backoffs, cooling and aging now and then
@@ -159,11 +161,15 @@ class Head:
                 return await self.queue.record(task.id, task.claim, event, **fields)
             except QueueBusy as exc:  # each try waits out the busy timeout: this never spins
                 self.once(f"cannot record results: {exc}; still trying")
-            except sqlite3.Error as exc:  # a full disk, a damaged file: stop, and let the next head recover
-                log.error("%s: cannot record its result in %s (%s); stopping", task.name, self.db, exc)
-                self.failures += 1
-                self.stop("now")
+            except sqlite3.Error as exc:
+                self.broken(f"cannot record {task.name}'s result", exc)
                 return False
+
+    def broken(self, what: str, exc: sqlite3.Error) -> None:
+        """The queue cannot be written (a full disk, a damaged file): stop; the next head recovers its tasks."""
+        log.error("%s in %s (%s); stopping", what, self.db, exc)
+        self.failures += 1
+        self.stop("now")
 
     def once(self, problem: str) -> None:
         """Log `problem` the first time it happens: a full disk would otherwise fill the log too."""
@@ -175,9 +181,8 @@ class Head:
         return str(path.relative_to(self.cfg.root)) if path.is_relative_to(self.cfg.root) else str(path)
 
     def unavailable(self, name: str, why: str) -> None:
-        if name not in self.distributor.unavailable:
-            log.error("agent %s is unavailable: %s", name, why)
-            self.distributor.unavailable[name] = why
+        self.once(f"agent {name} is unavailable: {why}")
+        self.distributor.unavailable.setdefault(name, why)
 
     async def sweep(self, finished: str = "") -> None:
         """Sample the agents' memory; kill processes no running task owns (or that `finished` left)."""

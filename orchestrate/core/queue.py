@@ -21,7 +21,6 @@ T = TypeVar("T")
 AGING_S = 30 * 60  # a low task waiting this long is claimed as a normal one
 LOOP_BUSY_MS = 20  # how long a statement on the event loop may wait for another writer
 BUSY_RETRY_S = 0.05  # then how long it gives the loop back before trying again
-LOG_DIR = ".orchestrate/logs"  # relative to the project, where the head writes agents' output
 
 
 class Queue:
@@ -33,7 +32,10 @@ class Queue:
     """
 
     def __init__(self, path: Path) -> None:
-        self.conn, self.logs = store.connect(path), LOG_DIR  # logs: where the claims say each task's log is
+        self.conn, self.logs = (
+            store.connect(path),
+            ".orchestrate/logs",
+        )  # where claims say a task logs, from the project
         self.conn.execute(f"PRAGMA busy_timeout = {LOOP_BUSY_MS}")
         # Durable across a crash of any process; a power cut may undo the last commits (README).
         self.conn.execute("PRAGMA synchronous = NORMAL")

@@ -3,6 +3,7 @@ whatever the agent leaves uncommitted is committed on the branch afterwards."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from orchestrate.core.head import Head
 from orchestrate.core.states import Stop
 from orchestrate.core.store import Task
 from orchestrate.workspace import git, settings
+from orchestrate.workspace.branches import measure
 from orchestrate.workspace.changes import diff
 from orchestrate.workspace.git import task_branch
 from orchestrate.workspace.shell import shell
@@ -73,10 +75,24 @@ async def remove(cfg: Config, task: Task) -> str | None:
 class Worktrees(Extension):
     def __init__(self, project: git.Project) -> None:
         self.project = project
+        self.unmeasured = True  # the worktrees' disk changed since `status` last had it measured
+        self.measuring: asyncio.Future[int] | None = None
 
     async def started(self, head: Head) -> None:
-        self.repo, self.log = await self.project.repository(), head.once
+        self.repo, self.log, self.cfg = await self.project.repository(), head.once, head.cfg
         (head.cfg.runtime_dir / ".gitignore").write_text("*\n")  # logs, snapshots, worktrees: none is the project's
+
+    async def beat(self) -> None:
+        """Measure the worktrees for `status` after attempts changed them: in a thread, as it walks
+        every file, and never two walks at once."""
+        if self.unmeasured and (self.measuring is None or self.measuring.done()):
+            self.unmeasured, self.measuring = False, asyncio.ensure_future(asyncio.to_thread(measure, self.cfg))
+
+    async def stopping(self) -> None:
+        if self.measuring:
+            await self.measuring
+        if self.unmeasured:  # the last attempts' worktrees, for `status` after the head is gone
+            await asyncio.to_thread(measure, self.cfg)
 
     async def workdir(self, attempt: Attempt) -> None:
         if (tree := worktree(attempt.cfg, attempt.task)) is None:
@@ -107,6 +123,7 @@ class Worktrees(Extension):
 
     async def settled(self, attempt: Attempt) -> None:
         """A cancelled task's worktree goes once its leftovers are committed; a merged one's too."""
+        self.unmeasured |= attempt.worktree is not None
         if attempt.worktree and attempt.stopped is Stop.CANCELLED:
             await self.tidy(attempt)
 
