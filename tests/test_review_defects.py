@@ -1,6 +1,6 @@
 """Regression tests for defects found in review: a real head, the installed CLI, command agents.
 
-Only conftest and the standard library are imported: the package's module layout may change.
+They drive the installed command only, so they hold whatever the package's layout.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 from conftest import ORCHESTRATE, live_pids, orchestrate, wait_until
+from test_head import ok, task, wait_for
 
-# --- helpers (kept here rather than imported from test_head, which may move) ---------------------
+# --- helpers ---------------------------------------------------------------------------------------
 
 
 def write_config(project: Path, command: list[str], *, instances: int = 1, retries: int = 0, more: str = "") -> None:
@@ -38,22 +39,6 @@ def write_config(project: Path, command: list[str], *, instances: int = 1, retri
 def sh(script: str) -> list[str]:
     """A command agent running `script` in /bin/sh (the prompt arrives on its stdin)."""
     return ["/bin/sh", "-c", script]
-
-
-def ok(*args: str) -> str:
-    result = orchestrate(*args)
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return result.stdout
-
-
-def task(ref: str | int) -> dict[str, Any]:
-    return json.loads(ok("show", str(ref), "--json"))  # type: ignore[no-any-return]
-
-
-def wait_for(ref: str | int, *states: str, timeout: float = 60) -> dict[str, Any]:
-    return wait_until(
-        lambda: (t := task(ref))["status"] in states and t, timeout=timeout, message=f"task {ref} to be {states}"
-    )
 
 
 def agents_json() -> list[dict[str, Any]]:

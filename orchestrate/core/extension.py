@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 class Extension:
     async def started(self, head: Head) -> None:
-        """The head is up and has recovered the queue; start what the extension keeps."""
+        """The head is up, about to register and recover the queue: start what the extension keeps."""
 
     async def workdir(self, attempt: Attempt) -> None:
         """Choose where the agent runs: `attempt.cwd`, the project directory unless changed."""

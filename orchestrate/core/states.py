@@ -1,4 +1,4 @@
-"""A task's states, why a run was stopped, how it ended, and every transition between states.
+"""A task's states, why the head stops a run, and every transition between states.
 
 Nothing else spells a state: the SQL, the commands and the head take them from here.
 """
