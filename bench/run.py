@@ -292,7 +292,7 @@ def running_head(root: Path) -> Iterator[int]:
         if pids:
             print(f"warning: {len(pids)} agent process(es) outlived the head; killed", file=sys.stderr)
             for stray in pids:
-                process.signal_group(stray, signal.SIGKILL, group=False)
+                process.send_signal(stray, signal.SIGKILL, group=False)
 
 
 def calibrate(stamps: Path, times: int = 10) -> float:

@@ -123,15 +123,15 @@ async def work(head: Head, slot: Slot, task: Task) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         out.write(f"=== orchestrate: attempt {task.attempts + 1} on {slot.id} at {stamp} ===\n".encode())
         try:
-            for ext in head.extensions:
-                await ext.workdir(attempt)
-            for ext in head.extensions:
+            for workdir in head.hooks["workdir"]:
+                await workdir(attempt)
+            for before in head.hooks["before"]:
                 if not attempt.over:
-                    await ext.before(attempt)
+                    await before(attempt)
             if not attempt.over:
                 await _run_agent(head, attempt, head.adapters[agent.type])
-            for ext in head.extensions:
-                await ext.after(attempt)
+            for after in head.hooks["after"]:
+                await after(attempt)
         except Exception as exc:  # a bug, or the machine: a failed attempt, so it cannot loop hot
             log.exception("%s: orchestrate could not run it", task.name)
             attempt.fail(f"orchestrate could not run it: {exc!r}; see the head's log")
@@ -160,9 +160,9 @@ async def _run_agent(head: Head, attempt: Attempt, adapter: Adapter) -> None:
 async def _settle(head: Head, attempt: Attempt) -> None:
     task, slot = attempt.task, attempt.slot
     attempt.verdict = decide(attempt, head.now())
-    if attempt.verdict.event is Event.COMPLETE and await attempt.current():
-        for ext in head.extensions:
-            await ext.accept(attempt)
+    if attempt.verdict.event is Event.COMPLETE:  # an extension that acts on it checks attempt.current()
+        for accept in head.hooks["accept"]:
+            await accept(attempt)
     verdict = attempt.verdict
     if until := verdict.cooling_until:
         head.distributor.cooling[slot.agent.name] = until
@@ -172,8 +172,8 @@ async def _settle(head: Head, attempt: Attempt) -> None:
     head.failures += bool(attempt.recorded) and verdict.event is Event.FAIL
     shown = "cancelled" if verdict.event is None else verdict.event if attempt.recorded else "not recorded"
     log.info("%s: %s on %s%s", task.name, shown, slot.id, f": {verdict.error}" if verdict.error else "")
-    for ext in head.extensions:
-        await ext.settled(attempt)
+    for settled in head.hooks["settled"]:
+        await settled(attempt)
 
 
 async def _record(head: Head, attempt: Attempt, verdict: Verdict) -> Task | None:

@@ -28,7 +28,7 @@ class Extension:
         """The agent has ended: read what it changed, check its work, `attempt.fail()` if it falls short."""
 
     async def accept(self, attempt: Attempt) -> None:
-        """A completed attempt is about to be recorded and its row still runs on its claim: merge it."""
+        """A completed attempt is about to be recorded: merge it (after `attempt.current()` says its row is still its)."""
 
     async def settled(self, attempt: Attempt) -> None:
         """The attempt is recorded (`attempt.recorded`), or its claim had moved on; tidy, publish."""

@@ -29,12 +29,16 @@ from orchestrate.core.store import Task
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 1.0  # heartbeat, memory sampling and the sweep for strays
+HOOKS = ("workdir", "before", "after", "accept", "settled", "beat", "idle")
 WATCH_S = 0.05  # how often the head looks for another process's commit (add, cancel)
 
 
 class Head:
     def __init__(self, cfg: Config, extensions: Iterable[Extension] = (), adapters: Mapping[str, Any] = {}) -> None:
         self.cfg, self.extensions, self.now = cfg, tuple(extensions), time.time
+        # Each hook's implementations, in order: an attempt awaits only the hooks an extension defines.
+        plain = {h: getattr(Extension, h) for h in HOOKS}
+        self.hooks = {h: [getattr(x, h) for x in self.extensions if getattr(type(x), h) is not plain[h]] for h in HOOKS}
         self.adapters: dict[str, Any] = {"command": command, **adapters}  # each an Adapter (core/agent.py)
         self.db = cfg.task_queue.database.resolve()
         self.distributor = Distributor(cfg.agents)
@@ -108,8 +112,8 @@ class Head:
                     log.warning("cannot claim: %s", exc)
                 except sqlite3.Error as exc:
                     self.broken("cannot claim a task", exc)
-                for ext in self.extensions if not self.busy else ():
-                    await ext.idle()
+                for idle in self.hooks["idle"] if not self.busy else ():
+                    await idle()
             deadline = time.monotonic() + 1.0  # also re-check backoffs, cooling and aging now and then
             while not self.wake.is_set() and time.monotonic() < deadline:
                 with contextlib.suppress(TimeoutError):
@@ -192,7 +196,7 @@ class Head:
             if (slot := owners.get(name)) is None:
                 log.info("killing %d process(es) left behind by %s", len(procs), name or "an agent")
                 for pid, _ in procs:
-                    process.signal_group(pid, signal.SIGKILL, group=False)
+                    process.send_signal(pid, signal.SIGKILL, group=False)
                 continue
             slot.rss_mb = sum(kib for _, kib in procs) / 1024
             if (limit := self.cfg.performance.max_memory_mb) and slot.rss_mb > limit:
@@ -204,8 +208,8 @@ class Head:
                 await self.sweep()
                 running = [(s.task.id, s.task.claim, s.pid) for s in self.distributor.slots if s.task]
                 await self.queue.heartbeat(self.now(), running)
-                for ext in self.extensions:
-                    await ext.beat()
+                for beat in self.hooks["beat"]:
+                    await beat()
             except QueueBusy as exc:
                 log.warning("heartbeat: %s", exc)
             except Exception:  # a bug: say so, and beat again

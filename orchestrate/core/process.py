@@ -95,7 +95,7 @@ async def run(
         reason = stop.result() if stop.done() else Stop.TIMEOUT
         # a cancelled task must be gone within a second; others get the configured grace
         await terminate(proc.pid, exited, min(ctx.grace, 0.5) if reason is Stop.CANCELLED else ctx.grace)
-    signal_group(proc.pid, signal.SIGKILL)  # whatever it left behind in its group
+    send_signal(proc.pid, signal.SIGKILL)  # whatever it left behind in its group
     _, slow = await asyncio.wait(pumps, timeout=DRAIN_S)
     for pump in slow:
         pump.cancel()
@@ -104,16 +104,16 @@ async def run(
 
 async def terminate(pgid: int, exited: asyncio.Future[int], grace: float) -> None:
     """SIGTERM the group (the CLIs stop their own children on it), then SIGKILL after `grace`."""
-    signal_group(pgid, signal.SIGTERM)
+    send_signal(pgid, signal.SIGTERM)
     if not (await asyncio.wait({exited}, timeout=grace))[0]:
-        signal_group(pgid, signal.SIGKILL)
+        send_signal(pgid, signal.SIGKILL)
         await exited
 
 
-def signal_group(pgid: int, sig: int, group: bool = True) -> None:
-    """Signal a process group (or, without `group`, one process) while it is still there."""
+def send_signal(pid: int, sig: int, group: bool = True) -> None:
+    """Signal the process group `pid` leads (or, without `group`, the process alone) while it is there."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        (os.killpg if group else os.kill)(pgid, sig)
+        (os.killpg if group else os.kill)(pid, sig)
 
 
 async def _pump(stream: asyncio.StreamReader, log: Log, reader: Output, stderr: bool) -> None:

@@ -125,10 +125,8 @@ class Queue:
 
     async def positions(self, claims: dict[int, int]) -> set[int]:
         """Of the runs in `claims` (task id: claim), those whose row is no longer running on that claim."""
-        ids = list(claims)
-        rows = await self.read(f"SELECT id, status, claim FROM tasks WHERE id IN ({_marks(ids)})", *ids)
-        current = {r[0] for r in rows if r[1] == Status.RUNNING and r[2] == claims[r[0]]}
-        return set(ids) - current
+        rows = await self.read(f"SELECT id, status, claim FROM tasks WHERE id IN ({_marks(claims)})", *claims)
+        return set(claims) - {r[0] for r in rows if r[1] == Status.RUNNING and r[2] == claims[r[0]]}
 
     async def data_version(self) -> int:
         """Changes whenever another connection commits: how the head notices `add` and `cancel`."""

@@ -72,4 +72,5 @@ class Changes(Extension):
             attempt.changes = await diff(attempt.cfg.root, start, end, own=private(self.repo, objects(attempt)))
 
     async def settled(self, attempt: Attempt) -> None:
-        await asyncio.to_thread(shutil.rmtree, objects(attempt), True)
+        if self.repo:  # in a thread: the objects of a big change can be many files
+            await asyncio.to_thread(shutil.rmtree, objects(attempt), True)

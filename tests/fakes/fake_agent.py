@@ -1,7 +1,8 @@
 """Fake `claude`, `codex` and `gemini` executables for end-to-end tests.
 
 Each fake accepts the real CLI's headless argv and prints the real CLI's output format, as
-described in /work/shared/CLI_REFERENCE.md (Claude Code 2.1, Codex 0.169, Gemini CLI 0.61). The
+observed on Claude Code 2.1, Codex 0.169 and Gemini CLI 0.61 (docs/design.md, "Agents: the adapter
+contract", says what the adapters rely on). The
 scripts `claude`, `codex` and `gemini` next to this file call `main(<name>)`.
 
 Behaviour is steered by directives anywhere in the prompt, `[fake:NAME]` or `[fake:NAME=VALUE]`:
