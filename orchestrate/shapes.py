@@ -1,4 +1,4 @@
-"""DESIGN's JSON shapes, which scripts rely on: what `--json` prints and the dashboard's API answers."""
+"""The JSON shapes in docs/design.md, which scripts rely on: what `--json` prints and the dashboard's API answers."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def iso(ts: float | None) -> str | None:
 
 
 def task_json(task: Task) -> dict[str, Any]:
-    """The task shape in DESIGN.md, which scripts rely on (plus the derived `blocked`)."""
+    """The task shape in docs/design.md, which scripts rely on (plus the derived `blocked`)."""
     return {
         "id": task.name,
         "description": task.description,
@@ -45,7 +45,7 @@ def task_json(task: Task) -> dict[str, Any]:
 
 
 def status_json(head: Head, counts: dict[str, int], slots: Sequence[Slot], worktrees: Worktrees) -> dict[str, Any]:
-    """`status --json`: the head, the counts by status and the agent slots, as DESIGN.md has them,
+    """`status --json`: the head, the counts by status and the agent slots, as docs/design.md has them,
     and the task worktrees (issue 5; bytes as last measured, 0 before any measurement)."""
     shape = {"head": head_json(head), "counts": counts, "agents": [slot_json(s) for s in slots]}
     return shape | {"worktrees": {"count": worktrees.found, "bytes": worktrees.bytes}}

@@ -103,7 +103,7 @@ def test_status_without_a_head_or_a_queue(project: Path) -> None:
         "head": {"running": False, "pid": None, "started_at": None},
         "counts": {"pending": 0, "running": 0, "completed": 0, "failed": 0, "cancelled": 0},
         "agents": [],
-        "worktrees": {"count": 0, "bytes": 0},  # added to DESIGN's shape by the worktree issue
+        "worktrees": {"count": 0, "bytes": 0},  # the worktrees, beside the shape's head, counts and agents
     }
     assert "not running" in invoke("status").stdout
     assert invoke("tasks").stdout.strip() == "no tasks"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class OrchestrateError(Exception):
-    """An error the CLI reports in one line; `exit_code` follows DESIGN (1 failed, 2 bad usage)."""
+    """An error the CLI reports in one line; `exit_code` follows docs/design.md (1 failed, 2 bad usage)."""
 
     exit_code = 1
 

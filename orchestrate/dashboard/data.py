@@ -1,4 +1,4 @@
-"""What the dashboard reads from the queue and the agents' files: DESIGN's JSON shapes, the page's
+"""What the dashboard reads from the queue and the agents' files: the JSON shapes of docs/design.md, the page's
 extras beside them, and the Prometheus text for /metrics."""
 
 from __future__ import annotations
