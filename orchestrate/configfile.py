@@ -11,8 +11,6 @@ import yaml
 
 from orchestrate.core.config import AgentConfig, Config, ContextConfig, PerformanceConfig, TaskQueueConfig
 from orchestrate.core.errors import ConfigError, UsageError
-from orchestrate.dashboard import DashboardConfig
-from orchestrate.workspace import WorkspaceConfig
 
 AGENT_TYPES = ("claude", "codex", "gemini", "command")
 DEFAULT_COMMANDS = {
@@ -211,6 +209,26 @@ def parse(data: dict[str, Any], label: str, root: Path, path: Path) -> Config:
             "context": SharedContext(**context),
         },
     )
+
+
+class WorkspaceConfig(NamedTuple):
+    """The workspace feature's settings: the top-level keys of where and how each task runs."""
+
+    mode: str = "shared"  # or "worktree": each task on its own branch, in its own checkout
+    files: tuple[str, ...] = ()  # copied into each worktree (untracked files such as .env)
+    setup: str | None = None  # a shell command run in the worktree before each attempt
+    verify: tuple[str, ...] = ()  # shell commands that must all exit 0 for a task to complete
+    verify_timeout_seconds: float = 600
+    require_changes: bool = False
+    merge: str = "manual"  # or "auto": a task that completes is merged into the current branch
+
+
+class DashboardConfig(NamedTuple):
+    """The dashboard's settings, its section of the file."""
+
+    port: int | None = None  # set: the head serves the dashboard itself
+    host: str = "127.0.0.1"
+    token: str | None = None
 
 
 class SharedContext(NamedTuple):

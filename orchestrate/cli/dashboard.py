@@ -4,7 +4,6 @@
 import typer
 
 from orchestrate.cli.app import session
-from orchestrate.dashboard import settings
 
 
 def dashboard(
@@ -19,6 +18,7 @@ def dashboard(
 ) -> None:
     """Serve the live web dashboard until Ctrl-C."""
     from orchestrate.dashboard import server as web  # the server and its JSON stay off the other commands' start-up
+    from orchestrate.dashboard import settings
 
     with session(ctx).queue(create=False):  # a file that is not a queue is exit 2 here, not an error on every request
         pass

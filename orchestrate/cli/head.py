@@ -3,7 +3,7 @@
 # No `from __future__ import annotations`: typer reads the annotations (see cli/app.py).
 import typer
 
-from orchestrate import api, configfile, shapes, workspace
+from orchestrate import api, configfile, shapes
 from orchestrate.cli import render
 from orchestrate.cli.app import echo_json, session
 from orchestrate.core.config import Config
@@ -55,7 +55,9 @@ def _head_config(ctx: typer.Context, agents: str | None) -> Config:
     cfg = session(ctx).config
     with session(ctx).queue():  # a queue file that is not one is exit 2 here, before any head starts
         pass
-    if workspace.settings(cfg).mode == "worktree":
+    from orchestrate.workspace import settings  # a small package, but not on status's path
+
+    if settings(cfg).mode == "worktree":
         from orchestrate.workspace import branches
 
         branches.require_repository(cfg.root)

@@ -14,7 +14,6 @@ from orchestrate.cli.app import echo_json, session
 from orchestrate.core import store
 from orchestrate.core.errors import OrchestrateError, UsageError
 from orchestrate.core.states import ACTIVE, Status
-from orchestrate.workspace import settings as workspace_settings
 
 STATUS_FILTERS = tuple(api.LIST_FILTERS)
 
@@ -57,7 +56,9 @@ def add(
                 verify=tuple(verify) if verify else None,
             )
         ]
-    if any(new.workspace == "worktree" for new in batch) and workspace_settings(cfg).mode != "worktree":
+    from orchestrate.workspace import settings  # a small package, read only by the commands that need it
+
+    if any(new.workspace == "worktree" for new in batch) and settings(cfg).mode != "worktree":
         from orchestrate.workspace import branches
 
         branches.require_repository(cfg.root)
@@ -106,7 +107,9 @@ def show(ctx: typer.Context, task: str, as_json: bool = typer.Option(False, "--j
         return
     typer.echo(render.show_task(found))
     cfg = session(ctx).config
-    if (found.workspace or workspace_settings(cfg).mode) == "worktree":
+    from orchestrate.workspace import settings
+
+    if (found.workspace or settings(cfg).mode) == "worktree":
         from orchestrate.workspace import branches
 
         for line in branches.branch_lines(cfg, found):

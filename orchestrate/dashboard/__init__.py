@@ -3,15 +3,8 @@ the configuration's dashboard section."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
+from orchestrate.configfile import DashboardConfig
 from orchestrate.core.config import Config
-
-
-class DashboardConfig(NamedTuple):
-    port: int | None = None  # set: the head serves the dashboard itself
-    host: str = "127.0.0.1"
-    token: str | None = None
 
 
 def settings(cfg: Config) -> DashboardConfig:
