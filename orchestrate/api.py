@@ -27,6 +27,7 @@ from orchestrate.core.store import (
     transaction,
 )
 
+MAX_ID = 2**63 - 1  # SQLite's largest integer: a larger id names no task
 HEARTBEAT_STALE_S = 10.0  # the head beats every second; this much silence means it is gone
 
 
@@ -58,7 +59,7 @@ def opened(path: Path, *, create: bool = True) -> Iterator[sqlite3.Connection]:
 def parse_task_id(text: str) -> int:
     """Accept `task_001`, `task_1` or `1`."""
     digits = text.strip().lower().removeprefix("task_").removeprefix("task-")
-    if digits.isdigit() and int(digits) > 0:
+    if digits.isascii() and digits.isdigit() and int(digits) > 0:
         return int(digits)
     raise UsageError(f"{text!r} is not a task id; use task_001, task_1 or 1")
 
@@ -106,14 +107,15 @@ def add_tasks(conn: sqlite3.Connection, batch: Sequence[NewTask], now: float | N
     now = time.time() if now is None else now
     with transaction(conn):
         wanted = sorted({d for new in batch for d in new.depends_on})
+        stored = [d for d in wanted if d <= MAX_ID]  # a larger id names no task
         found = {
-            r[0] for r in conn.execute(f"SELECT id FROM tasks WHERE id IN ({','.join('?' * len(wanted))})", wanted)
+            r[0] for r in conn.execute(f"SELECT id FROM tasks WHERE id IN ({','.join('?' * len(stored))})", stored)
         }
         for missing in (d for d in wanted if d not in found):
             raise TaskNotFound(f"{task_name(missing)} does not exist, so nothing can wait for it; nothing was added")
         ids = [_insert(conn, new, now) for new in batch]
         conn.executemany(
-            "INSERT INTO deps (task_id, depends_on) VALUES (?, ?)",
+            "INSERT OR IGNORE INTO deps (task_id, depends_on) VALUES (?, ?)",  # a dependency named twice is one
             [(ids[i], d) for i, new in enumerate(batch) for d in new.depends_on]
             + [(ids[i], ids[j]) for i, new in enumerate(batch) for j in new.after_new],
         )
@@ -150,7 +152,7 @@ def _json_list(items: Sequence[str]) -> str:
 
 
 def get_task(conn: sqlite3.Connection, task_id: int) -> Task:
-    row = conn.execute(SELECT_TASKS + " WHERE t.id = ?", (task_id,)).fetchone()
+    row = conn.execute(SELECT_TASKS + " WHERE t.id = ?", (task_id,)).fetchone() if task_id <= MAX_ID else None
     if row is None:
         raise TaskNotFound(f"{task_name(task_id)} does not exist; `orchestrate tasks` lists the queue")
     return task_from_row(row)

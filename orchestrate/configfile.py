@@ -20,12 +20,13 @@ DEFAULT_COMMANDS = {
 }
 
 
+LARGEST = 1e9  # seconds or minutes: a bound well past any real wait, and below what a clock can add (not .inf)
 # The kinds of value a key may hold: a test, and what to tell a user whose value fails it.
 KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "count": (lambda v: type(v) is int and v > 0, "a positive integer"),
     "count0": (lambda v: type(v) is int and v >= 0, "a whole number, 0 or more"),
-    "number": (lambda v: type(v) in (int, float) and v > 0, "a positive number"),
-    "number0": (lambda v: type(v) in (int, float) and v >= 0, "a number, 0 or more"),
+    "number": (lambda v: type(v) in (int, float) and 0 < v <= LARGEST, f"a positive number, at most {LARGEST:g}"),
+    "number0": (lambda v: type(v) in (int, float) and 0 <= v <= LARGEST, f"a number from 0 to {LARGEST:g}"),
     "flag": (lambda v: type(v) is bool, "true or false"),
     "text": (lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty string"),
     "command": (

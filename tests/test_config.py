@@ -155,7 +155,7 @@ ERROR_IDS = "three zero bool unknown-key unknown-section bad-yaml list no-agents
         ),
         (
             "task_queue:\n  timeout_minutes: true\n",
-            "orchestrate: c.yaml: task_queue.timeout_minutes: expected a positive number, got True",
+            "orchestrate: c.yaml: task_queue.timeout_minutes: expected a positive number, at most 1e+09, got True",
         ),
         ("task_queue:\n  max_size: 1000\n", "orchestrate: c.yaml: task_queue.max_size: unknown key"),
         ("orchestrator:\n  mode: local\n", "orchestrate: c.yaml: orchestrator: unknown key"),

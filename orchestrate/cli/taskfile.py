@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrate.api import NewTask, parse_task_id
-from orchestrate.configfile import read_yaml
+from orchestrate.configfile import LARGEST, read_yaml
 from orchestrate.core.errors import UsageError
 from orchestrate.core.store import PRIORITIES
 
@@ -37,9 +37,9 @@ def priority(text: str) -> int:
 def timeout_seconds(minutes: Any) -> float | None:
     if minutes is None:
         return None
-    if isinstance(minutes, (int, float)) and not isinstance(minutes, bool) and minutes > 0:
+    if isinstance(minutes, (int, float)) and not isinstance(minutes, bool) and 0 < minutes <= LARGEST:
         return float(minutes) * 60
-    raise UsageError(f"timeout must be a positive number of minutes, not {minutes!r}")
+    raise UsageError(f"timeout must be a positive number of minutes, at most {LARGEST:g}, not {minutes!r}")
 
 
 def workspace(mode: Any) -> str | None:
