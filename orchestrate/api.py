@@ -100,9 +100,13 @@ def _check_acyclic(batch: Sequence[NewTask]) -> None:
 def add_tasks(conn: sqlite3.Connection, batch: Sequence[NewTask], now: float | None = None) -> list[int]:
     """Queue every task of `batch` in one transaction, or none of them."""
     for new in batch:
+        where = f"task {new.label}: " if new.label else ""
         if not new.description.strip():
-            where = f"task {new.label}: " if new.label else ""
             raise UsageError(f"{where}a task needs a description; got an empty one")
+        try:
+            new.description.encode()
+        except UnicodeEncodeError:  # bytes the shell passed that are not text
+            raise UsageError(f"{where}the task text is not valid UTF-8; nothing was added") from None
     _check_acyclic(batch)
     now = time.time() if now is None else now
     with transaction(conn):

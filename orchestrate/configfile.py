@@ -127,6 +127,8 @@ def _agent(name: str, data: Any, where: str) -> AgentConfig:
         argv = tuple(shlex.split(command) if isinstance(command, str) else command)
     except ValueError as exc:  # unbalanced quotes
         raise ConfigError(f"{where}.command: cannot split it: {exc}") from None
+    if not argv or not argv[0].strip():
+        raise ConfigError(f"{where}.command: names no program; give the program to run and its arguments")
     if kind != "command" and (values["rate_limit_exit_code"] or values["rate_limit_pattern"]):
         raise ConfigError(
             f"{where}: rate_limit_exit_code and rate_limit_pattern are for command agents; {kind} reports its limits itself"

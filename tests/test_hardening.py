@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,28 @@ def test_a_dependency_named_twice_is_one(project: Path) -> None:
     added = orchestrate("add", "second", "--after", "1,task_1", "--after", "1")
     assert added.returncode == 0, added.stderr
     assert json.loads(orchestrate("show", "2", "--json").stdout)["depends_on"] == ["task_001"]
+
+
+def test_a_command_that_names_no_program_is_refused_at_load(project: Path) -> None:
+    (project / "config.yaml").write_text('agents:\n  t: {type: command, command: "   "}\n')
+    one_line(orchestrate("status"), 2, "agents.t.command: names no program")
+
+
+def test_a_context_file_given_as_a_number_is_a_usage_error(project: Path) -> None:
+    (project / "tasks.yaml").write_text("- description: x\n  context_files: [5]\n")
+    one_line(orchestrate("add", "--file", "tasks.yaml"), 2, "context file 5 does not exist")
+
+
+def test_task_text_that_is_not_utf8_is_refused_and_nothing_is_added(project: Path) -> None:
+    assert orchestrate("add", "kept").returncode == 0
+    one_line(orchestrate("add", os.fsdecode(b"fix \xff")), 2, "not valid UTF-8")
+    assert [t["description"] for t in json.loads(orchestrate("tasks", "--json").stdout)] == ["kept"]
+
+
+def test_version_and_short_help(project: Path) -> None:
+    version = orchestrate("--version")
+    assert version.returncode == 0 and version.stdout.startswith("orchestrate ")
+    for args in (["-h"], ["add", "-h"]):
+        shown = orchestrate(*args)
+        assert shown.returncode == 0 and "Usage: orchestrate" in shown.stdout
+    assert "several" in orchestrate("add", "-h").stdout  # --after takes more than one task

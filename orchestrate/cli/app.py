@@ -48,8 +48,10 @@ class _Commands(TyperGroup):
             return super().invoke(ctx)
 
 
+JSON_HELP = "Print JSON instead (the shapes are in docs/design.md)."
 app = typer.Typer(
     cls=_Commands,
+    context_settings={"help_option_names": ["-h", "--help"]},
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -91,6 +93,14 @@ def echo_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2))
 
 
+def _version(shown: bool) -> None:
+    if shown:
+        from orchestrate import __version__
+
+        typer.echo(f"orchestrate {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _options(
     ctx: typer.Context,
@@ -98,5 +108,8 @@ def _options(
         None, "--config", envvar="ORCHESTRATE_CONFIG", help="Configuration file (default: ./config.yaml)."
     ),
     db: Path | None = typer.Option(None, "--db", help="Queue file, overriding the configuration's."),
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_version, help="Print the version and exit."
+    ),
 ) -> None:
     ctx.obj = Session(config, db)

@@ -5,13 +5,13 @@ import typer
 
 from orchestrate import api, configfile, shapes
 from orchestrate.cli import render
-from orchestrate.cli.app import echo_json, session
+from orchestrate.cli.app import JSON_HELP, echo_json, session
 from orchestrate.core.config import Config
 
 AGENTS_HELP = "Agent slots for this run, overriding the configuration, e.g. claude:2,codex:2."
 
 
-def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """The head node, the counts by status, busy agents and recent failures."""
     with session(ctx).queue(create=False) as conn:
         head, counts = api.head(conn), api.counts(conn)
@@ -38,7 +38,7 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) ->
         typer.echo(f"worktrees {trees.found} in {cfg.runtime_dir / 'worktrees'}, {render.worktrees_size(trees)}")
 
 
-def agents(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+def agents(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """Each agent slot: state, current task, pid, memory, tasks done, cost."""
     with session(ctx).queue(create=False) as conn:
         head = api.head(conn)

@@ -120,7 +120,7 @@ def _build(e: dict[str, Any], label: str, path: Path, root: Path, local: dict[st
         timeout_seconds=timeout_seconds(e.get("timeout_minutes")),
         max_retries=max_retries,
         context_files=tuple(
-            context_file(f, path.parent, root) for f in _strings(e.get("context_files"), "context_files")
+            context_file(str(f), path.parent, root) for f in _strings(e.get("context_files"), "context_files")
         ),
         depends_on=tuple(_existing(r) for r in refs if r not in local),
         after_new=tuple(local[r] for r in refs if r in local),

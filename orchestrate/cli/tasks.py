@@ -10,7 +10,7 @@ import typer
 
 from orchestrate import api, configfile, shapes
 from orchestrate.cli import render
-from orchestrate.cli.app import echo_json, session
+from orchestrate.cli.app import JSON_HELP, echo_json, session
 from orchestrate.core import store
 from orchestrate.core.errors import OrchestrateError, UsageError
 from orchestrate.core.states import ACTIVE, Status
@@ -23,7 +23,9 @@ def add(
     description: str | None = typer.Argument(None, help="What the agent should do."),
     priority: str = typer.Option("normal", "--priority", "-p", help="high, normal or low."),
     agent: str | None = typer.Option(None, "--agent", help="Preferred agent (entry name or type)."),
-    after: list[str] = typer.Option([], "--after", help="Task(s) that must complete first."),
+    after: list[str] = typer.Option(
+        [], "--after", help="A task that must complete first; repeat it, or list several: task_004,task_005."
+    ),
     timeout: float | None = typer.Option(None, "--timeout", help="Minutes before the agent is stopped."),
     context: list[Path] = typer.Option([], "--context", help="A file to give the agent; repeatable."),
     max_retries: int | None = typer.Option(None, "--max-retries", min=0, help="Retries after the first attempt."),
@@ -81,7 +83,7 @@ def _added(ids: list[int], batch: Sequence[api.NewTask], known: set[str]) -> Non
 def tasks(
     ctx: typer.Context,
     status: str = typer.Option("all", "--status", "-s", help=f"One of: {', '.join(STATUS_FILTERS)}."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """The tasks, oldest first; `--status active` means running."""
     if status not in api.LIST_FILTERS:
@@ -99,7 +101,7 @@ def tasks(
         typer.echo("(the head node is not running: `orchestrate start` works the queue)", err=True)
 
 
-def show(ctx: typer.Context, task: str, as_json: bool = typer.Option(False, "--json")) -> None:
+def show(ctx: typer.Context, task: str, as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """One task in full: attempts, error, output and log files, cost."""
     found = session(ctx).task(task)
     if as_json:
