@@ -88,7 +88,9 @@ def own_files(cfg: Config) -> list[str]:
     """orchestrate's own files, which change with every task, relative to the project."""
     db, ctx = cfg.task_queue.database, cfg.context.directory
     own = [cfg.runtime_dir, db, *(db.with_name(db.name + s) for s in ("-wal", "-shm", "-journal"))]
-    own += [ctx / "agent_outputs", ctx / "completed_tasks.json", ctx / "current_state.md"]
+    from orchestrate.context import COMPLETED, STATE  # only the head asks: the commands stay without asyncio
+
+    own += [ctx / "agent_outputs", ctx / COMPLETED, ctx / STATE]
     return [str(p.relative_to(cfg.root)) for p in own if p.is_relative_to(cfg.root)]
 
 
