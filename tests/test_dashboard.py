@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 from conftest import ORCHESTRATE, orchestrate, wait_until
@@ -147,7 +147,7 @@ def test_errors_are_json_with_the_right_status(project: Path, serve: Callable[..
     url = serve().url
     for method, path, code in [
         ("GET", "/api/tasks/task_999", 404),
-        ("GET", "/api/tasks/nonsense", 404),
+        ("GET", "/api/tasks/nonsense", 400),  # not a task id: a bad parameter
         ("GET", "/api/tasks/1/output", 404),  # it has not run
         ("GET", "/no/such/page", 404),
         ("GET", "/api/tasks?status=bogus", 400),
@@ -166,6 +166,48 @@ def test_errors_are_json_with_the_right_status(project: Path, serve: Callable[..
     (project / ".orchestrate/logs/task_001.log").mkdir(parents=True)  # where its log would be, unreadable
     unreadable = request(url, "/api/tasks/1/log")
     assert unreadable.status == 500 and unreadable.json()["error"].startswith("cannot read ")
+
+
+LARGEST = 2**63 - 1  # SQLite's largest integer, and a file's largest offset
+# negative, 10**30, one past 64 bits, Arabic-Indic and superscript digits, more digits than int() parses
+BAD_NUMBERS = ("-1", str(10**30), str(LARGEST + 1), "\u0661\u0662", "\u00b2", "1" * 5000)
+
+
+def test_a_number_out_of_range_or_not_ascii_is_a_400_naming_it(serve: Callable[..., Served]) -> None:
+    """Each was a 500 with a traceback on the server's stderr, or (Arabic-Indic digits) silently read as 12."""
+    a_small_queue()
+    served = serve()
+    for bad in BAD_NUMBERS:
+        value = quote(bad)
+        for method, path, name in [
+            ("GET", f"/api/tasks?limit={value}", "limit"),
+            ("GET", f"/api/tasks/1/log?offset={value}", "offset"),
+            ("GET", f"/api/tasks/{value}", "task id"),
+            ("GET", f"/api/tasks/task_{value}/log", "task id"),
+            ("GET", f"/api/tasks/{value}/output", "task id"),
+            ("POST", f"/api/tasks/{value}/retry", "task id"),
+            ("POST", f"/api/tasks/task_{value}/cancel", "task id"),
+        ]:
+            answer = request(served.url, path, method)
+            assert (answer.status, answer.headers["Content-Type"]) == (400, "application/json"), (path, answer.body)
+            error = answer.json()["error"]
+            assert error.startswith(f"{name} must be ") and len(error) < 160, (path, error)
+    assert request(served.url, "/api/tasks/0").status == 400  # ids start at 1
+    for method, path in [
+        ("GET", f"/api/tasks/{LARGEST}"),
+        ("GET", "/api/tasks/task_999/log"),
+        ("POST", f"/api/tasks/{LARGEST}/cancel"),
+    ]:
+        assert request(served.url, path, method).status == 404, path  # well-formed, but no such task
+    assert api(served.url, f"/api/tasks?limit={LARGEST}") == cli_json("tasks")
+    assert api(served.url, f"/api/tasks/task%5F001/log?offset={LARGEST}")["task"] == "task_001"  # %5F is _
+    for length in ("\u00b2", "-1", "1" * 5000, "12abc"):  # every route reads Content-Length
+        answer = request(served.url, "/api/tasks/1/cancel", "POST", {"Content-Length": length})
+        assert answer.status == 400 and answer.json()["error"].startswith("Content-Length must be "), length
+    assert task(1)["status"] == "pending"
+    served.process.send_signal(signal.SIGTERM)
+    _, err = served.process.communicate(timeout=10)
+    assert err == ""
 
 
 def test_retry_and_cancel_change_the_queue_as_the_commands_do(serve: Callable[..., Served]) -> None:

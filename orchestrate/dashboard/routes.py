@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import unquote
 
 from orchestrate import api, shapes
 from orchestrate.core.config import Config
@@ -23,6 +24,8 @@ PAGE_POLICY = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:;"
     " frame-ancestors 'none'"
 )
+NUMBER_MAX = api.MAX_ID  # SQLite's largest integer, and a file's largest offset
+ID_TEXT_MAX = 64  # characters: more is no task id, and int() is never asked to read thousands of digits
 
 
 class Reply(NamedTuple):
@@ -53,12 +56,14 @@ class Request(NamedTuple):
         return self.query.get(name, [default])[-1]
 
     def number(self, name: str) -> int | None:
+        """The query parameter `name` as a whole number from 0 to NUMBER_MAX; None if it is not given."""
         text = self.param(name)
         if not text:
             return None
-        if not text.isdigit():
-            raise Refused(400, f"{name} must be a whole number, 0 or more, not {text!r}")
-        return int(text)
+        found = whole_number(text)
+        if found is None:
+            raise Refused(400, f"{name} must be a whole number from 0 to {NUMBER_MAX}, not {shown(text)}")
+        return found
 
     @contextmanager
     def queue(self) -> Iterator[sqlite3.Connection]:
@@ -79,11 +84,34 @@ def route(method: str, pattern: str) -> Callable[[Route], Route]:
     return register
 
 
+def whole_number(text: str) -> int | None:
+    """`text` as a number from 0 to NUMBER_MAX in ASCII digits (not "١٢" or "²", which str.isdigit
+    takes), or None."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    significant = text.lstrip("0") or "0"
+    if len(significant) > len(str(NUMBER_MAX)):
+        return None  # before int(), which refuses to read more than 4300 digits
+    value = int(significant)
+    return value if value <= NUMBER_MAX else None
+
+
+def shown(text: str) -> str:
+    """A value as an error quotes it: never the whole of something huge."""
+    return repr(text if len(text) <= 40 else text[:40] + "…")
+
+
 def _task_id(ref: str) -> int:
+    """The task id in a path, as the CLI takes them; one that cannot name a task is a bad parameter (400),
+    while a well-formed one naming no task is left to get_task's 404."""
+    text = unquote(ref)
     try:
-        return api.parse_task_id(ref)
-    except UsageError as exc:  # in a path, a malformed id names no task
-        raise Refused(404, str(exc)) from None
+        found = api.parse_task_id(text) if len(text) <= ID_TEXT_MAX else 0
+    except UsageError:
+        found = 0
+    if not 1 <= found <= NUMBER_MAX:
+        raise Refused(400, f"task id must be task_001, task_1 or 1, from 1 to {NUMBER_MAX}; not {shown(text)}")
+    return found
 
 
 def _task(conn: sqlite3.Connection, ref: str) -> Task:

@@ -21,7 +21,7 @@ from orchestrate.configfile import is_loopback
 from orchestrate.core.config import Config
 from orchestrate.core.errors import InvalidTransition, OrchestrateError, QueueBusy, TaskNotFound, UsageError
 from orchestrate.dashboard import settings
-from orchestrate.dashboard.routes import Refused, Reply, dispatch, json_reply
+from orchestrate.dashboard.routes import NUMBER_MAX, Refused, Reply, dispatch, json_reply, shown, whole_number
 
 log = logging.getLogger(__name__)
 DEFAULT_PORT = 8765
@@ -94,11 +94,14 @@ class Handler(BaseHTTPRequestHandler):
         return unquote(morsel.value) if morsel else ""
 
     def _drop_body(self) -> None:
-        length = self.headers.get("Content-Length", "0")
-        if not length.isdigit() or int(length) > BODY_MAX:
+        text = self.headers.get("Content-Length", "0").strip()
+        length = whole_number(text)
+        if length is None or length > BODY_MAX:
             self.close_connection = True  # what follows on this connection cannot be found
+            if length is None:  # no number, "²" (which str.isdigit takes) or beyond 64 bits: malformed
+                raise Refused(400, f"Content-Length must be a number of bytes, 0 to {NUMBER_MAX}, not {shown(text)}")
             return
-        self.rfile.read(int(length))
+        self.rfile.read(length)
 
     def _send(self, reply: Reply) -> None:
         self.send_response(reply.status)
