@@ -135,11 +135,26 @@ def _agent(name: str, data: Any, where: str) -> AgentConfig:
         )
     if (checks := values.pop("verify")) is not None:
         values["verify"] = commands(checks)
-    env = values.pop("env")
+    env = {str(k): v for k, v in values.pop("env").items()}
     for key, value in env.items():
-        if type(value) not in (str, int, float):
-            raise ConfigError(f"{where}.env.{key}: expected a string or number (quote it), got {value!r}")
-    return AgentConfig(name=name, type=kind, command=argv, env={str(k): str(v) for k, v in env.items()}, **values)
+        _variable(key, value, f"{where}.env")
+    return AgentConfig(name=name, type=kind, command=argv, env={k: str(v) for k, v in env.items()}, **values)
+
+
+def _variable(key: str, value: Any, where: str) -> None:
+    """Refuse an env entry no process can be given: execve takes NAME=VALUE strings ending in NUL."""
+    why = "it is empty" if not key else 'it contains "="' if "=" in key else "it contains NUL" if "\0" in key else ""
+    if why:
+        import json  # only to show the name, escapes and all, in one line
+
+        raise ConfigError(
+            f"{where}: {json.dumps(key, ensure_ascii=False)} is not a variable name ({why});"
+            ' name each variable with letters, digits and _, e.g. MY_FLAG: "1"'
+        )
+    if type(value) not in (str, int, float):
+        raise ConfigError(f"{where}.{key}: expected a string or number (quote it), got {value!r}")
+    if "\0" in str(value):
+        raise ConfigError(f"{where}.{key}: the value contains NUL, which no environment variable can hold; remove it")
 
 
 def commands(value: str | list[str]) -> tuple[str, ...]:
