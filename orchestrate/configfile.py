@@ -212,7 +212,12 @@ def parse(data: dict[str, Any], label: str, root: Path, path: Path) -> Config:
         top["verify_timeout_seconds"], top["require_changes"], top["merge"],
     )  # fmt: skip
     agents = data.get("agents", {"claude": {}})
-    if not agents or type(agents) is not dict:
+    if agents and type(agents) is not dict:
+        raise ConfigError(
+            f"{label}: agents: expected a mapping of agent names to settings, got {agents!r};"
+            " write each agent as a key, e.g. agents: {claude: {}}"
+        )
+    if not agents:
         raise ConfigError(f"{label}: agents: no agents configured; add at least one (e.g. claude: {{}})")
     return Config(
         path=path,

@@ -56,3 +56,15 @@ def test_env_numbers_are_still_strings_and_other_values_still_refused(project: P
     assert orchestrate("status").returncode == 0
     (project / "config.yaml").write_text("agents:\n  claude:\n    env: {A: [1]}\n")
     one_line(orchestrate("status"), 2, "agents.claude.env.A: expected a string or number (quote it)")
+
+
+@pytest.mark.parametrize("agents", ["[claude]", "claude", "[{claude: {}}]"])
+def test_agents_that_are_not_a_mapping_say_what_shape_they_need(project: Path, agents: str) -> None:
+    """A list or a bare name read as "no agents configured", which sent users looking for the wrong fault."""
+    line = refused_and_nothing_lost(project, f"agents: {agents}\n", "config.yaml: agents: expected a mapping")
+    assert "agent names to settings" in line and "agents: {claude: {}}" in line
+
+
+def test_agents_empty_still_says_none_are_configured(project: Path) -> None:
+    (project / "config.yaml").write_text("agents: {}\n")
+    one_line(orchestrate("status"), 2, "config.yaml: agents: no agents configured")
