@@ -68,3 +68,13 @@ def test_agents_that_are_not_a_mapping_say_what_shape_they_need(project: Path, a
 def test_agents_empty_still_says_none_are_configured(project: Path) -> None:
     (project / "config.yaml").write_text("agents: {}\n")
     one_line(orchestrate("status"), 2, "config.yaml: agents: no agents configured")
+
+
+def test_a_context_directory_is_named_a_directory_not_missing(project: Path) -> None:
+    (project / "notes").mkdir()
+    line = one_line(orchestrate("add", "x", "--context", "notes"), 2, "context file notes is a directory")
+    assert "does not exist" not in line and "--context" in line and "take files" in line
+    (project / "tasks.yaml").write_text("- description: y\n  context_files: [notes]\n")
+    one_line(orchestrate("add", "--file", "tasks.yaml"), 2, "task 1: context file notes is a directory")
+    assert descriptions() == []
+    one_line(orchestrate("add", "x", "--context", "gone.md"), 2, "context file gone.md does not exist")

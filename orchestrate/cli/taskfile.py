@@ -57,6 +57,11 @@ def verify(commands: Any) -> tuple[str, ...] | None:
 def context_file(name: str, base: Path, root: Path) -> str:
     """Check that a context file exists; keep it relative to the project when it is inside it."""
     path = (base / name).resolve()
+    if path.is_dir():
+        raise UsageError(
+            f"context file {name} is a directory ({path}); --context and context_files take files,"
+            f" so name the ones in it to give, e.g. {Path(name, 'notes.md')}"
+        )
     if not path.is_file():
         raise UsageError(f"context file {name} does not exist (looked for {path})")
     return str(path.relative_to(root.resolve())) if path.is_relative_to(root.resolve()) else str(path)
