@@ -1,14 +1,17 @@
-"""Bad input is refused where it is given, in one line that says what is wrong and what to do
-(issue 13's second findings): the config file, `init`'s directory and `add --context`."""
+"""Bad input is refused where it is given, in one line that says what is wrong and what to do:
+the config file, `init`'s directory and `add --context`; nothing already queued is lost."""
 
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 from pathlib import Path
 
 import pytest
 from conftest import orchestrate
+
+from orchestrate import configfile
 
 
 def one_line(result: subprocess.CompletedProcess[str], code: int, says: str) -> str:
@@ -78,3 +81,109 @@ def test_a_context_directory_is_named_a_directory_not_missing(project: Path) -> 
     one_line(orchestrate("add", "--file", "tasks.yaml"), 2, "task 1: context file notes is a directory")
     assert descriptions() == []
     one_line(orchestrate("add", "x", "--context", "gone.md"), 2, "context file gone.md does not exist")
+
+
+SAFE = ["sh", "-c", 'mytool "$1"', "sh", "{prompt}"]
+
+
+@pytest.mark.parametrize(
+    ("command", "where"),
+    [
+        (["sh", "-c", "echo {prompt}"], ("sh", "-c")),
+        ("bash -lc 'x {prompt}'", ("bash", "-lc")),
+        (["/bin/bash", "-e", "-o", "pipefail", "-c", "run {prompt} now"], ("/bin/bash", "-c")),
+        (["dash", "-ec", "{prompt}"], ("dash", "-ec")),
+        (["zsh", "-c", "{prompt}"], ("zsh", "-c")),
+        (["ksh", "-c", "{prompt}"], ("ksh", "-c")),
+        (["mksh", "-c", "{prompt}"], ("mksh", "-c")),
+        (["ash", "-c", "{prompt}"], ("ash", "-c")),
+        (["fish", "-c", "echo {prompt}"], ("fish", "-c")),
+        (["fish", "--command=echo {prompt}"], ("fish", "--command")),
+        (["busybox", "sh", "-c", "echo {prompt}"], ("sh", "-c")),
+        (["bash", "-c", "--", "echo {prompt}"], ("bash", "-c")),
+        (["env", "A=1", "sh", "-c", "echo {prompt}"], ("sh", "-c")),
+        (["/usr/bin/env", "bash", "-c", "echo {prompt}"], ("bash", "-c")),
+        (["env", "-i", "-u", "HOME", "sh", "-c", "{prompt}"], ("sh", "-c")),
+        (["nice", "-n", "5", "sh", "-c", "{prompt}"], ("sh", "-c")),
+        (["nice", "-5", "sh", "-c", "{prompt}"], ("sh", "-c")),
+        (["timeout", "5", "sh", "-c", "{prompt}"], ("sh", "-c")),
+        (["timeout", "-s", "KILL", "--foreground", "5m", "nohup", "bash", "-c", "{prompt}"], ("bash", "-c")),
+        (["sudo", "-u", "agent", "env", "X=1", "bash", "-c", "{prompt}"], ("bash", "-c")),
+        (["python3", "-c", "print('{prompt}')"], ("python3", "-c")),
+        (["python", "-u", "-W", "ignore", "-c", "run('''{prompt}''')"], ("python", "-c")),
+        (["python3.12", "-Ic", "{prompt}"], ("python3.12", "-Ic")),
+        (["python3", "-cprint('{prompt}')"], ("python3", "-c")),
+        (["node", "-e", "run(`{prompt}`)"], ("node", "-e")),
+        (["node", "--eval", "run(`{prompt}`)"], ("node", "--eval")),
+        (["node", "--eval=run(`{prompt}`)"], ("node", "--eval")),
+        (["node", "-p", "'{prompt}'"], ("node", "-p")),
+        (["node", "-r", "dotenv/config", "-pe", "'{prompt}'"], ("node", "-pe")),
+        (["perl", "-e", "print q({prompt})"], ("perl", "-e")),
+        (["perl", "-E", "say q({prompt})"], ("perl", "-E")),
+        (["perl", "-lne", "print q({prompt})"], ("perl", "-lne")),
+        (["perl", "-I", "lib", "-Mstrict", "-e", "{prompt}"], ("perl", "-e")),
+        (["ruby", "-e", "puts %q({prompt})"], ("ruby", "-e")),
+        (["ruby", "-r", "json", "-ne", "{prompt}"], ("ruby", "-ne")),
+    ],
+)
+def test_prompt_inside_inline_code_is_found(command: str | list[str], where: tuple[str, str]) -> None:
+    argv = shlex.split(command) if isinstance(command, str) else command
+    found = configfile.prompt_as_code(argv)
+    assert found is not None and (found.program, found.option) == where
+    assert "{prompt}" in found.code
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        SAFE,
+        ["bash", "-lc", 'mytool "$@"', "bash", "--task", "{prompt}"],
+        ["sh", "-c", "mytool", "{prompt}"],  # $0: data, never run
+        ["my-agent", "--task", "{prompt}"],
+        ["my-agent", "-c", "{prompt}"],  # not a shell: its -c is its own
+        ["timeout", "5", "my-agent", "-e", "{prompt}"],
+        ["sh", "run-agent.sh", "{prompt}"],  # a script file, not -c
+        ["bash", "-e", "run-agent.sh", "-c", "{prompt}"],
+        ["python3", "-c", "import sys; print(sys.argv[1])", "{prompt}"],
+        ["python3", "-m", "agent", "-c", "{prompt}"],  # the module's own -c
+        ["python3", "agent.py", "-c", "{prompt}"],
+        ["node", "-e", "console.log(process.argv[1])", "{prompt}"],
+        ["node", "agent.js", "--eval", "{prompt}"],
+        ["perl", "-e", "print $ARGV[0]", "{prompt}"],
+        ["ruby", "-e", "puts ARGV[0]", "{prompt}"],
+        ["env", "sh", "-c", 'exec mytool "$1"', "sh", "{prompt}"],
+        ["sh", "-c", "echo no prompt here"],
+    ],
+)
+def test_prompt_as_an_argument_after_the_code_is_allowed(command: list[str]) -> None:
+    assert configfile.prompt_as_code(command) is None
+
+
+@pytest.mark.parametrize(
+    "command",
+    ['["sh", "-c", "echo {prompt}"]', "\"bash -lc 'x {prompt}'\"", "\"env A=1 timeout 5 sh -ec 'x {prompt}'\""],
+)
+def test_a_command_that_runs_the_prompt_as_shell_code_is_refused_at_load(project: Path, command: str) -> None:
+    config = f"agents:\n  t: {{type: command, command: {command}}}\n"
+    line = refused_and_nothing_lost(project, config, "config.yaml: agents.t.command: {prompt} is inside the script")
+    assert "positional parameter" in line and json.dumps(SAFE) in line
+
+
+def test_a_command_that_runs_the_prompt_as_python_is_refused_with_the_python_way(project: Path) -> None:
+    command = json.dumps(["python3", "-c", "print('{prompt}')"])
+    config = f"agents:\n  t: {{type: command, command: {command}}}\n"
+    line = refused_and_nothing_lost(
+        project, config, "agents.t.command: {prompt} is inside the code that python3 runs with -c"
+    )
+    assert "sys.argv[1]" in line
+
+
+def test_the_safe_form_gets_the_prompt_as_data(project: Path) -> None:
+    """The form the message suggests runs, and task text that looks like shell stays text."""
+    command = json.dumps(["sh", "-c", 'printf %s "$1" > got.txt', "sh", "{prompt}"])
+    (project / "config.yaml").write_text(f"agents:\n  t: {{type: command, command: {command}}}\n")
+    assert orchestrate("add", "say $(touch pwned) `touch pwned2`").returncode == 0
+    ran = orchestrate("run", timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    assert "say $(touch pwned) `touch pwned2`" in (project / "got.txt").read_text()
+    assert not (project / "pwned").exists() and not (project / "pwned2").exists()
