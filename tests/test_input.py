@@ -4,6 +4,7 @@ the config file, `init`'s directory and `add --context`; nothing already queued 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 from pathlib import Path
@@ -187,3 +188,35 @@ def test_the_safe_form_gets_the_prompt_as_data(project: Path) -> None:
     assert ran.returncode == 0, ran.stderr
     assert "say $(touch pwned) `touch pwned2`" in (project / "got.txt").read_text()
     assert not (project / "pwned").exists() and not (project / "pwned2").exists()
+
+
+def test_init_with_a_file_named_context_says_so_and_writes_nothing(project: Path) -> None:
+    assert orchestrate("add", "queued before").returncode == 0
+    (project / "context").write_text("my notes\n")
+    line = one_line(orchestrate("init"), 1, "context is a file")
+    assert "rename or move it" in line
+    assert not (project / "config.yaml").exists()  # refused before anything was written
+    assert (project / "context").read_text() == "my notes\n"
+    assert descriptions() == ["queued before"]
+
+
+def unwritable_directory(project: Path) -> Path:
+    """A directory this process cannot create files in: read-only for a user, sysfs for root."""
+    if os.geteuid() != 0:
+        project.chmod(0o555)
+        return project
+    try:
+        Path("/sys/orchestrate-probe").touch()
+    except OSError:
+        return Path("/sys")
+    pytest.skip("running as root, and /sys is writable here: no directory refuses root")
+
+
+def test_init_in_a_directory_it_cannot_write_is_one_line(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    where = unwritable_directory(project)
+    monkeypatch.chdir(where)
+    try:
+        line = one_line(orchestrate("init"), 1, "cannot write config.yaml")
+    finally:
+        project.chmod(0o755)
+    assert "directory you can write" in line
