@@ -46,9 +46,15 @@ class Reader(JsonLines):
             "output_tokens": usage.get("output_tokens"),
         }
         message = r.get("result") or "; ".join(map(str, r.get("errors") or []))
-        if exit_code == 0 and not r.get("is_error") and r.get("subtype") == "success":
+        subtype, status = r.get("subtype"), r.get("api_error_status")
+        succeeded = subtype == "success" and not r.get("is_error")
+        if exit_code == 0 and succeeded:
             return Result(True, message, session_id=self.session_id, **counts)
-        status = r.get("api_error_status")
-        error = f"{r.get('subtype')}: {message}" if r.get("subtype") != "success" else message
         limited = status == 429 or message.startswith(USAGE_LIMIT)
+        if succeeded and not limited:
+            return self.failure(exit_code, self.reported_success(exit_code, message), False, **counts)
+        if subtype != "success":  # error_max_turns and the like: their errors, if any
+            error = f"{subtype}: {message}" if message else str(subtype)
+        else:  # is_error, with the API's message in `result`
+            error = message or f"exited {exit_code} after reporting an error (is_error) without a message"
         return self.failure(exit_code, f"{error} (HTTP {status})" if status else error, limited, **counts)

@@ -37,11 +37,16 @@ class Reader(JsonLines):
             self.usage = event.get("usage") or {}
         elif kind == "turn.failed":
             self.error = (event.get("error") or {}).get("message") or "turn failed"
+        elif kind == "error" and event.get("message"):  # not fatal by itself; kept to explain a run that died
+            self.tail.append(str(event["message"]))
 
     def finish(self, exit_code: int) -> Result:
         usage = self.usage or {}
         counts = {"input_tokens": usage.get("input_tokens"), "output_tokens": usage.get("output_tokens")}
-        if exit_code == 0 and self.usage is not None and self.error is None:
+        completed = self.usage is not None and self.error is None  # turn.completed, and no turn.failed
+        if exit_code == 0 and completed:
             return Result(True, self.message, session_id=self.session_id, **counts)
+        if completed:
+            return self.failure(exit_code, self.reported_success(exit_code, self.message), False, **counts)
         limited = self.error is not None and bool(LIMITED.search(self.error))
         return self.failure(exit_code, self.error, limited, **counts)

@@ -34,16 +34,22 @@ class Reader(JsonLines):
             self.chunks.append(str(event.get("content", "")))
         elif kind == "result":
             self.result = event
-        if isinstance(error, dict):  # fatal errors come on stderr; a broken stream says so on stdout
+        elif kind == "error" and event.get("message"):  # a warning, or what a broken stream's result will not say
+            self.tail.append(str(event["message"]))
+        # The result's error, or the json format's: a fatal one on stderr, a broken stream's on stdout.
+        # A tool_result's error is a failed tool call, which the agent may get over: the result says.
+        if isinstance(error, dict) and kind in ("result", None):
             self.error = f"{error.get('type', 'Error')}: {error.get('message', '')}"
             self.limited = error.get("type") in QUOTA_ERRORS or error.get("code") == 429
 
     def finish(self, exit_code: int) -> Result:
         stats = (self.result or {}).get("stats") or {}
         counts = {"input_tokens": stats.get("input_tokens"), "output_tokens": stats.get("output_tokens")}
-        succeeded = self.result is not None and self.result.get("status") == "success"
-        if exit_code == 0 and succeeded and self.error is None:
-            return Result(True, "".join(self.chunks), session_id=self.session_id, **counts)
-        ended = f"gemini ended with status {self.result.get('status')!r}" if self.result else None
+        status = self.result.get("status") if self.result else None
         limited = self.limited or exit_code == LIMIT_EXIT
+        if self.error is None and status == "success":
+            if exit_code == 0:
+                return Result(True, "".join(self.chunks), session_id=self.session_id, **counts)
+            return self.failure(exit_code, self.reported_success(exit_code, "".join(self.chunks)), limited, **counts)
+        ended = f"exited {exit_code} after reporting status {status!r}" + self.printed(": ") if self.result else None
         return self.failure(exit_code, self.error or ended, limited, **counts)
