@@ -220,3 +220,45 @@ def test_init_in_a_directory_it_cannot_write_is_one_line(project: Path, monkeypa
     finally:
         project.chmod(0o755)
     assert "directory you can write" in line
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout
+
+
+OWN = ["tasks.db", "tasks.db-wal", "tasks.db-shm", ".orchestrate/head.log", ".orchestrate/logs/task_001.log"]
+
+
+def test_init_in_a_git_work_tree_ignores_orchestrates_own_files_once(project: Path) -> None:
+    git("init", "-q")
+    (project / ".gitignore").write_text("node_modules")  # no newline at the end: kept, and a line of its own
+    first = orchestrate("init")
+    assert first.returncode == 0, first.stderr
+    assert "updated  .gitignore (ignores tasks.db*, .orchestrate/)" in first.stdout
+    ignore = (project / ".gitignore").read_text()
+    assert ignore.startswith("node_modules\n") and ignore.splitlines()[-2:] == ["tasks.db*", ".orchestrate/"]
+    assert orchestrate("add", "a task").returncode == 0
+    assert (project / "tasks.db").exists()
+    shown = {line[3:] for line in git("status", "--porcelain", "--untracked-files=all").splitlines()}
+    assert shown == {".gitignore", "config.yaml", "context/project_overview.md", "context/current_state.md"}
+    assert git("check-ignore", *OWN).split() == OWN  # the head's files too, and the WAL while in use
+    second = orchestrate("init")
+    assert second.returncode == 0 and "kept     .gitignore" in second.stdout
+    assert (project / ".gitignore").read_text() == ignore
+
+
+def test_init_outside_git_writes_no_gitignore(project: Path) -> None:
+    result = orchestrate("init")
+    assert result.returncode == 0 and ".gitignore" not in result.stdout
+    assert not (project / ".gitignore").exists()
+
+
+def test_init_in_a_project_below_the_repository_root_ignores_from_the_project(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    git("init", "-q")
+    (project / "sub").mkdir()
+    monkeypatch.chdir(project / "sub")
+    assert orchestrate("init").returncode == 0
+    assert (project / "sub" / ".gitignore").read_text().splitlines()[-2:] == ["tasks.db*", ".orchestrate/"]
+    assert not (project / ".gitignore").exists()
