@@ -20,9 +20,9 @@ from orchestrate.workspace.git import Project
 async def test_the_sweep_reads_proc_in_a_worker_thread(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     threads: list[threading.Thread] = []
 
-    def strays(queue: str) -> dict[str, Any]:
+    def strays(queue: str) -> process.Found:
         threads.append(threading.current_thread())
-        return {}
+        return process.Found({}, [])
 
     monkeypatch.setattr(process, "strays", strays)
     await Head(configfile.parse({}, "config.yaml", project, project / "config.yaml")).sweep()

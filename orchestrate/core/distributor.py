@@ -20,6 +20,7 @@ class Slot:
     work: asyncio.Future[None] | None = None
     pid: int | None = None
     rss_mb: float | None = None
+    since: float = 0.0  # when it claimed its task, in seconds since boot
 
     def interrupt(self, why: Stop | None) -> None:
         """Stop the agent running here, for `why`; None does nothing."""

@@ -54,8 +54,9 @@ class Head:
 
     async def run(self) -> int:
         """Work the queue until stopped: the exit status, 1 if any task failed for good."""
-        lock, pid_file = _lock(self.db), self.cfg.runtime_dir / "head.pid"
         self.cfg.runtime_dir.mkdir(parents=True, exist_ok=True)
+        _own_project(self.cfg.runtime_dir / "queue", self.db)
+        self.lock, pid_file = _lock(self.db), self.cfg.runtime_dir / "head.pid"
         self.queue = Queue(self.db)
         self.queue.logs = self.relative(self.cfg.runtime_dir / "logs")  # as the task rows name the agents' logs
         try:
@@ -78,10 +79,11 @@ class Head:
                     log.exception("%s could not stop", type(ext).__name__)
             pid_file.unlink(missing_ok=True)
             await self.queue.close()
-            os.close(lock)
+            os.close(self.lock)
             log.info("head %d stopped", os.getpid())
 
     async def _start(self, pid_file: Path) -> None:
+        process.adopt_orphans()
         await self.sweep()  # a dead head's agents die before their tasks are handed out again
         for ext in self.extensions:  # before registering: an extension that cannot start fails the start
             self.started.append(ext)
@@ -142,6 +144,7 @@ class Head:
                 nothing_for.add(slot.agent.name)
                 continue
             slot.task, slot.stop = task, asyncio.get_running_loop().create_future()
+            slot.since = time.clock_gettime(time.CLOCK_BOOTTIME)  # as /proc dates a process
             slot.work = asyncio.ensure_future(self._work(slot, task))
 
     async def _work(self, slot: Slot, task: Task) -> None:
@@ -192,7 +195,7 @@ class Head:
         """Sample the agents' memory; kill processes no running task owns (or that `finished` left)."""
         found = await asyncio.to_thread(process.strays, str(self.db))  # reads every process in /proc
         owners = {s.task.name: s for s in self.busy.values() if s.task and s.task.name != finished}
-        for name, procs in found.items():
+        for name, procs in found.tasks.items():
             if (slot := owners.get(name)) is None:
                 log.info("killing %d process(es) left behind by %s", len(procs), name or "an agent")
                 for pid, _ in procs:
@@ -201,10 +204,21 @@ class Head:
             slot.rss_mb = sum(kib for _, kib in procs) / 1024
             if (limit := self.cfg.performance.max_memory_mb) and slot.rss_mb > limit:
                 slot.interrupt(Stop.MEMORY)
+        for born, tree in found.orphans:  # an orphan may be any task's that was running when it started
+            if all(slot.since >= born for slot in owners.values()):
+                log.info("killing %d process(es) left behind by an agent that is gone", len(tree))
+                for pid in tree:
+                    process.send_signal(pid, signal.SIGKILL, group=False)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(tree[0], os.WNOHANG)  # adopted: ours to reap, now or at the next sweep
 
     async def _heartbeat(self) -> None:
         while True:
             try:
+                if _replaced(self.lock, self.db):  # another head could start on the path, and take our agents
+                    log.error("%s was deleted or replaced under this head; stopping", self.db)
+                    self.failures += 1
+                    self.stop("now")
                 await self.sweep()
                 running = [(s.task.id, s.task.claim, s.pid) for s in self.distributor.slots if s.task]
                 await self.queue.heartbeat(self.now(), running)
@@ -215,6 +229,25 @@ class Head:
             except Exception:  # a bug: say so, and beat again
                 log.exception("heartbeat failed")
             await asyncio.sleep(HEARTBEAT_S)
+
+
+def _own_project(record: Path, db: Path) -> None:
+    """One queue per project: two would share its agents' logs, its output files and its pid file."""
+    with contextlib.suppress(FileNotFoundError):
+        if (owner := Path(record.read_text().strip())) != db and owner.exists():
+            raise OrchestrateError(
+                f"this project's runtime files and outputs belong to the queue {owner}; a second queue"
+                " needs a project directory (and a config.yaml) of its own"
+            )
+    record.write_text(f"{db}\n")
+
+
+def _replaced(fd: int, path: Path) -> bool:
+    """Whether `path` no longer names the file open as `fd`: deleted, or another put in its place."""
+    try:
+        return os.stat(path).st_ino != os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return True
 
 
 def _lock(db: Path) -> int:

@@ -6,21 +6,24 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple, cast
 
 from orchestrate.core.agent import Output
 from orchestrate.core.errors import AgentUnavailable, OrchestrateError
 from orchestrate.core.states import Stop
 
-# Every agent and everything it starts inherit these variables. Descendants that start their
-# own session escape the process group, but not their environment: that is how strays are found.
+# Every agent and everything it starts inherit these variables: descendants that start a session
+# of their own escape the process group, not their environment. Those that also clear it are
+# adopted by the head once their parent dies (adopt_orphans): the two together find them all.
 QUEUE_VAR, TASK_VAR = "ORCHESTRATE_QUEUE", "ORCHESTRATE_TASK"
 TASK_KEY = f"{TASK_VAR}=".encode()
+PR_SET_CHILD_SUBREAPER = 36  # from <linux/prctl.h>
 LINE_MAX = 16_000_000  # a longer line is logged in full but not parsed
 PIPE = asyncio.subprocess.PIPE
-DRAIN_S = 5.0  # after exit, how long a pipe held open by a stray may delay the end of a run
+DRAIN_S = 2.0  # after exit, how long a pipe held open by a stray may delay the end of a run
 
 
 class Log:
@@ -72,37 +75,71 @@ async def run(
     argv: list[str], stdin: bytes | None, reader: Output, timeout: float, ctx: Context
 ) -> tuple[int, Stop | None]:
     """Run a process to its end: (exit code, why it was stopped: timeout or `stop`'s reason, or None)."""
-    cwd, log, stop = ctx.cwd, ctx.log, ctx.stop
+    cwd, stop, loop = ctx.cwd, ctx.stop, asyncio.get_running_loop()
     feed = PIPE if stdin is not None else asyncio.subprocess.DEVNULL
-    try:  # a session of its own: its whole process group can be signalled
-        proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=cwd, env=ctx.env, stdin=feed, stdout=PIPE, stderr=PIPE, start_new_session=True
-        )
+    # a session of its own: its whole process group can be signalled
+    spawn: dict[str, Any] = dict(cwd=cwd, env=ctx.env, stdin=feed, stdout=PIPE, stderr=PIPE, start_new_session=True)
+    try:
+        transport, agent = await loop.subprocess_exec(lambda: _Agent(ctx.log, reader, loop), *argv, **spawn)
     except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
         if exc.filename == cwd:  # the child could not enter it: the program may be fine
             raise OrchestrateError(f"cannot run the agent in {cwd}: {exc.strerror}") from None
         raise AgentUnavailable(f"cannot run {argv[0]!r}: {exc.strerror}") from None
-    assert proc.stdout and proc.stderr
-    ctx.started(proc.pid)  # also its process group: the agent leads a session of its own
-    pumps = [asyncio.ensure_future(_pump(s, log, reader, s is proc.stderr)) for s in (proc.stdout, proc.stderr)]
-    if stdin is not None and proc.stdin:
-        pumps.append(asyncio.ensure_future(_feed(proc.stdin, stdin)))
-    exited = asyncio.ensure_future(proc.wait())
-    either: set[asyncio.Future[Any]] = {exited, stop}
+    ctx.started(pid := transport.get_pid())  # also its process group: it leads a session of its own
+    if stdin is not None:  # a program may exit without reading its prompt: that is its business
+        pipe = cast(asyncio.WriteTransport, transport.get_pipe_transport(0))
+        pipe.write(stdin)
+        pipe.close()
+    either: set[asyncio.Future[Any]] = {agent.exited, stop}
     done, _ = await asyncio.wait(either, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     reason = None
-    if exited not in done:
+    if agent.exited not in done:
         reason = stop.result() if stop.done() else Stop.TIMEOUT
         # a cancelled task must be gone within a second; others get the configured grace
-        await terminate(proc.pid, exited, min(ctx.grace, 0.5) if reason is Stop.CANCELLED else ctx.grace)
-    send_signal(proc.pid, signal.SIGKILL)  # whatever it left behind in its group
-    _, slow = await asyncio.wait(pumps, timeout=DRAIN_S)
-    for pump in slow:
-        pump.cancel()
-    return await exited, reason
+        await terminate(pid, agent.exited, min(ctx.grace, 0.5) if reason is Stop.CANCELLED else ctx.grace)
+    send_signal(pid, signal.SIGKILL)  # whatever it left behind in its group
+    await asyncio.wait({agent.closed}, timeout=DRAIN_S)  # a stray outside the group may hold a pipe
+    transport.close()
+    await agent.closed
+    return transport.get_returncode() or 0, reason
 
 
-async def terminate(pgid: int, exited: asyncio.Future[int], grace: float) -> None:
+class _Agent(asyncio.SubprocessProtocol):
+    """Streams a process's output, a line at a time, to its log and its reader.
+
+    The exit is heard from the process, not from its pipes: a child that inherited them must not
+    keep the run going (on Python 3.11, `Process.wait` also waits for the pipes to close)."""
+
+    def __init__(self, log: Log, reader: Output, loop: asyncio.AbstractEventLoop) -> None:
+        self.log, self.reader = log, reader
+        self.partial = {1: b"", 2: b""}
+        self.skipping = {1: False, 2: False}  # inside a line too long to parse, until its newline
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        self.log.write(data)
+        lines = (self.partial[fd] + data).split(b"\n")
+        self.partial[fd] = lines.pop()
+        if self.skipping[fd] and lines:
+            lines, self.skipping[fd] = lines[1:], False  # the end of the long line
+        for line in lines:
+            self.reader.feed(line.decode(errors="replace"), fd == 2)
+        if len(self.partial[fd]) > LINE_MAX:
+            self.partial[fd], self.skipping[fd] = b"", True
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if self.partial.get(fd) and not self.skipping[fd]:
+            self.reader.feed(self.partial[fd].decode(errors="replace"), fd == 2)
+
+    def process_exited(self) -> None:
+        self.exited.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed.set_result(None)
+
+
+async def terminate(pgid: int, exited: asyncio.Future[None], grace: float) -> None:
     """SIGTERM the group (the CLIs stop their own children on it), then SIGKILL after `grace`."""
     send_signal(pgid, signal.SIGTERM)
     if not (await asyncio.wait({exited}, timeout=grace))[0]:
@@ -116,44 +153,44 @@ def send_signal(pid: int, sig: int, group: bool = True) -> None:
         (os.killpg if group else os.kill)(pid, sig)
 
 
-async def _pump(stream: asyncio.StreamReader, log: Log, reader: Output, stderr: bool) -> None:
-    partial, skipping = b"", False  # skipping: inside a line too long to parse, until its newline
-    while chunk := await stream.read(65536):
-        log.write(chunk)
-        lines = (partial + chunk).split(b"\n")
-        partial = lines.pop()
-        if skipping and lines:
-            lines, skipping = lines[1:], False  # the end of the long line
-        for line in lines:
-            reader.feed(line.decode(errors="replace"), stderr)
-        if len(partial) > LINE_MAX:
-            partial, skipping = b"", True
-    if partial and not skipping:
-        reader.feed(partial.decode(errors="replace"), stderr)
+def adopt_orphans() -> None:
+    """Make this process the child subreaper of everything it starts (Linux): a process whose
+    parent dies comes to it, not to init, however it left its session or cleared its environment."""
+    import ctypes  # only the head needs it
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-async def _feed(pipe: asyncio.StreamWriter, data: bytes) -> None:
-    # A program may exit without reading its prompt: that is its business, not an error.
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        pipe.write(data)
-        await pipe.drain()
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        pipe.close()
+class Found(NamedTuple):
+    tasks: dict[str, list[tuple[int, int]]]  # by the task their environment names: [(pid, resident KiB)]
+    orphans: list[tuple[float, list[int]]]  # adopted: (the latest it can have started, since boot; its tree)
 
 
-def strays(queue: str) -> dict[str, list[tuple[int, int]]]:
-    """Live processes started for `queue`, by task name: [(pid, resident KiB)]."""
-    found: dict[str, list[tuple[int, int]]] = {}
+def strays(queue: str) -> Found:
+    """Live processes started for `queue`, by the task their environment names, and the trees of
+    orphans adopted by this process from another session (an agent's, or one it left for)."""
+    found, adopted, children = Found({}, []), [], defaultdict(list)
+    me, session, tick = os.getpid(), os.getsid(0), os.sysconf("SC_CLK_TCK")
     needle, page_kib = f"{QUEUE_VAR}={queue}\0".encode(), os.sysconf("SC_PAGE_SIZE") // 1024
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit() or (pid := int(entry.name)) == me:
             continue
         try:
-            if needle not in (environ := Path(f"/proc/{entry.name}/environ").read_bytes()):
+            stat = Path(f"/proc/{pid}/stat").read_bytes()
+            fields = stat[stat.rindex(b")") + 2 :].split()  # after the command's name, which may hold anything
+            children[int(fields[1])].append(pid)
+            if int(fields[1]) == me and int(fields[3]) != session:
+                adopted.append(((int(fields[19]) + 1) / tick, pid))
+            if needle not in (environ := Path(f"/proc/{pid}/environ").read_bytes()):
                 continue
-            pages = int(Path(f"/proc/{entry.name}/statm").read_bytes().split()[1])
         except (OSError, ValueError, IndexError):
             continue  # gone meanwhile, or not ours to read
         task = next((v.split(b"=", 1)[1].decode() for v in environ.split(b"\0") if v.startswith(TASK_KEY)), "")
-        found.setdefault(task, []).append((int(entry.name), pages * page_kib))
+        found.tasks.setdefault(task, []).append((pid, int(fields[21]) * page_kib))
+    for born, root in adopted:
+        tree = [root]
+        for pid in tree:  # grows as it goes: the whole tree, breadth first
+            tree.extend(children[pid])
+        found.orphans.append((born, tree))
     return found

@@ -32,10 +32,8 @@ class Queue:
     """
 
     def __init__(self, path: Path) -> None:
-        self.conn, self.logs = (
-            store.connect(path),
-            ".orchestrate/logs",
-        )  # where claims say a task logs, from the project
+        self.conn = store.connect(path)
+        self.logs = ".orchestrate/logs"  # where claims say a task logs, from the project
         self.conn.execute(f"PRAGMA busy_timeout = {LOOP_BUSY_MS}")
         # Durable across a crash of any process; a power cut may undo the last commits (README).
         self.conn.execute("PRAGMA synchronous = NORMAL")
