@@ -57,7 +57,8 @@ def sections(task: Task, cfg: Config, state: Callable[[str], str] | None = None)
         try:
             size = path.stat().st_size
             if size <= min(shared.inline_max_kb * 1024, room):
-                text = path.read_bytes()[:size].decode(errors="replace")
+                # a NUL cannot travel in an argv, and would fail every prompt that quotes it there
+                text = path.read_bytes()[:size].decode(errors="replace").replace("\0", "\ufffd")
                 text = (state(text) if state and path == where / STATE else text).strip()
                 found.append(f"## {title}\n\n{text}")
                 room -= size
@@ -173,14 +174,14 @@ def state_block(recent: Sequence[Line], counts: dict[str, int]) -> str:
     """orchestrate's checklist of the most recent tasks, with counts for the earlier ones."""
     lines = [BEGIN, f"## Tasks (kept by orchestrate, {iso(time.time())})", ""]
     for t in sorted(recent):
-        done, what = t.status == Status.COMPLETED, " ".join(t.description.split())[:100]
+        done, what = t.status == Status.COMPLETED, " ".join(t.description.replace("\0", "\ufffd").split())[:100]
         notes: dict[str, str] = {
             Status.COMPLETED: "done",
             Status.FAILED: "FAILED",
             Status.RUNNING: f"running on {t.agent}",
         }
         note = notes.get(t.status, t.status)
-        summary = " ".join((t.summary or "").split())[:160]
+        summary = " ".join((t.summary or "").replace("\0", "\ufffd").split())[:160]
         see = f"; output in {t.output_file}" if t.output_file else ""
         lines.append(
             f"- [{'x' if done else ' '}] {task_name(t.id)} {what} ({note}{see})" + (f": {summary}" if summary else "")

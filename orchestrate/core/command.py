@@ -16,8 +16,8 @@ detaches = False
 
 
 def argv(command: tuple[str, ...], prompt: str) -> tuple[list[str], str | None]:
-    if any("{prompt}" in part for part in command):
-        return [part.replace("{prompt}", prompt) for part in command], None
+    if any("{prompt}" in part for part in command):  # an argv cannot carry a NUL: it travels as U+FFFD
+        return [part.replace("{prompt}", prompt.replace("\0", "\ufffd")) for part in command], None
     return list(command), prompt
 
 
