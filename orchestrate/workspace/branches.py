@@ -70,17 +70,44 @@ def measure(cfg: Config) -> int:
 
 
 def branch_lines(cfg: Config, task: Task) -> list[str]:
-    """What `show` prints of a task's branch: its commits and diffstat against the current branch."""
+    """What `show` prints of a task's branch: its state, and its commits and diffstat against the current branch."""
     name = task_branch(task.id)
+    waiting = task.status in (Status.PENDING, Status.RUNNING)
     if git(cfg.root, "rev-parse", "--verify", "-q", f"refs/heads/{name}").code:
-        return []
+        return [_field("branch", f"{name} (not created yet)")] if waiting else []  # made when an attempt starts
     commits = git(cfg.root, "log", "--oneline", f"HEAD..{name}").out.splitlines()
     tree = worktrees(cfg) / task.name
-    fields = [("branch", name + ("" if commits else " (merged into the current branch)"))]
+    fields = [("branch", name + _state(cfg.root, name, bool(commits), waiting))]
     fields += [("worktree", str(tree))] if tree.exists() else []
     fields += [("commit", c) for c in commits]
     fields += [("", s.strip()) for s in git(cfg.root, "diff", "--stat", f"HEAD...{name}").out.splitlines()]
-    return [f"  {label + ':' if label else '':<12} {value}" for label, value in fields]
+    return [_field(label, value) for label, value in fields]
+
+
+def _field(label: str, value: str) -> str:
+    return f"  {label + ':' if label else '':<12} {value}"
+
+
+def _state(root: Path, name: str, ahead: bool, waiting: bool) -> str:
+    """What to say of a branch beside its name: git finds a branch with no commits of its own in HEAD
+    as it finds a merged one, so only where it started tells the two apart."""
+    own = own_commits(root, name)
+    if own is False:
+        return f" (no commits{' of its own' if ahead else ''}{' yet' if waiting else ''})"
+    if ahead:
+        return ""  # its commits follow
+    return " (merged into the current branch)" if own else " (no commits beyond the current branch)"
+
+
+def own_commits(root: Path, name: str) -> bool | None:
+    """Whether branch `name` holds commits beyond the one it was created at; None when its reflog no
+    longer says where that was (reflogs off, or expired)."""
+    log = git(root, "reflog", "show", "--format=%H %gs", f"refs/heads/{name}").out.splitlines()
+    start, _, how = log[-1].partition(" ") if log else ("", "", "")
+    if not how.startswith("branch: Created from"):
+        return None
+    done = git(root, "merge-base", "--is-ancestor", name, start)  # 0: at its start, or back behind it
+    return {0: False, 1: True}.get(done.code)
 
 
 def merge(cfg: Config, task: Task) -> list[str]:
@@ -108,6 +135,8 @@ def merge(cfg: Config, task: Task) -> list[str]:
         raise OrchestrateError(f"{problem}; nothing was merged")
     after = git(cfg.root, "rev-parse", "HEAD").out.strip()
     tip = git(cfg.root, "rev-parse", name).out.strip()
+    if after == before and own_commits(cfg.root, name) is False:
+        return [f"nothing to merge: {name} has no commits of its own", *tidy(cfg, task)]
     how = "already merged" if after == before else "fast-forward" if after == tip else "merge commit"
     lines = [f"merged {name} into {current} ({how})"]
     return lines + tidy(cfg, task)
