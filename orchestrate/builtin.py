@@ -15,7 +15,7 @@ def extensions(cfg: Config, until_idle: bool = False) -> list[Extension]:
     """What this configuration turns on, in the order the head calls them at each step;
     `until_idle` for `orchestrate run`, which ends once nothing is left that can run."""
     from orchestrate import context
-    from orchestrate.context import Context, Journal
+    from orchestrate.context import Context, Journal, Outputs
     from orchestrate.slots import Slots
     from orchestrate.workspace.changes import Changes
     from orchestrate.workspace.checks import Checks
@@ -25,7 +25,8 @@ def extensions(cfg: Config, until_idle: bool = False) -> list[Extension]:
 
     project = Project(cfg)
     worktrees = Worktrees(project)
-    found: list[Extension] = [Slots(), worktrees, Changes(project), Checks()]
+    # Outputs first: nothing may run between a run's record and its output file (see Outputs)
+    found: list[Extension] = [Outputs(), Slots(), worktrees, Changes(project), Checks()]
     if workspace.settings(cfg).merge == "auto":
         found.append(AutoMerge(project, worktrees))
     journal = Journal(cfg) if context.settings(cfg).update_on_completion else None

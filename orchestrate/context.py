@@ -1,5 +1,6 @@
 """The shared context in context/: what of it each prompt carries, and what the head writes back
-(completed_tasks.json and orchestrate's block in current_state.md), kept from what the queue records."""
+(each task's output file, completed_tasks.json and orchestrate's block in current_state.md), kept
+from what the queue records."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from orchestrate.configfile import SharedContext
-from orchestrate.core.agent import iso, output_path, write_atomic
+from orchestrate.core.agent import output_path
 from orchestrate.core.config import Config
 from orchestrate.core.errors import QueueBusy
 from orchestrate.core.extension import Extension
@@ -67,6 +69,23 @@ def sections(task: Task, cfg: Config, state: Callable[[str], str] | None = None)
         except OSError as exc:
             notes.append(f"{path}: {exc.strerror}; left out of the prompt")
     return found, notes
+
+
+class Outputs(Extension):
+    """Each finished task's output file, context/agent_outputs/task_NNN_output.md, written as soon
+    as its run is recorded and before the head goes on: a task that builds on it quotes it."""
+
+    async def started(self, head: Head) -> None:
+        self.cfg, self.trouble = head.cfg, head.once
+
+    async def settled(self, attempt: Attempt) -> None:
+        if (done := attempt.recorded) is None or done.status not in FINISHED:
+            return
+        path = output_path(self.cfg, done.id)
+        try:
+            write_atomic(path, output(done, attempt.result.message, attempt.changes, attempt.checks))
+        except OSError as exc:
+            self.trouble(f"cannot write output files in {path.parent} ({exc.strerror})")
 
 
 class Context(Extension):
@@ -223,3 +242,49 @@ def write_state(cfg: Config, block: str) -> None:
             old.seek(0)
             if old.read() == text:
                 return
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file in the same directory and a rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")  # the head is the only writer: a fixed name is safe
+    try:
+        tmp.write_bytes(text.encode("utf-8", errors="surrogateescape"))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def iso(stamp: float | None) -> str:
+    """As the commands' JSON prints times; "-" for none."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(stamp)) if stamp else "-"
+
+
+def output(task: Task, message: str, changes: Sequence[str] | None, checks: Sequence[str] = ()) -> str:
+    """The text of context/agent_outputs/task_NNN_output.md: what the agent said and did, for
+    people and later tasks."""
+    took = f"{task.finished_at - task.started_at:.0f} s" if task.finished_at and task.started_at else "-"
+    facts = {
+        "agent": task.agent,
+        "status": task.status,
+        "attempts": task.attempts,
+        "started": iso(task.started_at),
+        "duration": took,
+        "cost": f"${task.cost_usd:.4f}" if task.cost_usd is not None else None,
+        "tokens": f"{task.input_tokens or 0} in, {task.output_tokens or 0} out" if task.input_tokens else None,
+        "error": task.error,
+    }
+    lines = [f"# {task.name}: {task.description.splitlines()[0]}", ""]
+    lines += [f"- {key}: {value}" for key, value in facts.items() if value is not None]
+    if "\n" in task.description.strip():
+        lines += ["", "## Task", "", task.description.strip()]
+    lines += ["", "## Files changed", ""]
+    if changes is None:
+        lines.append("(not a git repository, so not tracked)")
+    else:
+        lines += [f"- {change}" for change in changes] or ["(none)"]
+    if checks:
+        lines += ["", "## Checks", "", *(f"- {check}" for check in checks)]
+    lines += ["", "## Final message", "", message or "(none)", ""]
+    return "\n".join(lines)

@@ -4,8 +4,10 @@ file is deleted under it stops instead of running on unseen beside the next (iss
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import pytest
 from conftest import alive, orchestrate, wait_until
 from test_head import head_pid, ok, task, wait_for
 from test_reaping import command_agent
@@ -27,14 +29,18 @@ def test_a_second_queue_in_one_project_is_refused_and_loses_nothing(project: Pat
     assert orchestrate("--db", "a.db", "run").returncode == 0  # the project's own queue still runs
 
 
-def test_a_head_whose_queue_file_is_deleted_stops_with_its_agents(project: Path) -> None:
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_head_whose_queue_file_is_deleted_stops_with_its_agents(project: Path, how: str) -> None:
     command_agent(project, "echo $$ > agent.pid; exec sleep 120")
     ok("start")
     ok("add", "runs until its queue is gone")
     wait_for(1, "running")
     old = head_pid()
     agent = int(wait_until(lambda: (project / "agent.pid").exists() and (project / "agent.pid").read_text()))
-    for suffix in ("", "-wal", "-shm"):
+    if how == "replaced":  # another file renamed over it: the path lives on, the head's file does not
+        (project / "other.db").write_bytes(b"")
+        os.replace(project / "other.db", project / "tasks.db")
+    for suffix in ("-wal", "-shm") if how == "replaced" else ("", "-wal", "-shm"):
         (project / f"tasks.db{suffix}").unlink(missing_ok=True)
     wait_until(lambda: not alive(old), timeout=15, message="the head to stop once its queue file is gone")
     assert not alive(agent)

@@ -1,9 +1,8 @@
 """The agent contract: what an agent is told, how a CLI is called headless and its output read,
-and the output file each task leaves behind in context/agent_outputs/."""
+and where the output file each task leaves behind goes (the context feature writes it)."""
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -75,49 +74,3 @@ def prompt(task: Task, cwd: Path, sections: Sequence[str] = ()) -> str:
     if task.attempts and task.error:
         parts.append(f"## The previous attempt failed\n\n{task.error[-ERROR_TAIL:]}")
     return "\n\n".join(parts) + "\n"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same directory and a rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")  # the head is the only writer: a fixed name is safe
-    try:
-        tmp.write_bytes(text.encode("utf-8", errors="surrogateescape"))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def iso(stamp: float | None) -> str:
-    """As the commands' JSON prints times; "-" for none."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(stamp)) if stamp else "-"
-
-
-def output(task: Task, message: str, changes: Sequence[str] | None, checks: Sequence[str] = ()) -> str:
-    """The text of context/agent_outputs/task_NNN_output.md: what the agent said and did, for
-    people and later tasks."""
-    took = f"{task.finished_at - task.started_at:.0f} s" if task.finished_at and task.started_at else "-"
-    facts = {
-        "agent": task.agent,
-        "status": task.status,
-        "attempts": task.attempts,
-        "started": iso(task.started_at),
-        "duration": took,
-        "cost": f"${task.cost_usd:.4f}" if task.cost_usd is not None else None,
-        "tokens": f"{task.input_tokens or 0} in, {task.output_tokens or 0} out" if task.input_tokens else None,
-        "error": task.error,
-    }
-    lines = [f"# {task.name}: {task.description.splitlines()[0]}", ""]
-    lines += [f"- {key}: {value}" for key, value in facts.items() if value is not None]
-    if "\n" in task.description.strip():
-        lines += ["", "## Task", "", task.description.strip()]
-    lines += ["", "## Files changed", ""]
-    if changes is None:
-        lines.append("(not a git repository, so not tracked)")
-    else:
-        lines += [f"- {change}" for change in changes] or ["(none)"]
-    if checks:
-        lines += ["", "## Checks", "", *(f"- {check}" for check in checks)]
-    lines += ["", "## Final message", "", message or "(none)", ""]
-    return "\n".join(lines)

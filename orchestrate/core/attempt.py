@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from orchestrate.core import process
-from orchestrate.core.agent import Adapter, Output, Result, output, output_path, prompt, write_atomic
+from orchestrate.core.agent import Adapter, Output, Result, output_path, prompt
 from orchestrate.core.config import Config
 from orchestrate.core.distributor import Slot
 from orchestrate.core.errors import AgentUnavailable, OrchestrateError
@@ -187,14 +187,8 @@ async def _record(head: Head, attempt: Attempt, verdict: Verdict) -> Task | None
     done = task._replace(status=status, agent=attempt.slot.id, attempts=task.attempts + 1, error=verdict.error)
     done = done._replace(finished_at=finished, cost_usd=result.cost_usd)
     done = done._replace(input_tokens=result.input_tokens, output_tokens=result.output_tokens)
-    path = output_path(attempt.cfg, task.id)
-    if event is not Event.RETRY_LATER:
-        done = done._replace(output_file=head.relative(path))
+    if event is not Event.RETRY_LATER:  # the context feature writes it once this is recorded
+        done = done._replace(output_file=head.relative(output_path(attempt.cfg, task.id)))
     extra = {"result": result.message, "session_id": result.session_id, "pid": None, "not_before": verdict.not_before}
     recorded = await head.record(task, event, **{c: getattr(done, c) for c in RECORDED}, **extra)
-    try:  # only once recorded, before anything else runs: a task that builds on it finds it there
-        if recorded and event is not Event.RETRY_LATER:
-            write_atomic(path, output(done, result.message, attempt.changes, attempt.checks))
-    except OSError as exc:
-        head.once(f"cannot write output files in {path.parent} ({exc.strerror})")
     return done if recorded else None

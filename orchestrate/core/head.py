@@ -215,7 +215,7 @@ class Head:
     async def _heartbeat(self) -> None:
         while True:
             try:
-                if _replaced(self.lock, self.db):  # another head could start on the path, and take our agents
+                if not os.fstat(self.lock).st_nlink:  # deleted, or renamed over: another head could start there
                     log.error("%s was deleted or replaced under this head; stopping", self.db)
                     self.failures += 1
                     self.stop("now")
@@ -240,14 +240,6 @@ def _own_project(record: Path, db: Path) -> None:
                 " needs a project directory (and a config.yaml) of its own"
             )
     record.write_text(f"{db}\n")
-
-
-def _replaced(fd: int, path: Path) -> bool:
-    """Whether `path` no longer names the file open as `fd`: deleted, or another put in its place."""
-    try:
-        return os.stat(path).st_ino != os.fstat(fd).st_ino
-    except FileNotFoundError:
-        return True
 
 
 def _lock(db: Path) -> int:
