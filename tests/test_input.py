@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import orchestrate
 
-from orchestrate import configfile
+from orchestrate import inline_code
 
 
 def one_line(result: subprocess.CompletedProcess[str], code: int, says: str) -> str:
@@ -129,7 +129,7 @@ SAFE = ["sh", "-c", 'mytool "$1"', "sh", "{prompt}"]
 )
 def test_prompt_inside_inline_code_is_found(command: str | list[str], where: tuple[str, str]) -> None:
     argv = shlex.split(command) if isinstance(command, str) else command
-    found = configfile.prompt_as_code(argv)
+    found = inline_code.prompt_as_code(argv)
     assert found is not None and (found.program, found.option) == where
     assert "{prompt}" in found.code
 
@@ -157,7 +157,7 @@ def test_prompt_inside_inline_code_is_found(command: str | list[str], where: tup
     ],
 )
 def test_prompt_as_an_argument_after_the_code_is_allowed(command: list[str]) -> None:
-    assert configfile.prompt_as_code(command) is None
+    assert inline_code.prompt_as_code(command) is None
 
 
 @pytest.mark.parametrize(
