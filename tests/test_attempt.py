@@ -93,6 +93,21 @@ def test_a_rate_limit_cools_the_agent_and_spends_nothing() -> None:
     assert verdict(FAILED._replace(limited_until=NOW - 50)).cooling_until == NOW + 1  # a reset in the past
 
 
+def test_a_limit_that_names_no_reset_cools_longer_each_time_in_a_row_up_to_an_hour() -> None:
+    unnamed = FAILED._replace(limited_until=0.0)
+    cooling = [verdict(unnamed, limits=n).cooling_until for n in range(8)]
+    assert cooling[:4] == [NOW + COOLING_S * 2**n for n in range(4)]  # 60 s, 2 min, 4 min, 8 min
+    assert cooling[-1] == NOW + BACKOFF_MAX_S  # a terminal quota costs a handful of runs a day
+    named = verdict(FAILED._replace(limited_until=NOW + 300), limits=5)
+    assert named.cooling_until == NOW + 300  # a reset the CLI named is kept as named
+
+
+def test_refused_credentials_requeue_unspent_with_what_the_cli_said() -> None:
+    refused = Result(False, "", "Invalid API key: log in again", unauthorized=True)
+    v = verdict(refused, unavailable=True)  # the pipeline marks the agent unavailable when the CLI says so
+    assert v == Verdict(Event.REQUEUE, "Invalid API key: log in again", spent=False)
+
+
 def test_a_limit_reported_by_a_run_that_was_also_stopped_or_failed_a_check_is_that_outcome() -> None:
     limited = FAILED._replace(limited_until=0.0)
     assert verdict(limited, stopped=Stop.TIMEOUT, timeout=60) == Verdict(

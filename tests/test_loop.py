@@ -20,9 +20,9 @@ from orchestrate.workspace.git import Project
 async def test_the_sweep_reads_proc_in_a_worker_thread(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     threads: list[threading.Thread] = []
 
-    def strays(queue: str) -> process.Found:
+    def strays(queue: str) -> tuple[dict[str, Any], list[Any]]:
         threads.append(threading.current_thread())
-        return process.Found({}, [])
+        return {}, []
 
     monkeypatch.setattr(process, "strays", strays)
     await Head(configfile.parse({}, "config.yaml", project, project / "config.yaml")).sweep()

@@ -24,6 +24,7 @@ class Result(NamedTuple):
     output_tokens: int | None = None
     session_id: str | None = None
     limited_until: float | None = None  # set when the CLI reported a rate or usage limit; 0: no reset time
+    unauthorized: bool = False  # the CLI said its credentials were refused: the agent's fault, not the task's
 
 
 class Output(Protocol):

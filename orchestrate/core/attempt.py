@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from orchestrate.core.head import Head
 
 log = logging.getLogger(__name__)
-COOLING_S = 60.0  # a rate limit that names no reset time cools its agent this long
+COOLING_S = 60.0  # a rate limit that names no reset time cools its agent this long, doubling in a row
 BACKOFF_MAX_S = 3600.0  # retry_delay_seconds doubles with each failure, up to this
 # What a run's record writes of the task as it ended (its status is the event's to set).
 RECORDED = ("agent", "attempts", "error", "finished_at", "cost_usd", "input_tokens", "output_tokens", "output_file")
@@ -60,7 +60,8 @@ class Attempt:
     result: Result = Result(False, "", "the agent did not run")  # noqa: RUF009 (immutable)
     stopped: Stop | None = None
     failure: str | None = None  # what failed around the agent: its workspace, a check, a commit
-    unavailable: bool = False  # the agent's program cannot be started: not the task's fault
+    unavailable: bool = False  # the agent's program cannot be started, or its login: not the task's fault
+    limits: int = 0  # the agent's rate limits in a row before this run
     changes: list[str] | None = None  # what git says the attempt changed; None: not a repository
     checks: list[str] = field(default_factory=list)  # each check's outcome, for the output file
     verdict: Verdict | None = None
@@ -75,12 +76,12 @@ class Attempt:
         """Fail the attempt (the first reason given is the one kept)."""
         self.failure = self.failure or why
 
-    async def run(self, argv: list[str], stdin: bytes | None, reader: Output, limit: float) -> tuple[int, Stop | None]:
+    async def run(self, argv: list[str], stdin: str | None, reader: Output, limit: float) -> tuple[int, Stop | None]:
         """Run a process as the agent runs: in `cwd`, logged, stopped with the attempt."""
         assert self.slot.stop is not None
         grace, started = self.cfg.task_queue.kill_grace_seconds, functools.partial(setattr, self.slot, "pid")
         ctx = process.Context(str(self.cwd), self.env, self.log, grace, self.slot.stop, started)
-        return await process.run(argv, stdin, reader, limit, ctx)
+        return await process.run(argv, None if stdin is None else stdin.encode(), reader, limit, ctx)
 
 
 def backoff(delay: float, attempts: int) -> float:
@@ -96,7 +97,7 @@ def decide(attempt: Attempt, now: float) -> Verdict:
     if stopped is Stop.STOPPED or attempt.unavailable:  # not the task's doing
         return Verdict(Event.REQUEUE, result.error if attempt.unavailable else None, spent=False)
     if (until := result.limited_until) is not None and not attempt.over:
-        reset = max(until, now + 1) if until else now + COOLING_S
+        reset = max(until, now + 1) if until else now + min(COOLING_S * 2**attempt.limits, BACKOFF_MAX_S)
         return Verdict(Event.REQUEUE, result.error, spent=False, cooling_until=reset)
     limit = attempt.cfg.performance.max_memory_mb
     if stopped is Stop.TIMEOUT:
@@ -120,6 +121,7 @@ async def work(head: Head, slot: Slot, task: Task) -> None:
     env = {**os.environ, **agent.env, process.QUEUE_VAR: str(head.db), process.TASK_VAR: task.name}
     with process.Log(cfg.root / str(task.log_file), head.once) as out:  # the claim set log_file
         attempt = Attempt(task, slot, cfg, out, env, lambda: head.current(task), timeout, cfg.root)
+        attempt.limits = head.distributor.limits[agent.name]
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         out.write(f"=== orchestrate: attempt {task.attempts + 1} on {slot.id} at {stamp} ===\n".encode())
         try:
@@ -143,9 +145,7 @@ async def _run_agent(head: Head, attempt: Attempt, adapter: Adapter) -> None:
     text = prompt(task, attempt.cwd, attempt.sections)
     (argv, stdin), reader = adapter.argv(agent.command, text), adapter.Reader(agent)
     try:
-        code, attempt.stopped = await attempt.run(
-            argv, None if stdin is None else stdin.encode(), reader, attempt.timeout
-        )
+        code, attempt.stopped = await attempt.run(argv, stdin, reader, attempt.timeout)
     except AgentUnavailable as exc:
         head.unavailable(agent.name, str(exc))
         attempt.unavailable, attempt.result = True, Result(False, "", str(exc))
@@ -155,6 +155,9 @@ async def _run_agent(head: Head, attempt: Attempt, adapter: Adapter) -> None:
     if attempt.stopped or adapter.detaches:
         await head.sweep(task.name)  # at once; other strays are found by the next heartbeat
     attempt.result = reader.finish(code)
+    if attempt.result.unauthorized and not attempt.stopped:  # every task would fail the same way
+        head.unavailable(agent.name, attempt.result.error or "its credentials were refused")
+        attempt.unavailable = True
 
 
 async def _settle(head: Head, attempt: Attempt) -> None:
@@ -166,6 +169,9 @@ async def _settle(head: Head, attempt: Attempt) -> None:
     verdict = attempt.verdict
     if until := verdict.cooling_until:
         head.distributor.cooling[slot.agent.name] = until
+        head.distributor.limits[slot.agent.name] += 1
+    elif attempt.stopped is None and not attempt.unavailable:  # it reached the API: the next limit is a first
+        head.distributor.limits.pop(slot.agent.name, None)
         log.warning("%s: %s hit a rate limit; cooling until %s", task.name, slot.agent.name, time.ctime(until))
     if verdict.event is not None:
         attempt.recorded = await _record(head, attempt, verdict)

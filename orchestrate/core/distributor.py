@@ -37,6 +37,7 @@ class Distributor:
     def __init__(self, agents: tuple[AgentConfig, ...]) -> None:
         self.slots = [Slot(f"{a.name}-{n}", a) for a in agents for n in range(1, a.max_instances + 1)]
         self.cooling: dict[str, float] = {}  # agent name -> until when
+        self.limits: Counter[str] = Counter()  # agent name -> rate limits in a row
         self.unavailable: dict[str, str] = {}  # agent name -> why
         self.turn = 0
 

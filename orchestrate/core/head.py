@@ -172,8 +172,8 @@ class Head:
                 self.broken(f"cannot record {task.name}'s result", exc)
                 return False
 
-    def broken(self, what: str, exc: sqlite3.Error) -> None:
-        """The queue cannot be written (a full disk, a damaged file): stop; the next head recovers its tasks."""
+    def broken(self, what: str, exc: object) -> None:
+        """The queue cannot be written (a full disk, a damaged file, or gone): stop; the next head recovers its tasks."""
         log.error("%s in %s (%s); stopping", what, self.db, exc)
         self.failures += 1
         self.stop("now")
@@ -193,9 +193,9 @@ class Head:
 
     async def sweep(self, finished: str = "") -> None:
         """Sample the agents' memory; kill processes no running task owns (or that `finished` left)."""
-        found = await asyncio.to_thread(process.strays, str(self.db))  # reads every process in /proc
+        tasks, orphans = await asyncio.to_thread(process.strays, str(self.db))  # reads every process in /proc
         owners = {s.task.name: s for s in self.busy.values() if s.task and s.task.name != finished}
-        for name, procs in found.tasks.items():
+        for name, procs in tasks.items():
             if (slot := owners.get(name)) is None:
                 log.info("killing %d process(es) left behind by %s", len(procs), name or "an agent")
                 for pid, _ in procs:
@@ -204,7 +204,7 @@ class Head:
             slot.rss_mb = sum(kib for _, kib in procs) / 1024
             if (limit := self.cfg.performance.max_memory_mb) and slot.rss_mb > limit:
                 slot.interrupt(Stop.MEMORY)
-        for born, tree in found.orphans:  # an orphan may be any task's that was running when it started
+        for born, tree in orphans:  # an orphan may be any task's that was running when it started
             if all(slot.since >= born for slot in owners.values()):
                 log.info("killing %d process(es) left behind by an agent that is gone", len(tree))
                 for pid in tree:
@@ -215,10 +215,8 @@ class Head:
     async def _heartbeat(self) -> None:
         while True:
             try:
-                if not os.fstat(self.lock).st_nlink:  # deleted, or renamed over: another head could start there
-                    log.error("%s was deleted or replaced under this head; stopping", self.db)
-                    self.failures += 1
-                    self.stop("now")
+                if not os.fstat(self.lock).st_nlink:  # another head could start on the path, and take our agents
+                    self.broken("the queue file was deleted or replaced", "it is no longer linked there")
                 await self.sweep()
                 running = [(s.task.id, s.task.claim, s.pid) for s in self.distributor.slots if s.task]
                 await self.queue.heartbeat(self.now(), running)

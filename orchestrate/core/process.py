@@ -95,9 +95,10 @@ async def run(
     reason = None
     if agent.exited not in done:
         reason = stop.result() if stop.done() else Stop.TIMEOUT
+        send_signal(pid, signal.SIGTERM)  # to the group: the CLIs stop their own children on it
         # a cancelled task must be gone within a second; others get the configured grace
-        await terminate(pid, agent.exited, min(ctx.grace, 0.5) if reason is Stop.CANCELLED else ctx.grace)
-    send_signal(pid, signal.SIGKILL)  # whatever it left behind in its group
+        await asyncio.wait({agent.exited}, timeout=min(ctx.grace, 0.5) if reason is Stop.CANCELLED else ctx.grace)
+    send_signal(pid, signal.SIGKILL)  # past the grace, or whatever it left behind in its group
     await asyncio.wait({agent.closed}, timeout=DRAIN_S)  # a stray outside the group may hold a pipe
     transport.close()
     await agent.closed
@@ -139,14 +140,6 @@ class _Agent(asyncio.SubprocessProtocol):
         self.closed.set_result(None)
 
 
-async def terminate(pgid: int, exited: asyncio.Future[None], grace: float) -> None:
-    """SIGTERM the group (the CLIs stop their own children on it), then SIGKILL after `grace`."""
-    send_signal(pgid, signal.SIGTERM)
-    if not (await asyncio.wait({exited}, timeout=grace))[0]:
-        send_signal(pgid, signal.SIGKILL)
-        await exited
-
-
 def send_signal(pid: int, sig: int, group: bool = True) -> None:
     """Signal the process group `pid` leads (or, without `group`, the process alone) while it is there."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -162,15 +155,13 @@ def adopt_orphans() -> None:
         ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-class Found(NamedTuple):
-    tasks: dict[str, list[tuple[int, int]]]  # by the task their environment names: [(pid, resident KiB)]
-    orphans: list[tuple[float, list[int]]]  # adopted: (the latest it can have started, since boot; its tree)
-
-
-def strays(queue: str) -> Found:
-    """Live processes started for `queue`, by the task their environment names, and the trees of
-    orphans adopted by this process from another session (an agent's, or one it left for)."""
-    found, adopted, children = Found({}, []), [], defaultdict(list)
+def strays(queue: str) -> tuple[dict[str, list[tuple[int, int]]], list[tuple[float, list[int]]]]:
+    """Live processes started for `queue`: by the task their environment names, [(pid, resident KiB)];
+    and the trees of orphans adopted by this process from another session (an agent's, or one it
+    left for), [(the latest it can have started, in seconds since boot, [its pids])]."""
+    tasks: dict[str, list[tuple[int, int]]] = {}
+    orphans: list[tuple[float, list[int]]] = []
+    adopted, children = [], defaultdict(list)
     me, session, tick = os.getpid(), os.getsid(0), os.sysconf("SC_CLK_TCK")
     needle, page_kib = f"{QUEUE_VAR}={queue}\0".encode(), os.sysconf("SC_PAGE_SIZE") // 1024
     for entry in os.scandir("/proc"):
@@ -187,10 +178,10 @@ def strays(queue: str) -> Found:
         except (OSError, ValueError, IndexError):
             continue  # gone meanwhile, or not ours to read
         task = next((v.split(b"=", 1)[1].decode() for v in environ.split(b"\0") if v.startswith(TASK_KEY)), "")
-        found.tasks.setdefault(task, []).append((pid, int(fields[21]) * page_kib))
+        tasks.setdefault(task, []).append((pid, int(fields[21]) * page_kib))
     for born, root in adopted:
         tree = [root]
         for pid in tree:  # grows as it goes: the whole tree, breadth first
             tree.extend(children[pid])
-        found.orphans.append((born, tree))
-    return found
+        orphans.append((born, tree))
+    return tasks, orphans
