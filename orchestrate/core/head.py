@@ -215,7 +215,7 @@ class Head:
     async def _heartbeat(self) -> None:
         while True:
             try:
-                if not os.fstat(self.lock).st_nlink:  # another head could start on the path, and take our agents
+                if self.stopping != "now" and not os.fstat(self.lock).st_nlink:  # another head could start there
                     self.broken("the queue file was deleted or replaced", "it is no longer linked there")
                 await self.sweep()
                 running = [(s.task.id, s.task.claim, s.pid) for s in self.distributor.slots if s.task]

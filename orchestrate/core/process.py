@@ -102,7 +102,7 @@ async def run(
     await asyncio.wait({agent.closed}, timeout=DRAIN_S)  # a stray outside the group may hold a pipe
     transport.close()
     await agent.closed
-    return transport.get_returncode() or 0, reason
+    return transport.get_returncode() or 0, reason  # never None: the protocol closes only after the exit
 
 
 class _Agent(asyncio.SubprocessProtocol):
