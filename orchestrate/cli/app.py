@@ -29,13 +29,21 @@ def _one_line_errors() -> Iterator[None]:
     try:
         yield
     except OrchestrateError as exc:
-        typer.echo(f"orchestrate: {exc}", err=True)
+        typer.echo(_one_line(f"orchestrate: {exc}"), err=True)
         raise typer.Exit(exc.exit_code) from None
     except ClickException as exc:
         ctx = getattr(exc, "ctx", None)
         where = ctx.command_path if ctx else "orchestrate"
-        typer.echo(f"{where}: {exc.format_message()} (see --help)", err=True)
+        typer.echo(_one_line(f"{where}: {exc.format_message()} (see --help)"), err=True)
         raise typer.Exit(2) from None
+
+
+def _one_line(message: str) -> str:
+    """An error as one line a terminal shows as it is: what the user or an agent typed may hold
+    newlines or escape sequences."""
+    from orchestrate.cli.render import visible
+
+    return visible(message.replace("\n", "\\n"))
 
 
 class _Commands(TyperGroup):

@@ -31,7 +31,7 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
         typer.echo(render.slots_table(busy))
     for slot in slots:
         if slot.state in ("cooling", "unavailable"):
-            typer.echo(f"{slot.state:<8} {slot.id}: {slot.note}")
+            typer.echo(render.visible(f"{slot.state:<8} {slot.id}: {slot.note}"))
     for task in failures:
         typer.echo(f"failed   {task.name}  {render.shorten(task.error or 'no error recorded', 60)}")
     if trees.found:

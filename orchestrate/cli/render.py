@@ -39,14 +39,26 @@ def worktrees_size(trees: Worktrees) -> str:
     return "size not measured yet" if trees.measured_at is None else size(trees.bytes)
 
 
+# C0 and C1 control characters but newline and tab, DEL too: a terminal would act on them (move the
+# cursor, set the title, clear the screen), so people see them spelled out, as \x1b.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0))}
+
+
+def visible(text: str) -> str:
+    """`text` with its control characters but newline and tab written out: `\\x1b` for ESC."""
+    return text.translate(_CONTROLS)
+
+
 def shorten(text: str, width: int) -> str:
-    flat = " ".join(text.split())
+    """`text` on one line, visible (see `visible`), cut to `width` with an ellipsis."""
+    flat = " ".join(visible(text).split())
     return flat if len(flat) <= width else flat[: max(width - 1, 0)] + "…"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: int | None = None) -> str:
     """Left-aligned columns; the last one is shortened so each line fits `width`."""
     width = width or shutil.get_terminal_size((80, 24)).columns
+    rows = [[visible(c) for c in row] for row in rows]
     cols = list(zip(headers, *rows, strict=True))
     widths = [max(len(c) for c in col) for col in cols[:-1]]
     room = max(width - sum(widths) - 2 * len(widths), 20)
@@ -146,7 +158,7 @@ def show_task(task: Task, now: float | None = None) -> str:
     ]
     lines = [f"{task.name}  {task.description}"]
     lines += [f"  {label + ':':<12} {value}" for label, value in fields if value]
-    return "\n".join(lines)
+    return visible("\n".join(lines))
 
 
 def _tokens(task: Task) -> str:

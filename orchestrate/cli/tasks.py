@@ -3,7 +3,7 @@
 # No `from __future__ import annotations`: typer reads the annotations (see cli/app.py).
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import typer
@@ -115,7 +115,7 @@ def show(ctx: typer.Context, task: str, as_json: bool = typer.Option(False, "--j
         from orchestrate.workspace import branches
 
         for line in branches.branch_lines(cfg, found):
-            typer.echo(line)
+            typer.echo(render.visible(line))
 
 
 def logs(ctx: typer.Context, task: str, follow: bool = typer.Option(False, "--follow", "-f")) -> None:
@@ -124,21 +124,41 @@ def logs(ctx: typer.Context, task: str, follow: bool = typer.Option(False, "--fo
     path = api.log_path(session(ctx).config, found)
     if not path.exists() and not (follow and found.status in ACTIVE):
         raise OrchestrateError(f"{found.name} has no log yet ({path} does not exist): it has not run")
-    offset = 0
+    offset, write = 0, _writer()
     while True:
         if path.exists():
             with path.open("rb") as log:
                 log.seek(offset)
                 chunk = log.read()
             offset += len(chunk)
-            sys.stdout.buffer.write(chunk)
-            sys.stdout.flush()
+            write(chunk)
         if not follow:
             return
         finished = session(ctx).task(task).status not in ACTIVE
         if finished and (not path.exists() or path.stat().st_size == offset):
             return
         time.sleep(0.2)  # following a file: poll it, as tail -f does
+
+
+def _writer() -> Callable[[bytes], None]:
+    """How `logs` prints what an agent wrote: the exact bytes into a pipe or a file; on a terminal,
+    text with its control characters written out, so that the agent cannot drive the terminal."""
+    if not sys.stdout.isatty():
+
+        def exact(chunk: bytes) -> None:
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+
+        return exact
+    import codecs
+
+    decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode  # a chunk may end mid-character
+
+    def shown(chunk: bytes) -> None:
+        sys.stdout.write(render.visible(decode(chunk)))
+        sys.stdout.flush()
+
+    return shown
 
 
 def retry(ctx: typer.Context, task: str) -> None:
