@@ -1,4 +1,5 @@
-"""Every command says what is true: control characters in what tasks and agents say."""
+"""Every command says what is true: a malformed --agents and control characters in what tasks and
+agents say."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import ORCHESTRATE, invoke, orchestrate
 
 CONFIG = """\
@@ -57,6 +59,30 @@ def one_line_error(result: subprocess.CompletedProcess[str], code: int, *needles
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     return lines[0]
+
+
+# 5. --agents names each agent once, with a plain count.
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        ("claude:2,claude:3", "--agents: claude is named twice"),
+        ("c:2,c:3", "--agents: c is named twice"),
+        ("", "--agents: expected NAME:COUNT"),
+        ("claude:2,", "--agents: an empty entry"),
+        ("claude:²", "--agents: expected NAME:COUNT"),
+        ("claude:99999999999999", "COUNT from 1 to 100"),
+        ("claude", "--agents: expected NAME:COUNT"),
+    ],
+)
+@pytest.mark.parametrize("command", ["start", "run"])
+def test_a_malformed_agents_option_is_a_usage_error(
+    project: Path, fakes: Path, command: str, spec: str, needle: str
+) -> None:
+    configure(project)
+    one_line_error(orchestrate(command, "--agents", spec, timeout=30), 2, needle)
+    assert not json.loads(ok("status", "--json"))["head"]["running"]
 
 
 # 6. Control characters in task text and agent output are shown, never sent to the terminal.

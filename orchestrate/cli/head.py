@@ -7,8 +7,10 @@ from orchestrate import api, configfile, shapes
 from orchestrate.cli import render
 from orchestrate.cli.app import JSON_HELP, echo_json, session
 from orchestrate.core.config import Config
+from orchestrate.core.errors import UsageError
 
 AGENTS_HELP = "Agent slots for this run, overriding the configuration, e.g. claude:2,codex:2."
+MAX_SLOTS = 100  # slots of one agent from --agents: more is a typo, and would take the machine
 
 
 def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
@@ -51,7 +53,24 @@ def agents(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
         typer.echo("no agents: the head node is not running (`orchestrate start` starts it)")
 
 
+def slots_spec(spec: str) -> str:
+    """`--agents` as configfile.with_slots reads it, or a usage error for what it would misread:
+    an empty entry, a count that is not a plain number from 1 to MAX_SLOTS, an agent named twice."""
+    seen: dict[str, str] = {}
+    for part in spec.split(","):
+        name, _, count = (p.strip() for p in part.partition(":"))
+        if not part.strip() and spec.strip():
+            raise UsageError(f"--agents: an empty entry in {spec!r}; give NAME:COUNT entries separated by commas")
+        if not (name and count.isascii() and count.isdigit() and 1 <= int(count) <= MAX_SLOTS):
+            raise UsageError(f"--agents: expected NAME:COUNT with COUNT from 1 to {MAX_SLOTS}, got {part.strip()!r}")
+        if name in seen:
+            raise UsageError(f"--agents: {name} is named twice ({seen[name]}, {name}:{count}); name each agent once")
+        seen[name] = f"{name}:{count}"
+    return ",".join(seen.values())
+
+
 def _head_config(ctx: typer.Context, agents: str | None) -> Config:
+    spec = None if agents is None else slots_spec(agents)
     cfg = session(ctx).config
     with session(ctx).queue():  # a queue file that is not one is exit 2 here, before any head starts
         pass
@@ -61,7 +80,8 @@ def _head_config(ctx: typer.Context, agents: str | None) -> Config:
         from orchestrate.workspace import branches
 
         branches.require_repository(cfg.root)
-    return configfile.with_slots(cfg, agents) if agents else cfg
+    cfg = configfile.with_slots(cfg, spec) if spec else cfg
+    return cfg
 
 
 def start(
