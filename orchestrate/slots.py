@@ -9,13 +9,17 @@ import shutil
 import sqlite3
 import time
 from collections import Counter, defaultdict
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
-from orchestrate.core.attempt import Attempt
-from orchestrate.core.distributor import Distributor, Slot
 from orchestrate.core.errors import QueueBusy
 from orchestrate.core.extension import Extension
-from orchestrate.core.head import Head
+
+if TYPE_CHECKING:  # `start` checks the agents' programs without importing the head and asyncio
+    from orchestrate.core.attempt import Attempt
+    from orchestrate.core.config import AgentConfig
+    from orchestrate.core.distributor import Distributor, Slot
+    from orchestrate.core.head import Head
 
 PUT = """INSERT OR REPLACE INTO agents (id, type, state, note, task_id, pid, rss_mb, since, tasks_done, cost_usd)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
@@ -70,12 +74,28 @@ class Slots(Extension):
         return (s.task and s.task.id, s.pid, s.rss_mb, since, self.done[s.id], self.cost[s.id])
 
 
+# How each built-in agent's CLI is installed (its npm package), for when its program is missing.
+INSTALL = {
+    "claude": "npm install -g @anthropic-ai/claude-code",
+    "codex": "npm install -g @openai/codex",
+    "gemini": "npm install -g @google/gemini-cli",
+}
+
+
 def missing(distributor: Distributor) -> dict[str, str]:
     """Agents whose program is not installed, by name: why each cannot run."""
-    agents = {s.agent.name: s.agent for s in distributor.slots}.values()
+    return missing_programs(s.agent for s in distributor.slots)
+
+
+def missing_programs(agents: Iterable[AgentConfig]) -> dict[str, str]:
+    """Of `agents`, those whose program is not on their PATH, by name: why each cannot run and
+    what to do about it."""
     path = os.environ.get("PATH")
-    return {
-        a.name: f"{a.command[0]!r} is not installed or not on PATH"
-        for a in agents
-        if shutil.which(a.command[0], path=a.env.get("PATH", path)) is None
-    }
+    found = {}
+    for a in {a.name: a for a in agents}.values():
+        program = a.command[0]
+        if shutil.which(program, path=a.env.get("PATH", path)) is None:
+            fix = INSTALL[a.type] if a.type in INSTALL and os.path.basename(program) == a.type else None
+            hint = f"install it: {fix}" if fix else f"check agents.{a.name}.command in the configuration"
+            found[a.name] = f"{program!r} is not installed or not on PATH ({hint})"
+    return found

@@ -1,5 +1,5 @@
-"""Every command says what is true: a malformed --agents and control characters in what tasks and
-agents say."""
+"""Every command says what is true: agents that cannot run, a malformed --agents and control
+characters in what tasks and agents say."""
 
 from __future__ import annotations
 
@@ -59,6 +59,37 @@ def one_line_error(result: subprocess.CompletedProcess[str], code: int, *needles
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     return lines[0]
+
+
+# 2. Agents whose program is not installed are named at start; with none that can run, no head starts.
+
+
+def test_start_names_each_agent_that_cannot_run_and_how_to_install_it(project: Path, fakes: Path) -> None:
+    configure(project, more='  gemini: {env: {PATH: "/nonexistent"}}\n  codex: {command: "codex-not-here exec"}')
+    result = orchestrate("start")
+    try:
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("head running, pid ")
+        assert "agent gemini cannot run: 'gemini' is not installed or not on PATH" in result.stderr
+        assert "npm install -g @google/gemini-cli" in result.stderr
+        assert "agent codex cannot run: 'codex-not-here'" in result.stderr
+        assert "claude" not in result.stderr
+    finally:
+        ok("stop")
+
+
+@pytest.mark.parametrize("command", [("start",), ("start", "--foreground"), ("run",)])
+def test_no_agent_that_can_run_is_a_failed_start(project: Path, fakes: Path, command: tuple[str, ...]) -> None:
+    configure(project, more='  codex: {env: {PATH: "/nonexistent"}}')
+    (project / "config.yaml").write_text(
+        (project / "config.yaml").read_text().replace('IS_SANDBOX: "1"', 'IS_SANDBOX: "1", PATH: "/nonexistent"')
+    )
+    ok("add", "never runs")
+    line = one_line_error(orchestrate(*command, timeout=30), 1, "no agent can run")
+    assert "npm install -g @anthropic-ai/claude-code" in line and "npm install -g @openai/codex" in line
+    head = json.loads(ok("status", "--json"))["head"]
+    assert head["running"] is False and head["pid"] is None
+    assert not (project / ".orchestrate" / "head.pid").exists()
 
 
 # 5. --agents names each agent once, with a plain count.

@@ -7,7 +7,7 @@ from orchestrate import api, configfile, shapes
 from orchestrate.cli import render
 from orchestrate.cli.app import JSON_HELP, echo_json, session
 from orchestrate.core.config import Config
-from orchestrate.core.errors import UsageError
+from orchestrate.core.errors import AgentUnavailable, UsageError
 
 AGENTS_HELP = "Agent slots for this run, overriding the configuration, e.g. claude:2,codex:2."
 MAX_SLOTS = 100  # slots of one agent from --agents: more is a typo, and would take the machine
@@ -81,7 +81,21 @@ def _head_config(ctx: typer.Context, agents: str | None) -> Config:
 
         branches.require_repository(cfg.root)
     cfg = configfile.with_slots(cfg, spec) if spec else cfg
+    _runnable(cfg)
     return cfg
+
+
+def _runnable(cfg: Config) -> None:
+    """Name each agent whose program is not installed, and how to install it; with none left that
+    can run, fail rather than start a head that can only wait."""
+    from orchestrate.slots import missing_programs
+
+    missing = missing_programs(cfg.agents)
+    if len(missing) == len({a.name for a in cfg.agents}):
+        why = "; ".join(f"{name}: {why}" for name, why in missing.items())
+        raise AgentUnavailable(f"no agent can run, so no head was started: {why}")
+    for name, why in missing.items():
+        typer.echo(f"warning: agent {name} cannot run: {why}", err=True)
 
 
 def start(
