@@ -275,26 +275,71 @@ class Head(NamedTuple):
     started_at: float | None = None
     heartbeat_at: float | None = None
     log_file: str | None = None
+    unresponsive: bool = False  # its process lives and holds the queue's lock, but it does not beat
+    stopped: bool = False  # and its process is stopped (SIGSTOP, or a debugger)
+
+    @property
+    def problem(self) -> str | None:
+        """What is wrong with an unresponsive head, and what to do about it, in one sentence."""
+        if not self.unresponsive:
+            return None
+        why = " (its process is stopped)" if self.stopped else ""
+        silent = max(time.time() - (self.heartbeat_at or 0), 0)
+        return (
+            f"head {self.pid} holds the queue's lock but has not beaten for {silent:.0f} s{why};"
+            f" `kill -CONT {self.pid}` resumes it if it was stopped, or `kill -9 {self.pid}`"
+            " then `orchestrate start` replaces it"
+        )
+
+
+def _state(pid: int) -> bytes | None:
+    """The process state letter of `pid` (R, S, T...); None if it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+    return None if state == b"Z" else state
 
 
 def alive(pid: int) -> bool:
     """True while `pid` runs; a zombie (exited, not yet reaped) counts as gone."""
+    return _state(pid) is not None
+
+
+def holds_lock(pid: int, path: str) -> bool:
+    """Whether `pid` holds an exclusive flock on the file at `path`, as a head holds its queue's
+    (read from /proc/locks, so that looking never takes the lock a starting head needs)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
+        st = os.stat(path)
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
         return False
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in lines:  # "3: FLOCK  ADVISORY  WRITE 7740 fe:00:2147847 0 EOF"; waiters have "->"
+        fields = line.split()
+        if fields[1:6] == ["FLOCK", "ADVISORY", "WRITE", str(pid), where]:
+            return True
+    return False
 
 
 def head(conn: sqlite3.Connection, now: float | None = None) -> Head:
-    """The head node as the queue knows it: running only if its pid lives and it beats."""
+    """The head node as the queue knows it: running only if its pid lives and it beats;
+    unresponsive if its process holds the queue's lock but is stopped or has not beaten."""
     row = conn.execute("SELECT pid, host, started_at, heartbeat_at, log_file FROM head").fetchone()
     if row is None:
         return Head(running=False)
     now = time.time() if now is None else now
-    beating = now - row["heartbeat_at"] < HEARTBEAT_STALE_S
-    live = row["host"] == os.uname().nodename and alive(row["pid"]) and beating
-    return Head(live, row["pid"], row["started_at"], row["heartbeat_at"], row["log_file"])
+    state = _state(row["pid"]) if row["host"] == os.uname().nodename else None
+    stopped = state in (b"T", b"t")
+    live = state is not None and now - row["heartbeat_at"] < HEARTBEAT_STALE_S and not stopped
+    found = Head(live, row["pid"], row["started_at"], row["heartbeat_at"], row["log_file"])
+    if state is None or live:
+        return found
+    database = conn.execute("PRAGMA database_list").fetchone()[2]  # '' for a queue not yet created
+    frozen = bool(database) and holds_lock(row["pid"], database)
+    return found._replace(unresponsive=frozen, stopped=stopped and frozen)
 
 
 class Slot(NamedTuple):

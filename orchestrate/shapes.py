@@ -52,8 +52,15 @@ def status_json(head: Head, counts: dict[str, int], slots: Sequence[Slot], workt
 
 
 def head_json(head: Head) -> dict[str, Any]:
-    """The head node: whether it runs, its pid, when it started."""
-    return {"running": head.running, "pid": head.pid, "started_at": iso(head.started_at)}
+    """The head node: whether it runs, its pid, when it started; when it last beat, and whether it
+    holds the queue without beating (stopped or stuck: `running` is then false)."""
+    return {
+        "running": head.running,
+        "pid": head.pid,
+        "started_at": iso(head.started_at),
+        "heartbeat_at": iso(head.heartbeat_at),
+        "unresponsive": head.unresponsive,
+    }
 
 
 def slot_json(slot: Slot) -> dict[str, Any]:

@@ -100,7 +100,7 @@ def test_status_without_a_head_or_a_queue(project: Path) -> None:
     result = invoke("status", "--json")
     assert result.exit_code == 0
     assert json.loads(result.stdout) == {
-        "head": {"running": False, "pid": None, "started_at": None},
+        "head": {"running": False, "pid": None, "started_at": None, "heartbeat_at": None, "unresponsive": False},
         "counts": {"pending": 0, "running": 0, "completed": 0, "failed": 0, "cancelled": 0},
         "agents": [],
         "worktrees": {"count": 0, "bytes": 0},  # the worktrees, beside the shape's head, counts and agents

@@ -1,5 +1,5 @@
-"""Every command says what is true: agents that cannot run, a malformed --agents and control
-characters in what tasks and agents say."""
+"""Every command says what is true: a frozen head, agents that cannot run, a malformed --agents and
+control characters in what tasks and agents say."""
 
 from __future__ import annotations
 
@@ -8,13 +8,19 @@ import json
 import os
 import pty
 import re
+import signal
 import sqlite3
 import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ORCHESTRATE, invoke, orchestrate
+from conftest import ORCHESTRATE, alive, invoke, orchestrate, wait_until
+
+from orchestrate import api
 
 CONFIG = """\
 agents:
@@ -59,6 +65,135 @@ def one_line_error(result: subprocess.CompletedProcess[str], code: int, *needles
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     return lines[0]
+
+
+# 1. A frozen head: every command says the same thing of it, and stop gives up on it.
+
+
+@contextlib.contextmanager
+def frozen(pid: int) -> Iterator[None]:
+    """`pid` stopped with SIGSTOP for the block, and resumed whatever happens in it."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def says_frozen(text: str, pid: int) -> None:
+    assert re.search(rf"head {pid} holds the queue's lock but has not beaten for \d+ s", text), text
+    assert f"kill -CONT {pid}" in text and f"kill -9 {pid}" in text and "orchestrate start" in text, text
+
+
+def test_a_frozen_head_is_named_alike_by_status_start_stop_agents_and_tasks(project: Path, fakes: Path) -> None:
+    configure(project)
+    ok("start")
+    pid = json.loads(ok("status", "--json"))["head"]["pid"]
+    ok("add", "queued while frozen")
+    with frozen(pid):
+        status = orchestrate("status")
+        assert status.returncode == 1, status
+        says_frozen(status.stdout, pid)
+        assert "recovers" not in status.stdout
+        shape = json.loads(orchestrate("status", "--json").stdout)
+        assert shape["head"]["running"] is False and shape["head"]["unresponsive"] is True
+        assert shape["head"]["pid"] == pid
+        for command in (("start",), ("stop",), ("start", "--foreground"), ("run",)):
+            says_frozen(one_line_error(orchestrate(*command, timeout=30), 1), pid)
+        started = time.monotonic()
+        says_frozen(one_line_error(orchestrate("stop", "--wait", timeout=30), 1), pid)
+        assert time.monotonic() - started < 10
+        agents = orchestrate("agents")
+        assert agents.returncode == 1 and "not running" not in agents.stdout + agents.stderr
+        says_frozen(agents.stderr, pid)
+        tasks = orchestrate("tasks")
+        assert tasks.returncode == 0 and "task_001" in tasks.stdout
+        says_frozen(tasks.stderr, pid)
+    assert alive(pid)
+    wait_until(lambda: json.loads(ok("status", "--json"))["head"]["running"], message="the head to beat again")
+    assert "stopped" in ok("stop")
+    assert not alive(pid)
+
+
+# A process that holds the queue's lock, as a head does (core/head.py _lock), then sleeps through
+# SIGTERM, as a head whose loop is stuck would.
+LOCKER = (
+    "import fcntl, os, signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+    "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+    "print('locked', flush=True)\n"
+    "time.sleep(120)\n"
+)
+
+
+def register_head(project: Path, pid: int, beat_age_s: float) -> None:
+    with api.opened(project / "tasks.db") as conn:
+        now = time.time()
+        conn.execute(
+            "INSERT INTO head (id, pid, host, started_at, heartbeat_at) VALUES (1, ?, ?, ?, ?)",
+            (pid, os.uname().nodename, now - 60, now - beat_age_s),
+        )
+
+
+def test_a_head_that_holds_the_lock_but_stopped_beating_is_said_to_be_silent(project: Path) -> None:
+    with api.opened(project / "tasks.db"):
+        pass
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCKER, str(project / "tasks.db")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        register_head(project, holder.pid, beat_age_s=42)
+        status = orchestrate("status")
+        assert status.returncode == 1
+        says_frozen(status.stdout, holder.pid)
+        assert re.search(r"not beaten for 4[2-9] s;", status.stdout)
+        stop = one_line_error(orchestrate("stop"), 1, "(it was sent SIGTERM and acts on it once it answers)")
+        says_frozen(stop, holder.pid)
+        assert holder.poll() is None
+        says_frozen(one_line_error(orchestrate("start"), 1), holder.pid)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_live_pid_without_the_lock_is_a_dead_heads_row(project: Path) -> None:
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        register_head(project, stranger.pid, beat_age_s=42)
+        status = orchestrate("status")
+        assert status.returncode == 0 and "`orchestrate start` recovers" in status.stdout
+        assert json.loads(ok("status", "--json"))["head"]["unresponsive"] is False
+        one_line_error(orchestrate("stop"), 1, "no head is running")
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_stop_wait_gives_up_on_a_head_that_freezes_while_it_waits(project: Path, fakes: Path) -> None:
+    configure(project)
+    ok("start")
+    pid = json.loads(ok("status", "--json"))["head"]["pid"]
+    ok("add", "runs until told [fake:hang]")
+    wait_until(lambda: task(1)["status"] == "running", message="the task to run")
+    stopper = subprocess.Popen(
+        [ORCHESTRATE, "stop", "--wait"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert stopper.stdout is not None
+        assert "stopping once the running tasks finish" in stopper.stdout.readline()
+        with frozen(pid):
+            out, err = stopper.communicate(timeout=30)
+            assert stopper.returncode == 1, (out, err)
+            assert len(err.splitlines()) == 1
+            says_frozen(err, pid)
+    finally:
+        stopper.kill()
+        stopper.wait()
+    wait_until(lambda: json.loads(ok("status", "--json"))["head"]["running"], message="the head to beat again")
+    ok("stop")
+    assert not alive(pid)
 
 
 # 2. Agents whose program is not installed are named at start; with none that can run, no head starts.

@@ -8,6 +8,7 @@ from orchestrate.cli import render
 from orchestrate.cli.app import JSON_HELP, echo_json, session
 from orchestrate.core.config import Config
 from orchestrate.core.errors import AgentUnavailable, UsageError
+from orchestrate.core.store import Task
 
 AGENTS_HELP = "Agent slots for this run, overriding the configuration, e.g. claude:2,codex:2."
 MAX_SLOTS = 100  # slots of one agent from --agents: more is a typo, and would take the machine
@@ -23,7 +24,15 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
     trees = api.worktree_usage(cfg)
     if as_json:
         echo_json(shapes.status_json(head, counts, slots, trees))
-        return
+    else:
+        _status_lines(head, counts, slots, failures)
+        if trees.found:
+            typer.echo(f"worktrees {trees.found} in {cfg.runtime_dir / 'worktrees'}, {render.worktrees_size(trees)}")
+    if head.problem:  # said above; the exit status says it too, for scripts
+        raise typer.Exit(1)
+
+
+def _status_lines(head: api.Head, counts: dict[str, int], slots: list[api.Slot], failures: list[Task]) -> None:
     typer.echo(f"head     {render.head_line(head)}")
     typer.echo(f"queue    {render.counts_line(counts)}")
     busy = [s for s in slots if s.state == "busy"]
@@ -36,8 +45,6 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
             typer.echo(render.visible(f"{slot.state:<8} {slot.id}: {slot.note}"))
     for task in failures:
         typer.echo(f"failed   {task.name}  {render.shorten(task.error or 'no error recorded', 60)}")
-    if trees.found:
-        typer.echo(f"worktrees {trees.found} in {cfg.runtime_dir / 'worktrees'}, {render.worktrees_size(trees)}")
 
 
 def agents(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
@@ -49,8 +56,11 @@ def agents(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
         echo_json([shapes.slot_json(s) for s in slots])
     elif slots:
         typer.echo(render.slots_table(slots))
-    else:
+    elif not head.problem:
         typer.echo("no agents: the head node is not running (`orchestrate start` starts it)")
+    if head.problem:
+        typer.echo(f"orchestrate: no agents to show: {head.problem}", err=True)
+        raise typer.Exit(1)
 
 
 def slots_spec(spec: str) -> str:
@@ -81,6 +91,9 @@ def _head_config(ctx: typer.Context, agents: str | None) -> Config:
 
         branches.require_repository(cfg.root)
     cfg = configfile.with_slots(cfg, spec) if spec else cfg
+    from orchestrate.cli import lifecycle
+
+    lifecycle.no_head(cfg)
     _runnable(cfg)
     return cfg
 
@@ -131,7 +144,9 @@ def stop(ctx: typer.Context, wait: bool = typer.Option(False, "--wait", help="Le
     """Stop the head: running tasks go back to the queue, or with --wait finish first."""
     from orchestrate.cli import lifecycle
 
-    if wait:
-        typer.echo("stopping once the running tasks finish...")
-    pid = lifecycle.stop(session(ctx).config, wait)
+    def waiting(limit: float) -> None:
+        if wait:
+            typer.echo(f"stopping once the running tasks finish (giving up after {render.duration(limit)})...")
+
+    pid = lifecycle.stop(session(ctx).config, wait, waiting)
     typer.echo(f"head {pid} stopped")

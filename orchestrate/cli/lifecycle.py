@@ -7,11 +7,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from orchestrate import api
 from orchestrate.core.config import Config
-from orchestrate.core.errors import OrchestrateError
+from orchestrate.core.errors import OrchestrateError, QueueBusy
 
 START_WAIT_S = 15.0
 STOP_MARGIN_S = 15.0  # past the head's kill grace: it puts tasks back and closes the queue
@@ -22,10 +23,26 @@ def _head(cfg: Config) -> api.Head:
         return api.head(conn)
 
 
+def _head_or_none(cfg: Config) -> api.Head | None:
+    """The head as the queue knows it, or None while another process holds the queue too long to say."""
+    try:
+        return _head(cfg)
+    except QueueBusy:
+        return None
+
+
+def no_head(cfg: Config) -> None:
+    """Refuse to start a second head: one that runs, or one that holds the queue but does not answer."""
+    head = _head(cfg)
+    if head.problem:
+        raise OrchestrateError(head.problem)
+    if head.running:
+        raise OrchestrateError(f"a head is already running on {cfg.task_queue.database} (pid {head.pid})")
+
+
 def start_background(cfg: Config, child_argv: list[str]) -> tuple[int, Path]:
     """Launch the head detached, and return once it has registered in the queue: (pid, log)."""
-    if (head := _head(cfg)).running:
-        raise OrchestrateError(f"a head is already running on {cfg.task_queue.database} (pid {head.pid})")
+    no_head(cfg)
     cfg.runtime_dir.mkdir(parents=True, exist_ok=True)
     log = cfg.runtime_dir / "head.log"
     with log.open("ab") as out:
@@ -43,16 +60,21 @@ def start_background(cfg: Config, child_argv: list[str]) -> tuple[int, Path]:
     raise OrchestrateError(f"the head did not come up within {START_WAIT_S:g} s; see {log}")
 
 
-def stop(cfg: Config, wait: bool) -> int:
-    """Signal the head (SIGTERM stops now, SIGUSR1 lets running tasks finish) and wait for it to exit."""
+def stop(cfg: Config, wait: bool, waiting: Callable[[float], None] = lambda limit: None) -> int:
+    """Signal the head (SIGTERM stops now, SIGUSR1 lets running tasks finish) and wait for it to exit,
+    telling `waiting` how long at most; stop waiting as soon as the head does not answer."""
     head = _head(cfg)
-    if not head.running or head.pid is None:
+    if head.stopped:  # a signal would wait for SIGCONT: say so, rather than leave one pending
+        raise OrchestrateError(head.problem or "")
+    if head.pid is None or not (head.running or head.unresponsive):
         raise OrchestrateError(f"no head is running on {cfg.task_queue.database}")
+    how = signal.SIGUSR1 if wait else signal.SIGTERM
     limit = stop_limit_s(cfg, wait)
     try:
-        os.kill(head.pid, signal.SIGUSR1 if wait else signal.SIGTERM)
+        os.kill(head.pid, how)
     except ProcessLookupError:
         return head.pid  # it exited between the look and the signal: stopped all the same
+    waiting(limit)
     deadline = time.monotonic() + limit
     while api.alive(head.pid):
         if time.monotonic() > deadline:
@@ -60,7 +82,9 @@ def stop(cfg: Config, wait: bool) -> int:
                 f"head {head.pid} did not stop within {limit:g} s; it may still be stopping"
                 f" (see {cfg.runtime_dir / 'head.log'})"
             )
-        time.sleep(0.05)
+        if (now := _head_or_none(cfg)) and now.problem and now.pid == head.pid:  # it cannot finish now
+            raise OrchestrateError(f"{now.problem} (it was sent {how.name} and acts on it once it answers)")
+        time.sleep(0.1)
     return head.pid
 
 

@@ -121,6 +121,8 @@ def head_line(head: Head, now: float | None = None) -> str:
     if head.running and head.started_at is not None:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(head.started_at))
         return f"running, pid {head.pid}, since {since} (up {duration(now - head.started_at)})"
+    if head.problem:
+        return f"not responding: {head.problem}"
     if head.pid is not None:
         return f"not running (pid {head.pid} stopped without cleaning up; `orchestrate start` recovers)"
     return "not running (`orchestrate start` starts it)"

@@ -97,7 +97,9 @@ def tasks(
         typer.echo(render.tasks_table(found))
     else:
         typer.echo("no tasks" + ("" if status == "all" else f" with status {status}"))
-    if not head.running:
+    if head.problem:
+        typer.echo(f"(the head node is not responding: {head.problem})", err=True)
+    elif not head.running:
         typer.echo("(the head node is not running: `orchestrate start` works the queue)", err=True)
 
 
