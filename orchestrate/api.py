@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from orchestrate.core.config import Config
-from orchestrate.core.errors import ConfigError, QueueBusy, TaskNotFound, UsageError
+from orchestrate.core.errors import ConfigError, InvalidTransition, QueueBusy, TaskNotFound, UsageError
 from orchestrate.core.states import Event, Status, change
 from orchestrate.core.store import (
     BUSY_TIMEOUT_S,
@@ -240,17 +240,45 @@ def _transition(conn: sqlite3.Connection, task_id: int, event: Event, sql: str, 
     return before
 
 
-def retry(conn: sqlite3.Connection, task_id: int) -> Task:
-    """Put a failed or cancelled task back in the queue with a fresh retry budget."""
-    return _transition(
-        conn,
-        task_id,
-        Event.RETRY,
-        """UPDATE tasks SET status = ?, attempts = 0, not_before = 0, agent = NULL,
-               started_at = NULL, finished_at = NULL, pid = NULL
-           WHERE id = ?""",
-        (),
+def retry(conn: sqlite3.Connection, task_id: int, now: float | None = None) -> Task:
+    """Put a failed or cancelled task back in the queue with a fresh retry budget; a pending one
+    waiting out a retry backoff becomes due now, with a fresh budget too."""
+    now = time.time() if now is None else now
+    with transaction(conn):
+        before = get_task(conn, task_id)
+        if before.status == Status.PENDING:
+            if before.not_before <= now:
+                raise InvalidTransition(
+                    f"{before.name} is pending and not waiting to retry; only failed or cancelled tasks,"
+                    " or pending ones waiting out a retry backoff, can be retried"
+                )
+            # pending to pending: no transition in core/states.py, only the backoff and budget reset
+            conn.execute("UPDATE tasks SET attempts = 0, not_before = 0 WHERE id = ?", (task_id,))
+            return before
+        target = change(before.status, Event.RETRY, before.name)
+        conn.execute(
+            """UPDATE tasks SET status = ?, attempts = 0, not_before = 0, agent = NULL,
+                   started_at = NULL, finished_at = NULL, pid = NULL
+               WHERE id = ?""",
+            (target, task_id),
+        )
+    return before
+
+
+def next_try(task: Task, now: float | None = None) -> float | None:
+    """When a pending task waiting out a retry backoff may be claimed again; None if it is not waiting."""
+    now = time.time() if now is None else now
+    return task.not_before if task.status == Status.PENDING and task.not_before > now else None
+
+
+def backing_off(conn: sqlite3.Connection, now: float | None = None, limit: int = 5) -> list[Task]:
+    """Pending tasks waiting out a retry backoff, the soonest due first."""
+    now = time.time() if now is None else now
+    rows = conn.execute(
+        f"{SELECT_TASKS} WHERE t.status = ? AND t.not_before > ? ORDER BY t.not_before LIMIT ?",
+        (Status.PENDING, now, limit),
     )
+    return [task_from_row(r) for r in rows]
 
 
 def cancel(conn: sqlite3.Connection, task_id: int, now: float | None = None) -> Task:

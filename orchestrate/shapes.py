@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from orchestrate.api import Head, Slot, Worktrees
+from orchestrate.api import Head, Slot, Worktrees, next_try
 from orchestrate.core.store import PRIORITIES, Task, task_name
 
 PRIORITY_NAMES = {v: k for k, v in PRIORITIES.items()}
@@ -20,7 +20,8 @@ def iso(ts: float | None) -> str | None:
 
 
 def task_json(task: Task) -> dict[str, Any]:
-    """The task shape in docs/design.md, which scripts rely on (plus the derived `blocked`)."""
+    """The task shape in docs/design.md, which scripts rely on (plus the derived `blocked`, and
+    `next_try_at`: when a pending task waiting out a retry backoff is tried again, else null)."""
     return {
         "id": task.name,
         "description": task.description,
@@ -41,6 +42,7 @@ def task_json(task: Task) -> dict[str, Any]:
         "blocked": task.blocked,
         "workspace": task.workspace,
         "verify": None if task.verify is None else list(task.verify),
+        "next_try_at": iso(next_try(task)),
     }
 
 

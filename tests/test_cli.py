@@ -17,7 +17,7 @@ from orchestrate.core import store
 TASK_KEYS = {
     "id", "description", "status", "priority", "agent_type", "agent", "attempts", "max_retries",
     "depends_on", "created_at", "started_at", "finished_at", "output_file", "log_file", "error",
-    "cost_usd", "blocked", "workspace", "verify",
+    "cost_usd", "blocked", "workspace", "verify", "next_try_at",
 }  # fmt: skip
 
 
@@ -80,7 +80,7 @@ def test_task_json_shape_field_by_field(project: Path) -> None:
     assert task["workspace"] is None and task["verify"] is None  # the configuration's
     created = datetime.fromisoformat(str(task["created_at"])).timestamp()
     assert before - 2 <= created <= time.time() + 2
-    for key in ("started_at", "finished_at", "output_file", "log_file", "error", "cost_usd"):
+    for key in ("started_at", "finished_at", "output_file", "log_file", "error", "cost_usd", "next_try_at"):
         assert task[key] is None, key
     shown = json.loads(invoke("show", "task_2", "--json").stdout)
     assert shown == task

@@ -1,5 +1,5 @@
-"""Every command says what is true: a frozen head, agents that cannot run, a malformed --agents and
-control characters in what tasks and agents say."""
+"""Every command says what is true: a frozen head, agents that cannot run, a retry backoff, a
+malformed --agents and control characters in what tasks and agents say."""
 
 from __future__ import annotations
 
@@ -225,6 +225,39 @@ def test_no_agent_that_can_run_is_a_failed_start(project: Path, fakes: Path, com
     head = json.loads(ok("status", "--json"))["head"]
     assert head["running"] is False and head["pid"] is None
     assert not (project / ".orchestrate" / "head.pid").exists()
+
+
+# 3. A task waiting out a retry backoff says when it is tried next, and `retry` runs it now.
+
+
+def test_a_task_in_backoff_shows_its_next_try_and_retry_makes_it_due(project: Path) -> None:
+    assert invoke("add", "flaky").exit_code == 0
+    set_fields(1, attempts=2, max_retries=3, error="claude exited 1: boom", not_before=time.time() + 100)
+    row = invoke("tasks").stdout.splitlines()[1]
+    assert re.search(r"pending \(retry in 1m[34]\ds\)", row), row
+    assert re.search(r"next try: +in 1m[34]\ds \(attempt 3 of 4\)", invoke("show", "1").stdout)
+    assert re.search(r"retry +task_001 in 1m[34]\ds \(attempt 3 of 4\) +claude exited 1: boom", invoke("status").stdout)
+    shown = json.loads(invoke("show", "1", "--json").stdout)
+    assert shown["status"] == "pending" and shown["next_try_at"].endswith("+00:00")
+    result = invoke("retry", "task_001")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("task_001 is due now (it was waiting 1m") and "retry budget reset" in result.stdout
+    after = json.loads(invoke("show", "1", "--json").stdout)
+    assert (after["status"], after["attempts"], after["next_try_at"]) == ("pending", 0, None)
+    again = invoke("retry", "1")
+    assert again.exit_code == 1 and "task_001 is pending and not waiting to retry" in again.stderr
+
+
+def test_retry_ends_a_backoff_the_head_is_waiting_out(project: Path, fakes: Path) -> None:
+    configure(project, retries=2, delay=600)
+    ok("start")
+    ok("add", "Flaky work [fake:fail-times=1]")
+    waiting = wait_until(lambda: (t := task(1))["attempts"] == 1 and t["status"] == "pending" and t, message="backoff")
+    assert waiting["next_try_at"] is not None and re.search(r"pending \(retry in (9|10)m", ok("tasks"))
+    assert "is due now" in ok("retry", "1")
+    done = wait_until(lambda: (t := task(1))["status"] == "completed" and t, timeout=30, message="the retry to run")
+    assert done["attempts"] == 1  # the budget was reset, then the one run that completed
+    ok("stop")
 
 
 # 5. --agents names each agent once, with a plain count.

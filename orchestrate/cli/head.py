@@ -15,24 +15,26 @@ MAX_SLOTS = 100  # slots of one agent from --agents: more is a typo, and would t
 
 
 def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
-    """The head node, the counts by status, busy agents and recent failures."""
+    """The head node, the counts by status, busy agents, retries waiting and recent failures."""
     with session(ctx).queue(create=False) as conn:
         head, counts = api.head(conn), api.counts(conn)
         slots = api.slots(conn) if head.running else []
-        failures = api.recent_failures(conn)
+        failures, waiting = api.recent_failures(conn), api.backing_off(conn)
     cfg = session(ctx).config
     trees = api.worktree_usage(cfg)
     if as_json:
         echo_json(shapes.status_json(head, counts, slots, trees))
     else:
-        _status_lines(head, counts, slots, failures)
+        _status_lines(head, counts, slots, failures, waiting)
         if trees.found:
             typer.echo(f"worktrees {trees.found} in {cfg.runtime_dir / 'worktrees'}, {render.worktrees_size(trees)}")
     if head.problem:  # said above; the exit status says it too, for scripts
         raise typer.Exit(1)
 
 
-def _status_lines(head: api.Head, counts: dict[str, int], slots: list[api.Slot], failures: list[Task]) -> None:
+def _status_lines(
+    head: api.Head, counts: dict[str, int], slots: list[api.Slot], failures: list[Task], waiting: list[Task]
+) -> None:
     typer.echo(f"head     {render.head_line(head)}")
     typer.echo(f"queue    {render.counts_line(counts)}")
     busy = [s for s in slots if s.state == "busy"]
@@ -43,6 +45,8 @@ def _status_lines(head: api.Head, counts: dict[str, int], slots: list[api.Slot],
     for slot in slots:
         if slot.state in ("cooling", "unavailable"):
             typer.echo(render.visible(f"{slot.state:<8} {slot.id}: {slot.note}"))
+    for task in waiting:
+        typer.echo(f"retry    {render.next_try_line(task)}  {render.shorten(task.error or 'no error recorded', 34)}")
     for task in failures:
         typer.echo(f"failed   {task.name}  {render.shorten(task.error or 'no error recorded', 60)}")
 

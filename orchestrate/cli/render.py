@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from orchestrate.api import Head, Slot, Worktrees
+from orchestrate.api import Head, Slot, Worktrees, next_try
 from orchestrate.core.states import Status
 from orchestrate.core.store import Task, task_name
 from orchestrate.shapes import PRIORITY_NAMES, iso
@@ -69,9 +69,24 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], width: int | No
     return "\n".join(lines)
 
 
-def shown_status(task: Task) -> str:
-    """What the tables say of a task's state: pending with a dependency not completed is blocked."""
-    return "blocked" if task.blocked else task.status
+def shown_status(task: Task, now: float | None = None) -> str:
+    """What the tables say of a task's state: pending with a dependency not completed is blocked;
+    pending after a failed attempt says when it is tried again."""
+    if task.blocked:
+        return "blocked"
+    if (at := next_try(task, now)) is not None:
+        return f"pending (retry in {duration(at - (time.time() if now is None else now))})"
+    return task.status
+
+
+def next_try_line(task: Task, now: float | None = None) -> str:
+    """`task_002 in 1m40s (attempt 3 of 4)`, for a task waiting out a retry backoff."""
+    now = time.time() if now is None else now
+    return f"{task.name} in {_attempt_in(task, now)}"
+
+
+def _attempt_in(task: Task, now: float) -> str:
+    return f"{duration(task.not_before - now)} (attempt {task.attempts + 1} of {task.max_retries + 1})"
 
 
 def task_agent(task: Task) -> str:
@@ -86,7 +101,7 @@ def tasks_table(tasks: Sequence[Task], now: float | None = None) -> str:
     rows = [
         (
             t.name,
-            shown_status(t),
+            shown_status(t, now),
             PRIORITY_NAMES[t.priority],
             task_agent(t),
             duration(now - t.created_at),
@@ -138,7 +153,7 @@ def show_task(task: Task, now: float | None = None) -> str:
     """Everything about one task, one `label: value` per line."""
     now = time.time() if now is None else now
     fields: list[tuple[str, Any]] = [
-        ("status", shown_status(task)),
+        ("status", shown_status(task, now)),
         ("priority", PRIORITY_NAMES[task.priority]),
         ("agent", task_agent(task) + (f", pid {task.pid}" if task.pid and task.status == Status.RUNNING else "")),
         ("attempts", f"{task.attempts} (up to {task.max_retries} retries after the first)"),
@@ -150,7 +165,7 @@ def show_task(task: Task, now: float | None = None) -> str:
         ("created", f"{iso(task.created_at)} ({duration(now - task.created_at)} ago)"),
         ("started", iso(task.started_at)),
         ("finished", iso(task.finished_at)),
-        ("retry after", iso(task.not_before) if task.not_before > now and task.status == Status.PENDING else ""),
+        ("next try", f"in {_attempt_in(task, now)}, at {iso(task.not_before)}" if next_try(task, now) else ""),
         ("cost", f"${task.cost_usd:.4f}" if task.cost_usd is not None else ""),
         ("tokens", _tokens(task)),
         ("session", task.session_id),

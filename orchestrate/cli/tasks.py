@@ -164,10 +164,16 @@ def _writer() -> Callable[[bytes], None]:
 
 
 def retry(ctx: typer.Context, task: str) -> None:
-    """Put a failed or cancelled task back in the queue with a fresh retry budget."""
+    """Put a failed or cancelled task back in the queue with a fresh retry budget; a pending one
+    waiting out a retry backoff is tried now, with a fresh budget too."""
+    now = time.time()
     with session(ctx).queue() as conn:
-        before = api.retry(conn, api.parse_task_id(task))
-    typer.echo(f"{before.name} is pending again (was {before.status}; retry budget reset)")
+        before = api.retry(conn, api.parse_task_id(task), now)
+    if before.status == Status.PENDING:
+        waited = render.duration(before.not_before - now)
+        typer.echo(f"{before.name} is due now (it was waiting {waited} to retry; retry budget reset)")
+    else:
+        typer.echo(f"{before.name} is pending again (was {before.status}; retry budget reset)")
 
 
 def cancel(ctx: typer.Context, task: str) -> None:
