@@ -297,6 +297,87 @@ def waiting_on(conn: sqlite3.Connection, task_id: int) -> list[int]:
     return [r[0] for r in rows]
 
 
+DEAD_ENDS = (Status.FAILED, Status.CANCELLED)  # until retried, whatever waits for these never runs
+
+
+class Blocker(NamedTuple):
+    """Why a pending task can never run as the queue stands: it waits for `waits_for`, which
+    failed or was cancelled (`cause` is then the same task), or is itself blocked behind `cause`."""
+
+    waits_for: int
+    cause: int
+    cause_status: str
+
+    def __str__(self) -> str:
+        verb = "failed" if self.cause_status == Status.FAILED else "was cancelled"
+        if self.waits_for == self.cause:
+            return f"it waits for {task_name(self.cause)}, which {verb}"
+        return (
+            f"it waits for {task_name(self.waits_for)}, which is blocked behind {task_name(self.cause)}, which {verb}"
+        )
+
+
+def blockers(conn: sqlite3.Connection) -> dict[int, Blocker]:
+    """Each pending task that waits, directly or through other pending tasks, for one that failed
+    or was cancelled: what it waits for, by task id."""
+    deps: dict[int, list[tuple[int, str]]] = {}
+    rows = conn.execute(
+        """SELECT d.task_id, d.depends_on, p.status FROM deps d
+           JOIN tasks t ON t.id = d.task_id JOIN tasks p ON p.id = d.depends_on
+           WHERE t.status = ? ORDER BY d.task_id, d.depends_on""",
+        (Status.PENDING,),
+    )
+    for task_id, dep, status in rows:
+        deps.setdefault(task_id, []).append((dep, status))
+    found: dict[int, Blocker | None] = {}
+    for start in deps:  # depth first without recursion: a chain may be thousands long
+        stack, opened = [start], set()
+        while stack:
+            task_id = stack[-1]
+            if task_id in found:
+                stack.pop()
+            elif task_id not in opened:  # first its pending dependencies, then itself
+                opened.add(task_id)
+                stack += [d for d, status in deps.get(task_id, ()) if status == Status.PENDING and d not in found]
+            else:
+                found[task_id] = _blocker(deps.get(task_id, ()), found)
+                stack.pop()
+    return {task_id: why for task_id, why in found.items() if why}
+
+
+def _blocker(deps: Sequence[tuple[int, str]], found: dict[int, Blocker | None]) -> Blocker | None:
+    for dep, status in deps:
+        if status in DEAD_ENDS:
+            return Blocker(dep, dep, status)
+    for dep, status in deps:
+        if status == Status.PENDING and (behind := found.get(dep)):
+            return Blocker(dep, behind.cause, behind.cause_status)
+    return None
+
+
+def unfinished(conn: sqlite3.Connection) -> list[tuple[Task, str]]:
+    """Every task that is not completed, oldest first, with what became of it: what `run` reports
+    once the queue is idle."""
+    stuck = blockers(conn)
+    found = []
+    for task in (
+        task_from_row(r) for r in conn.execute(f"{SELECT_TASKS} WHERE t.status <> ? ORDER BY t.id", (Status.COMPLETED,))
+    ):
+        if task.status == Status.FAILED:
+            tries = f"{task.attempts} attempt{'s' if task.attempts != 1 else ''}"
+            why = f"failed after {tries}: {task.error or 'no error recorded'}"
+        elif task.status == Status.CANCELLED:
+            why = "was cancelled"
+        elif task.id in stuck:
+            why = f"will not run: {stuck[task.id]}"
+        elif task.status == Status.PENDING:
+            why = "did not run: the head stopped before it could (see above)"
+        else:
+            why = "was left running by a head that stopped without recording it; `orchestrate start` recovers it"
+        found.append((task, why))
+    return found
+
+
 class Head(NamedTuple):
     running: bool
     pid: int | None = None

@@ -1,5 +1,5 @@
-"""Every command says what is true: a frozen head, agents that cannot run, a retry backoff, a
-malformed --agents and control characters in what tasks and agents say."""
+"""Every command says what is true: a frozen head, agents that cannot run, a retry backoff, tasks
+that will never run, a malformed --agents and control characters in what tasks and agents say."""
 
 from __future__ import annotations
 
@@ -258,6 +258,64 @@ def test_retry_ends_a_backoff_the_head_is_waiting_out(project: Path, fakes: Path
     done = wait_until(lambda: (t := task(1))["status"] == "completed" and t, timeout=30, message="the retry to run")
     assert done["attempts"] == 1  # the budget was reset, then the one run that completed
     ok("stop")
+
+
+# 4. `run` says which tasks did not complete and why, and exits 1; `add --after` a dead end warns.
+
+
+def test_run_names_what_did_not_complete_and_exits_1(project: Path, fakes: Path) -> None:
+    configure(project)
+    ok("add", "Invalid task")
+    ok("add", "waits for the failure", "--after", "1")
+    ok("add", "waits for the waiter", "--after", "2")
+    ok("add", "works")
+    ok("add", "called off")
+    ok("cancel", "5")
+    result = orchestrate("run")
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    said = [line for line in result.stderr.splitlines() if not re.match(r"\d{4}-\d\d-\d\d ", line)]  # not the log
+    assert said == [
+        "task_001 failed after 1 attempt: API Error: 400 fake failure (HTTP 400)",
+        "task_002 will not run: it waits for task_001, which failed",
+        "task_003 will not run: it waits for task_002, which is blocked behind task_001, which failed",
+        "task_005 was cancelled",
+        "orchestrate: 4 of 5 tasks did not complete",
+    ]
+
+
+def test_run_with_only_a_cancelled_task_exits_1(project: Path, fakes: Path) -> None:
+    configure(project)
+    ok("add", "base")
+    ok("add", "needs base", "--after", "1")
+    ok("cancel", "1")
+    result = orchestrate("run")
+    assert result.returncode == 1
+    assert "task_002 will not run: it waits for task_001, which was cancelled" in result.stderr
+    assert "task_001 was cancelled" in result.stderr
+
+
+def test_run_that_completes_everything_says_so(project: Path, fakes: Path) -> None:
+    configure(project)
+    ok("add", "one")
+    ok("add", "two", "--after", "1")
+    result = orchestrate("run")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "all 2 tasks completed\n"
+
+
+@pytest.mark.parametrize("status", ["failed", "cancelled"])
+def test_add_after_a_task_that_will_not_complete_warns(project: Path, status: str) -> None:
+    assert invoke("add", "base").exit_code == 0
+    set_fields(1, status=status)
+    result = orchestrate("add", "next", "--after", "1")
+    assert result.returncode == 0 and result.stdout == "task_002\n"
+    verb = "failed" if status == "failed" else "was cancelled"
+    assert result.stderr == (
+        f"note: task_002 will not run until task_001 is retried: it waits for task_001, which {verb}\n"
+    )
+    through = orchestrate("add", "after next", "--after", "2")
+    assert "task_003 will not run until task_001 is retried" in through.stderr
+    assert orchestrate("add", "unrelated").stderr == ""
 
 
 # 5. --agents names each agent once, with a plain count.

@@ -7,7 +7,7 @@ from orchestrate import api, configfile, shapes
 from orchestrate.cli import render
 from orchestrate.cli.app import JSON_HELP, echo_json, session
 from orchestrate.core.config import Config
-from orchestrate.core.errors import AgentUnavailable, UsageError
+from orchestrate.core.errors import AgentUnavailable, OrchestrateError, UsageError
 from orchestrate.core.store import Task
 
 AGENTS_HELP = "Agent slots for this run, overriding the configuration, e.g. claude:2,codex:2."
@@ -140,8 +140,23 @@ def _serve(cfg: Config, until_idle: bool = False) -> int:
 
 
 def run(ctx: typer.Context, agents: str | None = typer.Option(None, "--agents", help=AGENTS_HELP)) -> None:
-    """Work the queue in the foreground until nothing is left: exit 0 if all completed, 1 if any failed."""
-    raise typer.Exit(_serve(_head_config(ctx, agents), until_idle=True))
+    """Work the queue in the foreground until nothing is left: exit 0 if every task completed, 1 if any
+    did not (failed, cancelled, or waiting for one that did), naming each."""
+    code = _serve(_head_config(ctx, agents), until_idle=True)
+    with session(ctx).queue(create=False) as conn:
+        left, total = api.unfinished(conn), sum(api.counts(conn).values())
+    for task, why in left[:SHOWN]:
+        typer.echo(render.visible(f"{task.name} {render.shorten(why, 200)}"), err=True)
+    if len(left) > SHOWN:
+        typer.echo(f"... and {len(left) - SHOWN} more (`orchestrate tasks` lists them)", err=True)
+    if left:
+        raise OrchestrateError(f"{len(left)} of {total} tasks did not complete")
+    if code == 0:
+        typer.echo(f"all {total} tasks completed" if total else "no tasks to run")
+    raise typer.Exit(code)
+
+
+SHOWN = 20  # tasks `run` names at the end; `orchestrate tasks` has the rest
 
 
 def stop(ctx: typer.Context, wait: bool = typer.Option(False, "--wait", help="Let running tasks finish.")) -> None:

@@ -66,7 +66,12 @@ def add(
         branches.require_repository(cfg.root)
     with session(ctx).queue() as conn:
         ids = api.add_tasks(conn, batch)
+        stuck = api.blockers(conn) if any(new.depends_on or new.after_new for new in batch) else {}
     _added(ids, batch, configfile.agent_names(cfg))
+    for task_id in ids:
+        if why := stuck.get(task_id):
+            name, cause = store.task_name(task_id), store.task_name(why.cause)
+            typer.echo(f"note: {name} will not run until {cause} is retried: {why}", err=True)
 
 
 def _added(ids: list[int], batch: Sequence[api.NewTask], known: set[str]) -> None:
