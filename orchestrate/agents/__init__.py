@@ -8,18 +8,30 @@ from collections.abc import Mapping
 from importlib import import_module
 from typing import Any
 
-from orchestrate.core.agent import Result, reset_time
+from orchestrate.core.agent import Result
 from orchestrate.core.config import AgentConfig
 
 PROMPT_ARG_MAX = 100_000  # bytes; an argv element is capped near 128 KiB on Linux, so larger go on stdin
 ANSWER_TAIL = 300  # characters of an answer an error quotes: its end, where a summary says how it went
 OTHER_TAIL = 500  # characters of the CLI's other output (stderr, lines that are not JSON) an error quotes
+ERRORS_KEPT = 5  # the CLI's last error events an error quotes, each cut to ANSWER_TAIL characters
+AUTH_STATUSES = (401, 403)  # HTTP statuses that say the credentials were refused
 
 
 def adapters(types: set[str]) -> Mapping[str, Any]:
     """The adapter modules for `types`: imported only for the agents a configuration uses."""
     found = {t: import_module(f"orchestrate.agents.{t}") for t in types if t != "command"}
     return found | {"command": import_module("orchestrate.core.command")}
+
+
+def retry_at(delay_s: float | None, now: float) -> float:
+    """`limited_until` for a limit whose structured output named a wait of `delay_s` seconds: 0.0 if it named none."""
+    return now + delay_s if delay_s is not None and delay_s > 0 else 0.0
+
+
+def number(value: object) -> float | None:
+    """A JSON number as a float; None for anything else (a string, a bool, null)."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def too_large_for_argv(prompt: str) -> bool:
@@ -32,6 +44,7 @@ class JsonLines:
 
     def __init__(self, agent: AgentConfig | None = None) -> None:
         self.tail: deque[str] = deque(maxlen=20)
+        self.errors: deque[str] = deque(maxlen=ERRORS_KEPT)  # what the CLI's own error events said
         self.session_id: str | None = None
 
     def feed(self, line: str, stderr: bool) -> None:
@@ -50,21 +63,38 @@ class JsonLines:
     def event(self, event: dict[str, Any], stderr: bool) -> None:
         """Handle one JSON object the CLI printed."""
 
-    def failure(self, exit_code: int, error: str | None, limited: bool = False, **usage: Any) -> Result:
-        """A failed run; `limited` when the CLI's structured output reported a rate or usage limit."""
-        text = error or f"exited {exit_code} without a result" + self.printed(": ")
-        until = reset_time(text) if limited else None
-        return Result(False, "", text, session_id=self.session_id, limited_until=until, **usage)
+    def said(self, message: str) -> None:
+        """Keep what one of the CLI's error events said, for the error of a run that fails."""
+        self.errors.append(message if len(message) <= ANSWER_TAIL else message[:ANSWER_TAIL] + "…")
 
-    def printed(self, before: str) -> str:
-        """The end of what the CLI printed besides its JSON events (stderr among it), after `before`; "" if nothing."""
-        return before + " | ".join(self.tail)[-OTHER_TAIL:] if self.tail else ""
+    def failure(
+        self, exit_code: int, error: str | None, until: float | None = None, unauthorized: bool = False, **usage: Any
+    ) -> Result:
+        """A failed run: `until` is its `limited_until` (None: no limit), `unauthorized` when the CLI said its
+        credentials were refused; with no `error`, what the CLI's error events and other output said."""
+        text = error or f"exited {exit_code} without a result" + self.quoted(": ")
+        return Result(
+            False, "", text, session_id=self.session_id, limited_until=until, unauthorized=unauthorized, **usage
+        )
+
+    def printed(self, before: str, events: bool = False) -> str:
+        """The end of what the CLI printed besides its JSON events (stderr among it), after `before`, with what
+        its error events said first if `events`; "" if nothing."""
+        lines = [*self.errors, *self.tail] if events else list(self.tail)
+        return before + " | ".join(lines)[-OTHER_TAIL:] if lines else ""
+
+    def quoted(self, before: str, other: bool = True) -> str:
+        """What the CLI's error events said, then (if `other`) the end of its other output, after `before`;
+        "" if nothing."""
+        if not self.errors:
+            return self.printed(before) if other else ""
+        return before + " | ".join(self.errors) + (self.printed(" | its other output: ") if other else "")
 
     def reported_success(self, exit_code: int, answer: str) -> str:
         """The error of a run whose structured output said success but whose exit status says it failed:
         both, so that it never reads as a success, with the end of its answer and of its other output."""
         said = answer.strip()
         if not said:
-            return f"exited {exit_code} after reporting success, with an empty answer" + self.printed(" | ")
+            return f"exited {exit_code} after reporting success, with an empty answer" + self.printed(" | ", True)
         quoted = said if len(said) <= ANSWER_TAIL else "…" + said[-ANSWER_TAIL:]
-        return f"exited {exit_code} after reporting success: {quoted}" + self.printed(" | its other output: ")
+        return f"exited {exit_code} after reporting success: {quoted}" + self.printed(" | its other output: ", True)

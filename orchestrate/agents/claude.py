@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
+import time
 from typing import Any
 
-from orchestrate.agents import JsonLines, too_large_for_argv
+from orchestrate.agents import AUTH_STATUSES, JsonLines, number, retry_at, too_large_for_argv
 from orchestrate.core.agent import Result
 
 ROOT_REFUSAL = "cannot be used with root/sudo privileges"
-USAGE_LIMIT = "Claude AI usage limit reached"  # the result's text when a subscription runs out
+USAGE_LIMIT = re.compile(r"Claude AI usage limit reached(?:\|(\d+))?")  # a subscription's limit, and when it resets
+REFUSED = ("Invalid API key", "Not logged in")  # how the result of a refused or missing login begins
+LOGIN = "log in with `claude /login` or set ANTHROPIC_API_KEY (this agent's env: in config.yaml)"
 detaches = True  # its Bash tool runs commands in sessions of their own
 HEADLESS = ("-p", "--output-format", "stream-json", "--verbose")
 
@@ -19,28 +23,44 @@ def argv(command: tuple[str, ...], prompt: str) -> tuple[list[str], str | None]:
     return [*command, *HEADLESS, "--", prompt], None  # `--`: a prompt starting with "-" is not an option
 
 
+def limited_until(message: str, status: object, retry: dict[str, Any] | None, now: float) -> float | None:
+    """When the limit a failed run reported resets: the usage limit's own time, else the wait claude's last
+    retry of a 429 named (`retry_delay_ms`, which honours the API's retry-after); None if it was no limit."""
+    usage = USAGE_LIMIT.match(message)
+    if usage and usage.group(1):
+        return float(usage.group(1))
+    if not usage and status != 429:
+        return None
+    delay = number(retry.get("retry_delay_ms")) if retry and retry.get("error_status") == 429 else None
+    return retry_at(delay / 1000 if delay is not None else None, now)
+
+
 class Reader(JsonLines):
     def __init__(self, agent: object = None) -> None:
         super().__init__()
         self.result: dict[str, Any] | None = None
+        self.retry: dict[str, Any] | None = None  # the last api_retry event: the status claude was retrying
 
     def event(self, event: dict[str, Any], stderr: bool) -> None:
         self.session_id = event.get("session_id") or self.session_id
         if event.get("type") == "result":
             self.result = event
+        elif event.get("type") == "system" and event.get("subtype") == "api_retry":
+            self.retry = event
 
-    def finish(self, exit_code: int) -> Result:
+    def finish(self, exit_code: int, now: float | None = None) -> Result:
+        now = time.time() if now is None else now
         if any(ROOT_REFUSAL in line for line in self.tail):
             return self.failure(
                 exit_code,
                 'Claude Code refuses --dangerously-skip-permissions as root: add IS_SANDBOX: "1" to'
                 " this agent's env: in config.yaml (inside a sandbox only), or use --permission-mode acceptEdits",
             )
+        if self.result is None:
+            return self.no_result(exit_code, now)
         r = self.result
-        if r is None:
-            return self.failure(exit_code, None)
         usage = r.get("usage") or {}
-        counts = {
+        counts: dict[str, Any] = {
             "cost_usd": r.get("total_cost_usd"),
             "input_tokens": usage.get("input_tokens"),
             "output_tokens": usage.get("output_tokens"),
@@ -50,11 +70,30 @@ class Reader(JsonLines):
         succeeded = subtype == "success" and not r.get("is_error")
         if exit_code == 0 and succeeded:
             return Result(True, message, session_id=self.session_id, **counts)
-        limited = status == 429 or message.startswith(USAGE_LIMIT)
-        if succeeded and not limited:
-            return self.failure(exit_code, self.reported_success(exit_code, message), False, **counts)
+        api_error = subtype == "success" and not succeeded  # is_error, with the API's message in `result`
+        if api_error and status is None and self.retry:  # a null status: the one it was retrying
+            status = self.retry.get("error_status")
+        until = limited_until(message, status, self.retry, now)
+        if succeeded and until is None:
+            return self.failure(exit_code, self.reported_success(exit_code, message), **counts)
         if subtype != "success":  # error_max_turns and the like: their errors, if any
             error = f"{subtype}: {message}" if message else str(subtype)
-        else:  # is_error, with the API's message in `result`
+        else:
             error = message or f"exited {exit_code} after reporting an error (is_error) without a message"
-        return self.failure(exit_code, f"{error} (HTTP {status})" if status else error, limited, **counts)
+        error = f"{error} (HTTP {status})" if status else error
+        if status in AUTH_STATUSES or (api_error and message.startswith(REFUSED)):
+            return self.failure(exit_code, f"{error}: {LOGIN}", unauthorized=True, **counts)
+        return self.failure(exit_code, error, until, **counts)
+
+    def no_result(self, exit_code: int, now: float) -> Result:
+        """A run that printed no result: what its last API retry was for decides, if it made one."""
+        if self.retry is None:
+            return self.failure(exit_code, None)
+        status = self.retry.get("error_status")
+        error = (
+            f"exited {exit_code} without a result; its last API retry was for HTTP {status} ({self.retry.get('error')})"
+        )
+        error += self.quoted(" | ")
+        if status in AUTH_STATUSES:
+            return self.failure(exit_code, f"{error}: {LOGIN}", unauthorized=True)
+        return self.failure(exit_code, error, limited_until("", status, self.retry, now))

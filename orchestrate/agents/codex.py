@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from orchestrate.agents import JsonLines, too_large_for_argv
+from orchestrate.agents import AUTH_STATUSES, JsonLines, too_large_for_argv
 from orchestrate.core.agent import Result
 
-# How turn.failed's message reports a limit: codex's own words after its retries, or the API's.
-LIMITED = re.compile(r"last status: 429|Quota exceeded|\brate limit", re.I)
+# The HTTP status codex names at the start of a failure: after its retries, or when it does not retry.
+STATUS = re.compile(r"(?:exceeded retry limit, last status|unexpected status):? (\d{3})\b")
+# How codex reports a plan's quota or usage limit, which it does not retry; it prints no reset time.
+QUOTA = ("Quota exceeded", "You've hit your usage limit")
+LOGIN = "log in with `codex login` or set OPENAI_API_KEY (this agent's env: in config.yaml)"
 detaches = False  # its tools die with its process group
 
 
@@ -20,12 +23,19 @@ def argv(command: tuple[str, ...], prompt: str) -> tuple[list[str], str | None]:
     return [*base, "--", prompt], None
 
 
+def status(message: str) -> int | None:
+    """The HTTP status a codex failure names, or None."""
+    found = STATUS.match(message)
+    return int(found.group(1)) if found else None
+
+
 class Reader(JsonLines):
     def __init__(self, agent: object = None) -> None:
         super().__init__()
         self.message = ""
         self.usage: dict[str, Any] | None = None
         self.error: str | None = None
+        self.last_error: str | None = None  # the last error event: not fatal by itself
 
     def event(self, event: dict[str, Any], stderr: bool) -> None:
         kind, item = event.get("type"), event.get("item") or {}
@@ -37,16 +47,24 @@ class Reader(JsonLines):
             self.usage = event.get("usage") or {}
         elif kind == "turn.failed":
             self.error = (event.get("error") or {}).get("message") or "turn failed"
-        elif kind == "error" and event.get("message"):  # not fatal by itself; kept to explain a run that died
-            self.tail.append(str(event["message"]))
+        elif kind == "error" and event.get("message"):  # kept to explain a run that died
+            self.last_error = str(event["message"])
+            self.said(self.last_error)
 
-    def finish(self, exit_code: int) -> Result:
+    def finish(self, exit_code: int, now: float | None = None) -> Result:
         usage = self.usage or {}
-        counts = {"input_tokens": usage.get("input_tokens"), "output_tokens": usage.get("output_tokens")}
+        counts: dict[str, Any] = {
+            "input_tokens": usage.get("input_tokens"),
+            "output_tokens": usage.get("output_tokens"),
+        }
         completed = self.usage is not None and self.error is None  # turn.completed, and no turn.failed
         if exit_code == 0 and completed:
             return Result(True, self.message, session_id=self.session_id, **counts)
         if completed:
-            return self.failure(exit_code, self.reported_success(exit_code, self.message), False, **counts)
-        limited = self.error is not None and bool(LIMITED.search(self.error))
-        return self.failure(exit_code, self.error, limited, **counts)
+            return self.failure(exit_code, self.reported_success(exit_code, self.message), **counts)
+        said = self.error or self.last_error or ""  # what failed the turn, or what the run last said before it died
+        error = self.error or f"exited {exit_code} without a result" + self.quoted(": ")
+        if status(said) in AUTH_STATUSES:
+            return self.failure(exit_code, f"{error}: {LOGIN}", unauthorized=True, **counts)
+        limited = status(said) == 429 or said.startswith(QUOTA)
+        return self.failure(exit_code, error, 0.0 if limited else None, **counts)
