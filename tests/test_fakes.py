@@ -156,6 +156,27 @@ def test_ratelimit(cli: str) -> None:
         assert last["error"]["type"] == "TerminalQuotaError"
 
 
+@pytest.mark.parametrize("cli", CLIS)
+def test_ratelimit_with_a_wait_prints_it_in_the_clis_own_field(cli: str) -> None:
+    proc = run(cli, "Busy [fake:ratelimit=37]")
+    printed = events(proc.stdout)
+    last = printed[-1]
+    if cli == "claude":
+        retries = [e for e in printed if e.get("subtype") == "api_retry"]
+        assert retries and all((e["error_status"], e["retry_delay_ms"]) == (429, 37_000) for e in retries)
+        assert proc.returncode == 1 and (last["is_error"], last["api_error_status"]) == (True, 429)
+        assert last["result"] == "API Error: Request rejected (429) · fake rate limit"
+    elif cli == "codex":  # codex names no wait
+        assert proc.returncode == 1 and last["type"] == "turn.failed"
+        assert last["error"]["message"] == "exceeded retry limit, last status: 429 Too Many Requests"
+    else:
+        assert proc.returncode == 173 and (last["status"], last["error"]["type"]) == ("error", "RetryableQuotaError")
+        message = last["error"]["message"]
+        body = json.loads(message[message.index("{") : message.rindex("}") + 1])["error"]
+        assert (body["code"], body["status"]) == (429, "RESOURCE_EXHAUSTED")
+        assert {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "37s"} in body["details"]
+
+
 def test_gemini_json_errors_go_to_stderr() -> None:
     args = [str(FAKES / "gemini"), "--skip-trust", "--output-format", "json", "--prompt=Busy [fake:ratelimit]"]
     proc = run("gemini", None, args=args)

@@ -14,7 +14,13 @@ Behaviour is steered by directives anywhere in the prompt, `[fake:NAME]` or `[fa
                       the first N runs only; runs are counted in $FAKE_STATE_DIR (default: the cwd),
                       keyed by [fake:key=K] or else by the first non-blank prompt line
     key=K             the counter key for fail-times
-    ratelimit         the CLI's usage-limit / quota failure
+    ratelimit         the CLI's usage-limit / quota failure (claude: a usage limit that resets in 2 s;
+                      codex: a 429 after its retries; gemini: a daily quota, TerminalQuotaError)
+    ratelimit=SECONDS a 429 whose wait the CLI prints in its own structured field: claude, `api_retry`
+                      events of error_status 429 with retry_delay_ms SECONDS*1000, then a result with
+                      api_error_status 429; gemini, a RetryableQuotaError quoting the API's 429 body,
+                      whose RetryInfo has retryDelay "<SECONDS>s" (exit 173); codex prints no wait of
+                      its own, so as `ratelimit`
     auth              the CLI's not-logged-in failure (gemini: exit 41)
     http=CODE         an API error with that HTTP status (gemini: exit CODE % 256)
     max-turns         claude: an error_max_turns result; gemini: exit 53; codex: ignored
@@ -546,6 +552,7 @@ def read_prompt(cli: str, inv: Invocation, kind: str) -> tuple[str, str]:
 class Failure:
     kind: str  # fail, ratelimit, auth, http, max-turns
     status: int | None = None
+    delay: float | None = None  # ratelimit=SECONDS: the wait the CLI names
 
 
 @dataclass
@@ -593,7 +600,8 @@ def pick_failure(directives: dict[str, str], prompt: str, failing: bool) -> Fail
     for kind in ("ratelimit", "auth", "max-turns", "http", "fail"):
         if kind in directives:
             status = int(number(directives, "http", 500)) if kind == "http" else None
-            return Failure(kind, status)
+            delay = number(directives, "ratelimit", 0.0) if kind == "ratelimit" else 0.0
+            return Failure(kind, status, delay if delay > 0 else None)
     if "fail-times" in directives and not GATED & directives.keys():
         return Failure("fail")
     return None
@@ -847,18 +855,12 @@ class Claude(Agent):
         self.text(f"Working on it: {self.ctx.plan.task}")
 
     def noise(self) -> None:
-        self.emit(
-            {
-                "type": "system",
-                "subtype": "api_retry",
-                "attempt": 1,
-                "max_retries": 10,
-                "retry_delay_ms": 0,
-                "error_status": 529,
-                "error": "overloaded",
-                **self.common(),
-            }
-        )
+        self.api_retry(1, 529, "overloaded", 0)
+
+    def api_retry(self, attempt: int, status: int, error: str, delay_ms: float) -> None:
+        """What claude prints before it retries an API call: the status it got and how long it waits."""
+        event = {"type": "system", "subtype": "api_retry", "attempt": attempt, "max_retries": 10}
+        self.emit({**event, "retry_delay_ms": delay_ms, "error_status": status, "error": error, **self.common()})
 
     def bulk_events(self, index: int, text: str) -> list[dict[str, Any]]:
         message = {
@@ -950,7 +952,11 @@ class Claude(Agent):
             )
             return 1
         status: int | None
-        if failure.kind == "ratelimit":
+        if failure.kind == "ratelimit" and failure.delay is not None:
+            for attempt in (1, 2):  # it waits as the API's retry-after says, and says so before each retry
+                self.api_retry(attempt, 429, "rate_limit", failure.delay * 1000)
+            message, status = "API Error: Request rejected (429) · fake rate limit", 429
+        elif failure.kind == "ratelimit":
             message, status = f"Claude AI usage limit reached|{int(time.time()) + 2}", 429
         elif failure.kind == "auth":
             message, status = "Not logged in · Please run /login", None
@@ -1243,7 +1249,9 @@ class Gemini(Agent):
         return failure.kind == "auth"  # auth is validated before the session starts
 
     def fail(self, failure: Failure) -> int:
-        if failure.kind == "ratelimit":
+        if failure.kind == "ratelimit" and failure.delay is not None:
+            kind, message, code = "RetryableQuotaError", google_429(failure.delay), 429
+        elif failure.kind == "ratelimit":
             kind, message, code = ("TerminalQuotaError", "You have exhausted your daily quota on this model.", 429)
         elif failure.kind == "auth":
             kind, code = "FatalAuthenticationError", 41
@@ -1292,6 +1300,20 @@ class Gemini(Agent):
 
     def interrupt(self, signum: int, frame: object) -> None:
         finish(0, "interrupted")  # a run ended by a signal exits 0
+
+
+def google_429(delay: float) -> str:
+    """Gemini's message for a per-minute quota: the API's own 429 body, whose RetryInfo names the wait."""
+    seconds = f"{delay:g}s"
+    violation = {"quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests"}
+    violation["quotaId"] = "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"
+    details = [
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [violation]},
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": seconds},
+    ]
+    said = f"You exceeded your current quota, please check your plan and billing details. Please retry in {seconds}."
+    body = {"error": {"code": 429, "message": said, "status": "RESOURCE_EXHAUSTED", "details": details}}
+    return f"[API Error: got status: 429 Too Many Requests. {dumps(body)}]"
 
 
 AGENTS: dict[str, type[Agent]] = {"claude": Claude, "codex": Codex, "gemini": Gemini}
