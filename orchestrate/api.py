@@ -59,7 +59,10 @@ def opened(path: Path, *, create: bool = True) -> Iterator[sqlite3.Connection]:
 def parse_task_id(text: str) -> int:
     """Accept `task_001`, `task_1` or `1`."""
     digits = text.strip().lower().removeprefix("task_").removeprefix("task-")
-    if digits.isascii() and digits.isdigit() and int(digits) > 0:
+    if digits.isascii() and digits.isdigit() and digits.strip("0"):
+        if len(digits := digits.lstrip("0")) > 19:  # past any id (and int() refuses past 4,300 digits)
+            shown = digits if len(digits) <= 40 else f"{digits[:40]}... ({len(digits)} digits)"
+            raise TaskNotFound(f"task_{shown} does not exist; `orchestrate tasks` lists the queue")
         return int(digits)
     raise UsageError(f"{text!r} is not a task id; use task_001, task_1 or 1")
 

@@ -21,10 +21,12 @@ DEFAULT_COMMANDS = {
 }
 
 
+MAX_SLOTS = 100  # slots of one agent: more is a typo, and would take the machine
 LARGEST = 1e9  # seconds or minutes: a bound well past any real wait, and below what a clock can add (not .inf)
 # The kinds of value a key may hold: a test, and what to tell a user whose value fails it.
 KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "count": (lambda v: type(v) is int and v > 0, "a positive integer"),
+    "slots": (lambda v: type(v) is int and 0 < v <= MAX_SLOTS, f"a whole number from 1 to {MAX_SLOTS}"),
     "count0": (lambda v: type(v) is int and v >= 0, "a whole number, 0 or more"),
     "number": (lambda v: type(v) in (int, float) and 0 < v <= LARGEST, f"a positive number, at most {LARGEST:g}"),
     "number0": (lambda v: type(v) in (int, float) and 0 <= v <= LARGEST, f"a number from 0 to {LARGEST:g}"),
@@ -76,7 +78,7 @@ WORKSPACE_KEYS: dict[str, tuple[str, Any]] = {
 AGENT_KEYS: dict[str, tuple[str, Any]] = {
     "type": ("text?", None),
     "command": ("command?", None),
-    "max_instances": ("count", 1),
+    "max_instances": ("slots", 1),
     "timeout_seconds": ("number?", None),
     "env": ("env", {}),
     "verify": ("commands?", None),

@@ -40,7 +40,20 @@ def test_an_id_beyond_64_bits_names_no_task(project: Path) -> None:
     huge = "9" * 25
     one_line(orchestrate("show", huge), 1, f"task_{huge} does not exist")
     one_line(orchestrate("retry", huge), 1, "does not exist")
-    one_line(orchestrate("add", "x", "--after", huge), 1, "does not exist, so nothing can wait for it")
+    one_line(orchestrate("add", "x", "--after", huge), 1, "does not exist")
+    endless = "9" * 5000  # past the digits int() takes
+    for command in (["show", endless], ["retry", endless], ["add", "x", "--after", endless]):
+        one_line(orchestrate(*command), 1, "(5000 digits) does not exist")
+    assert json.loads(orchestrate("tasks", "--json").stdout) == []
+
+
+def test_agent_slots_are_bounded_in_the_file_and_on_the_command_line(project: Path) -> None:
+    (project / "config.yaml").write_text('agents:\n  sh: {type: command, command: ["true"], max_instances: 1000}\n')
+    one_line(orchestrate("status"), 2, "agents.sh.max_instances: expected a whole number from 1 to 100, got 1000")
+    (project / "config.yaml").write_text('agents:\n  sh: {type: command, command: ["true"]}\n')
+    result = orchestrate("run", "--agents", "sh:" + "9" * 5000)
+    one_line(result, 2, "--agents: expected NAME:COUNT with COUNT from 1 to 100")
+    assert len(result.stderr) < 200
 
 
 @pytest.mark.parametrize("text", ["²", "١٢", "task_³"])

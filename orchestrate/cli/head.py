@@ -11,7 +11,6 @@ from orchestrate.core.errors import AgentUnavailable, OrchestrateError, UsageErr
 from orchestrate.core.store import Task
 
 AGENTS_HELP = "Agent slots for this run, overriding the configuration, e.g. claude:2,codex:2."
-MAX_SLOTS = 100  # slots of one agent from --agents: more is a typo, and would take the machine
 
 
 def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
@@ -69,14 +68,17 @@ def agents(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
 
 def slots_spec(spec: str) -> str:
     """`--agents` as configfile.with_slots reads it, or a usage error for what it would misread:
-    an empty entry, a count that is not a plain number from 1 to MAX_SLOTS, an agent named twice."""
+    an empty entry, a count that is not a plain number from 1 to configfile.MAX_SLOTS, an agent named twice."""
     seen: dict[str, str] = {}
     for part in spec.split(","):
         name, _, count = (p.strip() for p in part.partition(":"))
         if not part.strip() and spec.strip():
             raise UsageError(f"--agents: an empty entry in {spec!r}; give NAME:COUNT entries separated by commas")
-        if not (name and count.isascii() and count.isdigit() and 1 <= int(count) <= MAX_SLOTS):
-            raise UsageError(f"--agents: expected NAME:COUNT with COUNT from 1 to {MAX_SLOTS}, got {part.strip()!r}")
+        ok = name and count.isascii() and count.isdigit() and len(count) < 9 and 1 <= int(count) <= configfile.MAX_SLOTS
+        if not ok:
+            raise UsageError(
+                f"--agents: expected NAME:COUNT with COUNT from 1 to {configfile.MAX_SLOTS}, got {part.strip()[:40]!r}"
+            )
         if name in seen:
             raise UsageError(f"--agents: {name} is named twice ({seen[name]}, {name}:{count}); name each agent once")
         seen[name] = f"{name}:{count}"
