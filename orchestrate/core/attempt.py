@@ -170,9 +170,9 @@ async def _settle(head: Head, attempt: Attempt) -> None:
     if until := verdict.cooling_until:
         head.distributor.cooling[slot.agent.name] = until
         head.distributor.limits[slot.agent.name] += 1
+        log.warning("%s: %s hit a rate limit; cooling until %s", task.name, slot.agent.name, time.ctime(until))
     elif attempt.stopped is None and not attempt.unavailable:  # it reached the API: the next limit is a first
         head.distributor.limits.pop(slot.agent.name, None)
-        log.warning("%s: %s hit a rate limit; cooling until %s", task.name, slot.agent.name, time.ctime(until))
     if verdict.event is not None:
         attempt.recorded = await _record(head, attempt, verdict)
     head.failures += bool(attempt.recorded) and verdict.event is Event.FAIL
