@@ -44,6 +44,8 @@ def test_a_rate_limit_waits_as_long_as_the_cli_said(project: Path, fakes: Path, 
     second = [r for r in runs(fakes) if "argv" in r][1]
     assert 2.9 <= second["time"] - limited["time"] < 20
     ok("stop")
+    said = (project / ".orchestrate/head.log").read_text()
+    assert said.count("hit a rate limit; cooling until") == 1  # the limited run's, and no other's
 
 
 def test_a_refused_login_makes_the_agent_unavailable_and_says_what_to_fix(project: Path, fakes: Path) -> None:
