@@ -147,11 +147,11 @@ ERROR_IDS = "three zero bool unknown-key unknown-section bad-yaml list no-agents
     [
         (
             "agents:\n  claude:\n    max_instances: three\n",
-            "orchestrate: c.yaml: agents.claude.max_instances: expected a positive integer, got 'three'",
+            "orchestrate: c.yaml: agents.claude.max_instances: expected a whole number from 1 to 100, got 'three'",
         ),
         (
             "agents:\n  claude:\n    max_instances: 0\n",
-            "orchestrate: c.yaml: agents.claude.max_instances: expected a positive integer, got 0",
+            "orchestrate: c.yaml: agents.claude.max_instances: expected a whole number from 1 to 100, got 0",
         ),
         (
             "task_queue:\n  timeout_minutes: true\n",

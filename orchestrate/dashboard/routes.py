@@ -14,7 +14,7 @@ from urllib.parse import unquote
 
 from orchestrate import api, shapes
 from orchestrate.core.config import Config
-from orchestrate.core.errors import UsageError
+from orchestrate.core.errors import TaskNotFound, UsageError
 from orchestrate.core.store import Task
 from orchestrate.dashboard import data
 
@@ -107,7 +107,7 @@ def _task_id(ref: str) -> int:
     text = unquote(ref)
     try:
         found = api.parse_task_id(text) if len(text) <= ID_TEXT_MAX else 0
-    except UsageError:
+    except (UsageError, TaskNotFound):  # TaskNotFound: too many digits to be any task's
         found = 0
     if not 1 <= found <= NUMBER_MAX:
         raise Refused(400, f"task id must be task_001, task_1 or 1, from 1 to {NUMBER_MAX}; not {shown(text)}")
