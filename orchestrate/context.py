@@ -10,7 +10,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TextIO
 
 from orchestrate.configfile import SharedContext
 from orchestrate.core.agent import output_path
@@ -113,6 +113,7 @@ class Journal(Extension):
         self.entries: dict[int, str] = {}  # by task id, in the order the tasks finished
         self.stale = asyncio.Event()
         self.keeper: asyncio.Future[None] | None = None
+        self.replaced: tuple[TextIO, int] | None = None  # the current_state.md last rewritten over
 
     async def started(self, head: Head) -> None:
         """Start from the queue's record: a head killed mid-way may have left the files behind."""
@@ -137,7 +138,9 @@ class Journal(Extension):
         if self.keeper:
             self.keeper.cancel()
             await asyncio.gather(self.keeper, return_exceptions=True)
+            self.catch_up()
             await self.publish()
+            self.catch_up()
 
     def add(self, task: Task) -> None:
         self.entries.pop(task.id, None)  # a task retried by hand moves to the end
@@ -158,6 +161,15 @@ class Journal(Extension):
         while True:
             await self.stale.wait()
             await asyncio.sleep(PUBLISH_S if await self.publish() else RETRY_S)
+            self.catch_up()
+
+    def catch_up(self) -> None:
+        if self.replaced:
+            replaced, self.replaced = self.replaced, None
+            try:
+                late_edits(self.cfg, replaced)
+            except OSError as exc:
+                self.trouble(f"cannot update {self.cfg.context.directory}: {exc.strerror}")
 
     async def publish(self) -> bool:
         """Rewrite both files if anything changed; False if they could not be written (tried again later)."""
@@ -167,7 +179,8 @@ class Journal(Extension):
         try:
             block = await self.block()
             write_atomic(self.cfg.context.directory / COMPLETED, "[\n" + ",\n".join(self.entries.values()) + "\n]\n")
-            write_state(self.cfg, block)
+            self.catch_up()
+            self.replaced = write_state(self.cfg, block)
             return True
         except (OSError, QueueBusy) as exc:
             self.stale.set()
@@ -220,28 +233,45 @@ def with_block(text: str, block: str) -> str:
     return text[:start] + block + text[end + len(END) :]
 
 
-def write_state(cfg: Config, block: str) -> None:
+def write_state(cfg: Config, block: str) -> tuple[TextIO, int]:
     """Replace orchestrate's block in current_state.md, keeping every byte a person wrote around it.
 
     A person may save the file while this runs. Their edit is kept: if the file was replaced
     meanwhile, start again from theirs; if they wrote into the old file after it was read, merge
-    again from what they wrote.
+    again from what they wrote. Returns the file it replaced, still open, and how far it was read:
+    one who opened it just before the rename may write there a moment later (`late_edits`).
     """
     path = cfg.context.directory / STATE
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+", encoding="utf-8", errors="surrogateescape", newline="") as old:  # made if absent
+    old = open(path, "a+", encoding="utf-8", errors="surrogateescape", newline="")  # noqa: SIM115 (returned)
+    try:
         ours = os.fstat(old.fileno()).st_ino
         while True:
             old.seek(0)
             text = old.read()
             merged = with_block(text, block)
             if os.stat(path).st_ino != ours:
+                old.close()
                 return write_state(cfg, block)  # an editor saved a new file meanwhile: merge into it
             write_atomic(path, merged)
             ours = os.stat(path).st_ino
             old.seek(0)
             if old.read() == text:
-                return
+                return old, old.tell()
+    except BaseException:
+        old.close()
+        raise
+
+
+def late_edits(cfg: Config, replaced: tuple[TextIO, int]) -> None:
+    """Append to current_state.md what a person wrote into the file `write_state` replaced, after
+    it was read (they had opened it just before the rename), and let that file go."""
+    old, read = replaced
+    with old:
+        old.seek(read)
+        if extra := old.read():
+            with open(cfg.context.directory / STATE, "a", encoding="utf-8", errors="surrogateescape", newline="") as f:
+                f.write(extra)
 
 
 def write_atomic(path: Path, text: str) -> None:

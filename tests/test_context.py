@@ -115,11 +115,26 @@ def test_the_block_is_replaced_and_the_rest_kept_byte_for_byte(project: Path) ->
     mine = "# Mine\r\nkeep\tthis \xe9\n\n" + context.BEGIN + "\nold block\n" + context.END + "\nafter \n"
     state.parent.mkdir()
     state.write_bytes(mine.encode())
-    context.write_state(cfg, context.BEGIN + "\nnew\n" + context.END)
+    context.late_edits(cfg, context.write_state(cfg, context.BEGIN + "\nnew\n" + context.END))
     assert state.read_bytes() == mine.replace("old block", "new").encode()
     state.write_text("no markers yet")
-    context.write_state(cfg, context.BEGIN + "\nnew\n" + context.END)
+    context.late_edits(cfg, context.write_state(cfg, context.BEGIN + "\nnew\n" + context.END))
     assert state.read_text() == f"no markers yet\n\n{context.BEGIN}\nnew\n{context.END}\n"
+
+
+def test_a_line_appended_to_the_file_just_rewritten_over_is_brought_over(project: Path) -> None:
+    """A person's `echo >> current_state.md` that opened the file just before the head's rename and
+    wrote just after it wrote into the file the rename let go: the next catch-up brings it over."""
+    cfg = cfg_for(project)
+    state = project / "context/current_state.md"
+    state.parent.mkdir()
+    state.write_text("# Mine\n")
+    with open(state, "a") as person:  # opened before the rewrite...
+        replaced = context.write_state(cfg, context.BEGIN + "\nnew\n" + context.END)
+        person.write("note 19\n")  # ...written after it: into the old file
+    assert "note 19" not in state.read_text()
+    context.late_edits(cfg, replaced)
+    assert state.read_text() == f"# Mine\n\n{context.BEGIN}\nnew\n{context.END}\nnote 19\n"
 
 
 def test_the_block_lists_recent_tasks_and_counts_the_rest() -> None:

@@ -1,6 +1,6 @@
 """A real head with 5 slots works a stream of tasks whose fake agents misbehave at random.
 
-The default suite runs 300 tasks (about a minute); `pytest -m soak` runs 2,000.
+The default suite runs 150 tasks (under a minute); `pytest -m soak` runs 2,000.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def tasks() -> list[dict[str, Any]]:
     return json.loads(ok("tasks", "--json"))  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("total", [300, pytest.param(2000, marks=pytest.mark.soak)], ids=["short", "long"])
+@pytest.mark.parametrize("total", [150, pytest.param(2000, marks=pytest.mark.soak)], ids=["short", "long"])
 def test_soak(project: Path, fakes: Path, total: int) -> None:
     (project / "config.yaml").write_text(CONFIG)
     ok("start")
