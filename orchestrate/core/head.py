@@ -88,8 +88,7 @@ class Head:
         for ext in self.extensions:  # before registering: an extension that cannot start fails the start
             self.started.append(ext)
             await ext.started(self)
-        log_file, now = str(self.cfg.runtime_dir / "head.log"), self.now()
-        if recovered := await self.queue.register(os.getpid(), log_file, now):
+        if recovered := await self.queue.register(os.getpid(), str(self.cfg.runtime_dir / "head.log"), self.now()):
             log.info("%d task(s) left running by a head that died are pending again", recovered)
         pid_file.write_text(f"{os.getpid()}\n")
         log.info("head %d on %s: %s", os.getpid(), self.db, ", ".join(s.id for s in self.distributor.slots))
@@ -216,7 +215,7 @@ class Head:
         while True:
             try:
                 if self.stopping != "now" and not os.fstat(self.lock).st_nlink:  # another head could start there
-                    self.broken("the queue file was deleted or replaced", "it is no longer linked there")
+                    raise sqlite3.DatabaseError("the queue file was deleted, or another renamed over it")
                 await self.sweep()
                 running = [(s.task.id, s.task.claim, s.pid) for s in self.distributor.slots if s.task]
                 await self.queue.heartbeat(self.now(), running)
@@ -224,6 +223,8 @@ class Head:
                     await beat()
             except QueueBusy as exc:
                 log.warning("heartbeat: %s", exc)
+            except sqlite3.Error as exc:  # a full disk, or the file gone: as when a result cannot be recorded
+                self.broken("the head cannot beat", exc)
             except Exception:  # a bug: say so, and beat again
                 log.exception("heartbeat failed")
             await asyncio.sleep(HEARTBEAT_S)
@@ -231,12 +232,11 @@ class Head:
 
 def _own_project(record: Path, db: Path) -> None:
     """One queue per project: two would share its agents' logs, its output files and its pid file."""
-    with contextlib.suppress(FileNotFoundError):
-        if (owner := Path(record.read_text().strip())) != db and owner.exists():
-            raise OrchestrateError(
-                f"this project's runtime files and outputs belong to the queue {owner}; a second queue"
-                " needs a project directory (and a config.yaml) of its own"
-            )
+    if record.exists() and (owner := Path(record.read_text().strip())) != db and owner.exists():
+        raise OrchestrateError(
+            f"this project's runtime files and outputs belong to the queue {owner}; a second queue"
+            " needs a project directory (and a config.yaml) of its own"
+        )
     record.write_text(f"{db}\n")
 
 
