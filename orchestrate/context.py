@@ -138,8 +138,7 @@ class Journal(Extension):
         if self.keeper:
             self.keeper.cancel()
             await asyncio.gather(self.keeper, return_exceptions=True)
-            self.catch_up()
-            await self.publish()
+            await self.publish()  # which brings over what was written into the file it last replaced
             self.catch_up()
 
     def add(self, task: Task) -> None:

@@ -42,14 +42,15 @@ def set_status(task: int, status: str, **fields: object) -> None:
     conn.close()
 
 
-def one_line_error(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
+def one_line_error(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
+    """The one line of an error that exited `code` and printed nothing else, holding each needle."""
     assert result.returncode == code, (result.stdout, result.stderr)
     assert result.stdout == ""
     lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     for needle in needles:
-        assert needle in lines[0]
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
 
 
 def test_add_prints_the_id_and_tasks_lists_it() -> None:

@@ -15,10 +15,11 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import ORCHESTRATE, alive, invoke, orchestrate, wait_until
+from test_cli import one_line_error
+from test_head import ok, task
 
 from orchestrate import api
 
@@ -39,32 +40,12 @@ def configure(project: Path, retries: int = 0, delay: float = 0.2, more: str = "
     (project / "config.yaml").write_text(CONFIG.format(retries=retries, delay=delay, more=more))
 
 
-def ok(*args: str) -> str:
-    result = orchestrate(*args)
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return result.stdout
-
-
-def task(ref: str | int) -> dict[str, Any]:
-    return json.loads(ok("show", str(ref), "--json"))  # type: ignore[no-any-return]
-
-
 def set_fields(task_id: int, **fields: object) -> None:
     """Play the head's part: write a task's columns directly in the queue."""
     conn = sqlite3.connect("tasks.db")
     conn.execute(f"UPDATE tasks SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?", (*fields.values(), task_id))
     conn.commit()
     conn.close()
-
-
-def one_line_error(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
-    assert result.returncode == code, (result.stdout, result.stderr)
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 # 1. A frozen head: every command says the same thing of it, and stop gives up on it.
