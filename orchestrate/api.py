@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from orchestrate.core.config import Config
-from orchestrate.core.errors import ConfigError, InvalidTransition, QueueBusy, TaskNotFound, UsageError
+from orchestrate.core.errors import (
+    ConfigError,
+    InvalidTransition,
+    OrchestrateError,
+    QueueBusy,
+    TaskNotFound,
+    UsageError,
+)
 from orchestrate.core.states import Event, Status, change
 from orchestrate.core.store import (
     BUSY_TIMEOUT_S,
@@ -79,6 +86,7 @@ class NewTask(NamedTuple):
     label: str = ""  # what the user calls it in a task file, for messages
     workspace: str | None = None
     verify: tuple[str, ...] | None = None
+    max_cost_usd: float | None = None  # what one of its claude runs may spend
 
 
 def _check_acyclic(batch: Sequence[NewTask]) -> None:
@@ -132,8 +140,8 @@ def add_tasks(conn: sqlite3.Connection, batch: Sequence[NewTask], now: float | N
 def _insert(conn: sqlite3.Connection, new: NewTask, now: float) -> int:
     row = conn.execute(
         """INSERT INTO tasks (description, priority, rank, agent_type, max_retries,
-               timeout_seconds, context_files, created_at, workspace, verify)
-           VALUES (?, ?, ?, ?, ?, ?, json(?), ?, ?, json(?)) RETURNING id""",
+               timeout_seconds, context_files, created_at, workspace, verify, max_cost_usd)
+           VALUES (?, ?, ?, ?, ?, ?, json(?), ?, ?, json(?), ?) RETURNING id""",
         (
             new.description,
             new.priority,
@@ -145,6 +153,7 @@ def _insert(conn: sqlite3.Connection, new: NewTask, now: float) -> int:
             now,
             new.workspace,
             None if new.verify is None else _json_list(new.verify),
+            new.max_cost_usd,
         ),
     ).fetchone()
     return int(row[0])
@@ -168,6 +177,93 @@ def get_task(conn: sqlite3.Connection, task_id: int) -> Task:
 def log_path(cfg: Config, task: Task) -> Path:
     """The task's log: where its row says (relative to the project), else where the head will write it."""
     return cfg.root / task.log_file if task.log_file else cfg.runtime_dir / "logs" / f"{task.name}.log"
+
+
+class Run(NamedTuple):
+    """One run of an agent on a task, as the runs table keeps it (never overwritten)."""
+
+    n: int  # its ordinal among the task's runs, from 1
+    claim: int
+    agent: str  # the slot, e.g. claude-1
+    agent_type: str
+    started_at: float
+    finished_at: float | None
+    outcome: str  # one of orchestrate.runs.OUTCOMES
+    exit_code: int | None
+    error: str | None
+    cost_usd: float | None
+    input_tokens: int | None
+    output_tokens: int | None
+    session_id: str | None
+    log_start: int | None  # its part of the task's log, in bytes
+    log_end: int | None
+
+
+SELECT_RUNS = f"SELECT {', '.join(Run._fields)} FROM runs WHERE task_id = ?"
+
+
+def runs(conn: sqlite3.Connection, task_id: int) -> list[Run]:
+    """The task's runs, the first first (a range of the primary key: cheap however long the queue)."""
+    return [Run(*r) for r in conn.execute(SELECT_RUNS + " ORDER BY n", (task_id,))]
+
+
+def log_part(conn: sqlite3.Connection, cfg: Config, task: Task, n: int) -> tuple[Path, int, int]:
+    """Where run `n`'s output is in the task's log: the file, and its first and end byte."""
+    row = conn.execute(SELECT_RUNS + " AND n = ?", (task.id, n)).fetchone() if n <= MAX_ID else None
+    if row is None:
+        last = conn.execute("SELECT max(n) FROM runs WHERE task_id = ?", (task.id,)).fetchone()[0]
+        has = (
+            "no run has ended yet" if last is None else "it has run 1 only" if last == 1 else f"it has runs 1 to {last}"
+        )
+        raise OrchestrateError(f"{task.name} has no run {n}: {has} (`orchestrate show {task.name}` lists them)")
+    run, path = Run(*row), log_path(cfg, task)
+    if run.log_start is None or run.log_end is None:
+        raise OrchestrateError(
+            f"{task.name}'s run {n} has no place in the log on record; `orchestrate logs {task.name}` prints all of it"
+        )
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise OrchestrateError(f"{task.name} has no log to read run {n} from ({path}: {exc.strerror})") from None
+    if size < run.log_end:
+        raise OrchestrateError(
+            f"{path} is shorter ({size} bytes) than where run {n} ended ({run.log_end}): it was cut or replaced"
+        )
+    return path, run.log_start, run.log_end
+
+
+class Spending(NamedTuple):
+    """What the runs cost: over every run ever, and since the spending cap's count last began."""
+
+    cost_usd: float
+    counted_from: float
+    cap: float | None  # task_queue.max_cost_usd
+
+    @property
+    def counted(self) -> float:
+        """What counts toward the cap."""
+        return self.cost_usd - self.counted_from
+
+    @property
+    def held(self) -> str | None:
+        """Why the head claims nothing more, or None."""
+        if self.cap is None or self.counted < self.cap:  # as spending.held decides, without importing it
+            return None
+        from orchestrate.spending import held
+
+        return held(self.counted, self.cap)
+
+
+def spending(conn: sqlite3.Connection, cap: float | None) -> Spending:
+    """The queue's one-row total of what its runs cost, under the spending cap `cap`."""
+    row = conn.execute("SELECT cost_usd, counted_from FROM spending").fetchone()
+    return Spending(float(row[0]), float(row[1]), cap) if row else Spending(0.0, 0.0, cap)
+
+
+def spending_cap(cfg: Config) -> float | None:
+    """task_queue.max_cost_usd, from the runs feature's settings (without importing that feature)."""
+    cap: float | None = getattr(cfg.features.get("runs"), "max_cost_usd", None)
+    return cap
 
 
 # In the runtime folder, beside (not in) the worktrees: {"bytes": N, "measured_at": T}, by branches.measure.
@@ -245,10 +341,12 @@ def _transition(conn: sqlite3.Connection, task_id: int, event: Event, sql: str, 
 
 def retry(conn: sqlite3.Connection, task_id: int, now: float | None = None) -> Task:
     """Put a failed or cancelled task back in the queue with a fresh retry budget; a pending one
-    waiting out a retry backoff becomes due now, with a fresh budget too."""
+    waiting out a retry backoff becomes due now, with a fresh budget too. Either way the spending
+    cap (task_queue.max_cost_usd) begins a fresh count; the task's runs stay on record."""
     now = time.time() if now is None else now
     with transaction(conn):
         before = get_task(conn, task_id)
+        conn.execute(COUNT_AFRESH)  # undone with the rest if the task cannot be retried
         if before.status == Status.PENDING:
             if before.not_before <= now:
                 raise InvalidTransition(
@@ -266,6 +364,9 @@ def retry(conn: sqlite3.Connection, task_id: int, now: float | None = None) -> T
             (target, task_id),
         )
     return before
+
+
+COUNT_AFRESH = "UPDATE spending SET counted_from = cost_usd"
 
 
 def next_try(task: Task, now: float | None = None) -> float | None:

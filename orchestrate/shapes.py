@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from orchestrate.api import Head, Slot, Worktrees, next_try
+from orchestrate.api import Head, Run, Slot, Spending, Worktrees, next_try
 from orchestrate.core.store import PRIORITIES, Task, task_name
 
 PRIORITY_NAMES = {v: k for k, v in PRIORITIES.items()}
@@ -46,11 +46,41 @@ def task_json(task: Task) -> dict[str, Any]:
     }
 
 
-def status_json(head: Head, counts: dict[str, int], slots: Sequence[Slot], worktrees: Worktrees) -> dict[str, Any]:
+def show_json(task: Task, runs: Sequence[Run]) -> dict[str, Any]:
+    """`show --json`: the task shape, plus its latest session, its tokens and its budget over every
+    run, and each run."""
+    more = {"session_id": task.session_id, "input_tokens": task.input_tokens, "output_tokens": task.output_tokens}
+    return task_json(task) | more | {"max_cost_usd": task.max_cost_usd, "runs": [run_json(r) for r in runs]}
+
+
+def run_json(run: Run) -> dict[str, Any]:
+    """One start of an agent on a task, as the runs table keeps it."""
+    return {
+        "n": run.n,
+        "agent": run.agent,
+        "agent_type": run.agent_type,
+        "claim": run.claim,
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
+        "outcome": run.outcome,
+        "exit_code": run.exit_code,
+        "error": run.error,
+        "cost_usd": run.cost_usd,
+        "input_tokens": run.input_tokens,
+        "output_tokens": run.output_tokens,
+        "session_id": run.session_id,
+    }
+
+
+def status_json(
+    head: Head, counts: dict[str, int], slots: Sequence[Slot], worktrees: Worktrees, spent: Spending
+) -> dict[str, Any]:
     """`status --json`: the head, the counts by status and the agent slots, as docs/design.md has them,
-    and the task worktrees (issue 5; bytes as last measured, 0 before any measurement)."""
+    the task worktrees (issue 5; bytes as last measured, 0 before any measurement), and what every run
+    has cost, with the spending cap and whether it holds claiming."""
     shape = {"head": head_json(head), "counts": counts, "agents": [slot_json(s) for s in slots]}
-    return shape | {"worktrees": {"count": worktrees.found, "bytes": worktrees.bytes}}
+    spending = {"cost_usd": spent.cost_usd, "max_cost_usd": spent.cap, "held": spent.held is not None}
+    return shape | {"worktrees": {"count": worktrees.found, "bytes": worktrees.bytes}, "spending": spending}
 
 
 def head_json(head: Head) -> dict[str, Any]:

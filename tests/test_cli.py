@@ -84,7 +84,10 @@ def test_task_json_shape_field_by_field(project: Path) -> None:
     for key in ("started_at", "finished_at", "output_file", "log_file", "error", "cost_usd", "next_try_at"):
         assert task[key] is None, key
     shown = json.loads(invoke("show", "task_2", "--json").stdout)
-    assert shown == task
+    assert {key: shown[key] for key in task} == task  # the task shape, and beside it what `show` adds
+    assert {key: shown[key] for key in set(shown) - TASK_KEYS} == {
+        "session_id": None, "input_tokens": None, "output_tokens": None, "max_cost_usd": None, "runs": [],
+    }  # fmt: skip
     human = invoke("show", "2").stdout
     for fragment in ("task_002  Implement auth", "blocked", "depends on:  task_001", "spec.md", "15 min"):
         assert fragment in human
@@ -105,6 +108,7 @@ def test_status_without_a_head_or_a_queue(project: Path) -> None:
         "counts": {"pending": 0, "running": 0, "completed": 0, "failed": 0, "cancelled": 0},
         "agents": [],
         "worktrees": {"count": 0, "bytes": 0},  # the worktrees, beside the shape's head, counts and agents
+        "spending": {"cost_usd": 0, "max_cost_usd": None, "held": False},
     }
     assert "not running" in invoke("status").stdout
     assert invoke("tasks").stdout.strip() == "no tasks"

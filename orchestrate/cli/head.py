@@ -19,12 +19,13 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
         head, counts = api.head(conn), api.counts(conn)
         slots = api.slots(conn) if head.running else []
         failures, waiting = api.recent_failures(conn), api.backing_off(conn)
+        spent = api.spending(conn, api.spending_cap(session(ctx).config))  # one row: never a scan of the runs
     cfg = session(ctx).config
     trees = api.worktree_usage(cfg)
     if as_json:
-        echo_json(shapes.status_json(head, counts, slots, trees))
+        echo_json(shapes.status_json(head, counts, slots, trees, spent))
     else:
-        _status_lines(head, counts, slots, failures, waiting)
+        _status_lines(head, counts, spent, slots, failures, waiting)
         if trees.found:
             typer.echo(f"worktrees {trees.found} in {cfg.runtime_dir / 'worktrees'}, {render.worktrees_size(trees)}")
     if head.problem:  # said above; the exit status says it too, for scripts
@@ -32,10 +33,18 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
 
 
 def _status_lines(
-    head: api.Head, counts: dict[str, int], slots: list[api.Slot], failures: list[Task], waiting: list[Task]
+    head: api.Head,
+    counts: dict[str, int],
+    spent: api.Spending,
+    slots: list[api.Slot],
+    failures: list[Task],
+    waiting: list[Task],
 ) -> None:
     typer.echo(f"head     {render.head_line(head)}")
     typer.echo(f"queue    {render.counts_line(counts)}")
+    typer.echo(f"spent    {render.spent_line(spent)}")
+    if held := spent.held:
+        typer.echo(f"held     claiming is held: {held}")
     busy = [s for s in slots if s.state == "busy"]
     if slots:
         typer.echo(f"agents   {len(busy)} of {len(slots)} busy")

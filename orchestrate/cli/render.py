@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from orchestrate.api import Head, Slot, Worktrees, next_try
+from orchestrate.api import Head, Run, Slot, Spending, Worktrees, next_try
 from orchestrate.core.states import Status
 from orchestrate.core.store import Task, task_name
 from orchestrate.shapes import PRIORITY_NAMES, iso
@@ -32,6 +32,11 @@ def size(n: float) -> str:
     while n >= 1024 and unit != "GB":
         n, unit = n / 1024, next(larger)
     return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
+
+
+def money(usd: float) -> str:
+    """Dollars to the cent, or to four decimals under a dollar when cents would round it off."""
+    return f"${usd:.4f}" if usd < 1 and abs(usd * 100 - round(usd * 100)) > 1e-9 else f"${usd:.2f}"
 
 
 def worktrees_size(trees: Worktrees) -> str:
@@ -149,8 +154,16 @@ def counts_line(counts: dict[str, int]) -> str:
     return f"{total} tasks: {parts}"
 
 
-def show_task(task: Task, now: float | None = None) -> str:
-    """Everything about one task, one `label: value` per line."""
+def spent_line(spent: Spending) -> str:
+    """What every run has cost, and how much of it counts toward the spending cap."""
+    line = f"{money(spent.cost_usd)} over all runs"
+    if spent.cap is not None:
+        line += f" ({money(spent.counted)} of the {money(spent.cap)} cap, task_queue.max_cost_usd)"
+    return line
+
+
+def show_task(task: Task, runs: Sequence[Run] = (), now: float | None = None) -> str:
+    """Everything about one task, one `label: value` per line, then a line for each of its runs."""
     now = time.time() if now is None else now
     fields: list[tuple[str, Any]] = [
         ("status", shown_status(task, now)),
@@ -166,7 +179,8 @@ def show_task(task: Task, now: float | None = None) -> str:
         ("started", iso(task.started_at)),
         ("finished", iso(task.finished_at)),
         ("next try", f"in {_attempt_in(task, now)}, at {iso(task.not_before)}" if next_try(task, now) else ""),
-        ("cost", f"${task.cost_usd:.4f}" if task.cost_usd is not None else ""),
+        ("cost", _cost(task, len(runs))),
+        ("budget", f"{money(task.max_cost_usd)} a run (a claude run stops there)" if task.max_cost_usd else ""),
         ("tokens", _tokens(task)),
         ("session", task.session_id),
         ("output", task.output_file),
@@ -175,7 +189,48 @@ def show_task(task: Task, now: float | None = None) -> str:
     ]
     lines = [f"{task.name}  {task.description}"]
     lines += [f"  {label + ':':<12} {value}" for label, value in fields if value]
+    if runs:
+        lines += ["", *(f"  {line}" for line in runs_table(runs, now).splitlines())]
     return visible("\n".join(lines))
+
+
+def _cost(task: Task, runs: int) -> str:
+    if task.cost_usd is None:
+        return ""
+    return money(task.cost_usd) + (f" over {runs} runs" if runs > 1 else "")
+
+
+def runs_table(runs: Sequence[Run], now: float | None = None) -> str:
+    """One line a run: when it started, how long it took, how it ended, what it cost, its error."""
+    now = time.time() if now is None else now
+    width = shutil.get_terminal_size((80, 24)).columns - 2  # show indents it
+    rows = [
+        (
+            str(r.n),
+            r.agent,
+            when(r.started_at, now),
+            duration(r.finished_at - r.started_at) if r.finished_at is not None else "-",
+            r.outcome,
+            "-" if r.exit_code is None else str(r.exit_code),
+            "-" if r.cost_usd is None else money(r.cost_usd),
+            _run_tokens(r),
+            r.error or "",
+        )
+        for r in runs
+    ]
+    return table(("RUN", "AGENT", "STARTED", "TOOK", "OUTCOME", "EXIT", "COST", "TOKENS", "ERROR"), rows, width)
+
+
+def when(ts: float, now: float) -> str:
+    """A local time as `ls -l` shortens it: the time of day if it is today's, else the date."""
+    today = time.localtime(now)[:3] == time.localtime(ts)[:3]
+    return time.strftime("%H:%M:%S" if today else "%Y-%m-%d", time.localtime(ts))
+
+
+def _run_tokens(run: Run) -> str:
+    if run.input_tokens is None and run.output_tokens is None:
+        return "-"
+    return f"{run.input_tokens or 0}/{run.output_tokens or 0}"
 
 
 def _tokens(task: Task) -> str:

@@ -24,6 +24,7 @@ FIELDS = (
     "context_required",  # accepted from the seed's examples; context is always given
     "workspace",
     "verify",
+    "max_cost_usd",
 )
 
 
@@ -40,6 +41,15 @@ def timeout_seconds(minutes: Any) -> float | None:
     if isinstance(minutes, (int, float)) and not isinstance(minutes, bool) and 0 < minutes <= LARGEST:
         return float(minutes) * 60
     raise UsageError(f"timeout must be a positive number of minutes, at most {LARGEST:g}, not {minutes!r}")
+
+
+def max_cost_usd(usd: Any, name: str = "max_cost_usd") -> float | None:
+    """What one claude run of the task may spend: a positive number of dollars, or None."""
+    if usd is None:
+        return None
+    if isinstance(usd, (int, float)) and not isinstance(usd, bool) and 0 < usd <= LARGEST:
+        return float(usd)
+    raise UsageError(f"{name} must be a positive number of dollars, at most {LARGEST:g}, not {usd!r}")
 
 
 def workspace(mode: Any) -> str | None:
@@ -132,6 +142,7 @@ def _build(e: dict[str, Any], label: str, path: Path, root: Path, local: dict[st
         label=label,
         workspace=workspace(e.get("workspace")),
         verify=verify(e.get("verify")),
+        max_cost_usd=max_cost_usd(e.get("max_cost_usd")),
     )
 
 

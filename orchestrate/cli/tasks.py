@@ -34,6 +34,9 @@ def add(
     verify: list[str] | None = typer.Option(
         None, "--verify", help="A shell command that must pass for the task to complete; repeatable."
     ),
+    max_cost_usd: float | None = typer.Option(
+        None, "--max-cost-usd", help="What one claude run of it may spend, in USD (--max-budget-usd)."
+    ),
 ) -> None:
     """Queue a task (or a file of tasks) and print its id."""
     from orchestrate.cli import taskfile  # only `add` parses task input
@@ -56,6 +59,7 @@ def add(
                 depends_on=taskfile.dependencies(after),
                 workspace=taskfile.workspace(workspace),
                 verify=tuple(verify) if verify else None,
+                max_cost_usd=taskfile.max_cost_usd(max_cost_usd, "--max-cost-usd"),
             )
         ]
     from orchestrate.workspace import settings  # a small package, read only by the commands that need it
@@ -109,12 +113,14 @@ def tasks(
 
 
 def show(ctx: typer.Context, task: str, as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
-    """One task in full: attempts, error, output and log files, cost."""
-    found = session(ctx).task(task)
+    """One task in full: attempts, error, output and log files, cost, and each of its runs."""
+    with session(ctx).queue(create=False) as conn:
+        found = api.get_task(conn, api.parse_task_id(task))
+        runs = api.runs(conn, found.id)
     if as_json:
-        echo_json(shapes.task_json(found))
+        echo_json(shapes.show_json(found, runs))
         return
-    typer.echo(render.show_task(found))
+    typer.echo(render.show_task(found, runs))
     cfg = session(ctx).config
     from orchestrate.workspace import settings
 
@@ -125,8 +131,21 @@ def show(ctx: typer.Context, task: str, as_json: bool = typer.Option(False, "--j
             typer.echo(render.visible(line))
 
 
-def logs(ctx: typer.Context, task: str, follow: bool = typer.Option(False, "--follow", "-f")) -> None:
-    """Print what the task's agent printed; `-f` follows it while the task runs."""
+def logs(
+    ctx: typer.Context,
+    task: str,
+    follow: bool = typer.Option(False, "--follow", "-f"),
+    attempt: int | None = typer.Option(
+        None, "--attempt", "-a", min=1, help="Only what run N printed (`orchestrate show` lists the runs)."
+    ),
+) -> None:
+    """Print what the task's agent printed; `-f` follows it while the task runs; `--attempt N`
+    prints only what its run N printed."""
+    if attempt is not None:
+        if follow:
+            raise UsageError("--attempt prints a run that has ended, which does not grow: drop --follow or --attempt")
+        _run_log(ctx, task, attempt)
+        return
     found = session(ctx).task(task)
     path = api.log_path(session(ctx).config, found)
     if not path.exists() and not (follow and found.status in ACTIVE):
@@ -145,6 +164,18 @@ def logs(ctx: typer.Context, task: str, follow: bool = typer.Option(False, "--fo
         if finished and (not path.exists() or path.stat().st_size == offset):
             return
         time.sleep(0.2)  # following a file: poll it, as tail -f does
+
+
+def _run_log(ctx: typer.Context, task: str, n: int) -> None:
+    """Print run `n`'s part of the task's log."""
+    with session(ctx).queue(create=False) as conn:
+        path, start, end = api.log_part(conn, session(ctx).config, api.get_task(conn, api.parse_task_id(task)), n)
+    write = _writer()
+    with path.open("rb") as log:
+        log.seek(start)
+        while start < end and (chunk := log.read(min(end - start, 1 << 20))):
+            start += len(chunk)
+            write(chunk)
 
 
 def _writer() -> Callable[[bytes], None]:
@@ -179,6 +210,8 @@ def retry(ctx: typer.Context, task: str) -> None:
         typer.echo(f"{before.name} is due now (it was waiting {waited} to retry; retry budget reset)")
     else:
         typer.echo(f"{before.name} is pending again (was {before.status}; retry budget reset)")
+    if (cap := api.spending_cap(session(ctx).config)) is not None:
+        typer.echo(f"the spending cap (task_queue.max_cost_usd, {render.money(cap)}) counts afresh from now")
 
 
 def cancel(ctx: typer.Context, task: str) -> None:
