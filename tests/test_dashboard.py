@@ -280,7 +280,7 @@ def test_metrics_are_prometheus_text(project: Path, fakes: Path, serve: Callable
         "orchestrate_tasks": "gauge",
         "orchestrate_agents": "gauge",
         "orchestrate_task_duration_seconds": "histogram",
-        "orchestrate_cost_usd_total": "gauge",
+        "orchestrate_cost_usd_total": "counter",
     }
     assert samples["orchestrate_head_running"] == 1
     counts = status()["counts"]

@@ -28,22 +28,19 @@ DURATION_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
 
 def status(conn: sqlite3.Connection, cfg: Config, now: float | None = None) -> dict[str, Any]:
-    """`status --json`, plus what the page shows besides: the total cost, and each slot's cost,
-    time on its task and note."""
+    """`status --json`, plus what the page shows besides: the total cost, and each slot's cost
+    (what its runs cost, over every head's), time on its task and note."""
     now = time.time() if now is None else now
     head, counts = api.head(conn, now), api.counts(conn)
     slots = api.slots(conn) if head.running else []
-    shown = shapes.status_json(head, counts, slots, api.worktree_usage(cfg))
+    spent = api.spending(conn, api.spending_cap(cfg))
+    shown = shapes.status_json(head, counts, slots, api.worktree_usage(cfg), spent)
     for agent, slot in zip(shown["agents"], slots, strict=True):
         elapsed = round(now - slot.since, 1) if slot.state == "busy" and slot.since is not None else None
         agent.update(cost_usd=slot.cost_usd, elapsed_s=elapsed, note=slot.note)
-    shown["cost_usd"] = total_cost(conn)
+    shown["cost_usd"] = spent.cost_usd
+    shown["held_because"] = spent.held  # the sentence saying why claiming is held, or None
     return shown
-
-
-def total_cost(conn: sqlite3.Connection) -> float:
-    """What the tasks' recorded attempts cost (each task keeps the cost of its latest attempt)."""
-    return float(conn.execute("SELECT total(cost_usd) FROM tasks").fetchone()[0])
 
 
 def tasks(conn: sqlite3.Connection, status: str = "all", search: str = "", limit: int | None = None) -> list[Task]:
@@ -144,9 +141,8 @@ def metrics(conn: sqlite3.Connection, now: float | None = None) -> str:
     agents_by_state = [(f'{{state="{s}"}}', sum(a.state == s for a in slots)) for s in AGENT_STATES]
     lines += _family("orchestrate_agents", "gauge", "The head's agent slots by state.", agents_by_state)
     lines += _durations(conn)
-    # A gauge, though named _total as asked: a retried task keeps only its latest attempt's cost.
-    cost = [("", total_cost(conn))]
-    lines += _family("orchestrate_cost_usd_total", "gauge", "What the tasks' recorded attempts cost, in USD.", cost)
+    cost = [("", api.spending(conn, None).cost_usd)]  # every run's, added as each ends: it never goes down
+    lines += _family("orchestrate_cost_usd_total", "counter", "What every run of an agent has cost, in USD.", cost)
     return "\n".join(lines) + "\n"
 
 

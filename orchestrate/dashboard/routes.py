@@ -139,10 +139,15 @@ def tasks(req: Request) -> Reply:
     return json_reply([shapes.task_json(t) for t in found])
 
 
+def _shown(conn: sqlite3.Connection, task: Task) -> dict[str, Any]:
+    """The task as `show --json` prints it: with its runs."""
+    return shapes.show_json(task, api.runs(conn, task.id))
+
+
 @route("GET", "/api/tasks/([^/]+)")
 def task(req: Request) -> Reply:
     with req.queue() as conn:
-        return json_reply(shapes.task_json(_task(conn, req.args[0])))
+        return json_reply(_shown(conn, _task(conn, req.args[0])))
 
 
 @route("GET", "/api/tasks/([^/]+)/output")
@@ -170,7 +175,7 @@ def change(req: Request) -> Reply:
     task_id = _task_id(req.args[0])
     with req.queue() as conn:
         transition(conn, task_id)
-        return json_reply(shapes.task_json(api.get_task(conn, task_id)))
+        return json_reply(_shown(conn, api.get_task(conn, task_id)))
 
 
 @route("GET", "/api/completions")
