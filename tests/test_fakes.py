@@ -384,3 +384,149 @@ def test_noresult_exit_stderr_and_noise() -> None:
     evs = events(proc.stdout)
     assert proc.returncode == 0 and evs[-1]["type"] == "turn.completed"
     assert any(e["type"] == "error" for e in evs) and len(proc.stderr.splitlines()) >= 2
+
+
+# --- sessions: resuming one, as each CLI does ----------------------------------------------------
+
+
+def resume_argv(cli: str, session: str, prompt: str | None) -> list[str]:
+    """The argv the adapters build to continue `session`; a None prompt travels on stdin."""
+    base = argv(cli, prompt)
+    if cli == "claude":
+        return [base[0], "--resume", session, *base[1:]]
+    if cli == "codex":
+        at = base.index("--skip-git-repo-check") + 1
+        return [*base[:at], "resume", session, *base[at:]]
+    at = base.index("stream-json") + 1
+    return [*base[:at], "--resume", session, *base[at:]]
+
+
+def session_of(cli: str, evs: list[dict[str, Any]]) -> str:
+    return str(evs[0]["thread_id"] if cli == "codex" else evs[0]["session_id"])
+
+
+@pytest.mark.parametrize("cli", CLIS)
+def test_a_resumed_session_keeps_its_id_and_remembers_its_task(cli: str, project: Path) -> None:
+    first = run(cli, PROMPT)
+    session = session_of(cli, events(first.stdout))
+    (project / "NOTES.md").unlink()
+    record = project / "rec.jsonl"
+    again = run(
+        cli, None, args=resume_argv(cli, session, "-that did not work; go on"), env={"FAKE_RECORD": str(record)}
+    )
+    assert again.returncode == 0, again.stderr
+    evs = events(again.stdout)
+    assert session_of(cli, evs) == session and answer(cli, evs) == ANSWER
+    if cli == "claude":
+        assert {e["session_id"] for e in evs} == {session}
+    assert "meeting notes" in (project / "NOTES.md").read_text()  # the first prompt's task, done again
+    start = json.loads(record.read_text().splitlines()[0])
+    assert (start["resumed"], start["prompt"]) == (session, "-that did not work; go on")
+
+
+@pytest.mark.parametrize("cli", CLIS)
+def test_a_session_it_does_not_know_is_refused_as_the_real_cli_refuses_it(cli: str, project: Path) -> None:
+    unknown = "0b6e2c1a-1111-4222-8333-444455556666"
+    record = project / "rec.jsonl"
+    proc = run(cli, None, args=resume_argv(cli, unknown, "go on"), env={"FAKE_RECORD": str(record)})
+    if cli == "claude":  # its result, and no init before it
+        assert proc.returncode == 1 and proc.stderr == f"No conversation found with session ID: {unknown}\n"
+        (result,) = events(proc.stdout)
+        assert (result["type"], result["subtype"], result["is_error"]) == ("result", "error_during_execution", True)
+        assert (result["session_id"], result["num_turns"], "result" in result) == (unknown, 0, False)
+        assert result["errors"] == [f"No conversation found with session ID: {unknown}"]
+    elif cli == "codex":
+        assert proc.returncode == 1 and proc.stdout == ""
+        assert proc.stderr.splitlines()[0] == (
+            f"Error: thread/resume: thread/resume failed: no rollout found for thread id {unknown} (code -32600)"
+        )
+    else:
+        assert proc.returncode == 42 and proc.stdout == ""
+        assert proc.stderr == "Error resuming session: No previous sessions found for this project.\n"
+    start, done = (json.loads(line) for line in record.read_text().splitlines())
+    assert (start["refused_session"], "resumed" in start, done["outcome"]) == (unknown, False, "no-session")
+
+
+def test_claude_refuses_a_session_id_that_is_no_uuid() -> None:
+    proc = run("claude", None, args=resume_argv("claude", "notauuid", "go on"))
+    assert proc.returncode == 1 and proc.stderr.startswith("Error: --resume requires a valid session ID")
+    assert events(proc.stdout)[0]["errors"] == [proc.stderr.strip()]
+
+
+def test_codex_resumes_a_name_no_thread_has_as_a_new_session() -> None:
+    proc = run("codex", None, args=resume_argv("codex", "my-thread", "go on"))
+    assert proc.returncode == 0 and UUID.match(events(proc.stdout)[0]["thread_id"])
+
+
+def test_gemini_keeps_no_failed_run_and_names_the_others_it_has() -> None:
+    failed = run("gemini", "Broken [fake:fail]")
+    assert failed.returncode == 1
+    refused = run("gemini", None, args=resume_argv("gemini", session_of("gemini", events(failed.stdout)), "go on"))
+    assert refused.returncode == 42 and "No previous sessions found for this project." in refused.stderr
+    kept = session_of("gemini", events(run("gemini", "Say hello").stdout))
+    refused = run("gemini", None, args=resume_argv("gemini", session_of("gemini", events(failed.stdout)), "go on"))
+    assert refused.returncode == 42 and refused.stderr.startswith("Error resuming session: Invalid session identifier")
+    for which in ("latest", "1", kept):
+        resumed = run("gemini", None, args=resume_argv("gemini", which, "go on"))
+        assert resumed.returncode == 0 and session_of("gemini", events(resumed.stdout)) == kept
+
+
+def test_claude_and_gemini_keep_sessions_per_directory_and_codex_for_all(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {"FAKE_STATE_DIR": str(project)}
+    sessions = {cli: session_of(cli, events(run(cli, "Say hello", env=env).stdout)) for cli in CLIS}
+    (project / "elsewhere").mkdir()
+    monkeypatch.chdir(project / "elsewhere")
+    codes = {cli: run(cli, None, args=resume_argv(cli, sessions[cli], "go on"), env=env).returncode for cli in CLIS}
+    assert codes == {"claude": 1, "codex": 0, "gemini": 42}
+
+
+def test_codex_resume_takes_execs_global_options_and_refuses_others_as_clap_does() -> None:
+    session = session_of("codex", events(run("codex", "Say hello").stdout))
+    base = [str(FAKES / "codex"), "exec", "resume", session]
+    assert (
+        run("codex", None, args=[*base, "--json", "--skip-git-repo-check", "-m", "gpt-5", "--", "-go"]).returncode == 0
+    )
+    proc = run("codex", None, args=[*base, "-x"])
+    assert proc.returncode == 2 and proc.stderr.startswith("error: unexpected argument '-x' found\n\n  tip:")
+    assert "Usage: codex exec resume [OPTIONS] [SESSION_ID] [PROMPT]" in proc.stderr
+
+
+def test_codex_resume_reads_a_dash_prompt_from_stdin_and_appends_no_stdin_to_an_argv_one(project: Path) -> None:
+    session = session_of("codex", events(run("codex", "Say hello").stdout))
+    record = project / "rec.jsonl"
+    env = {"FAKE_RECORD": str(record)}
+    assert run("codex", None, args=resume_argv("codex", session, None), input="from stdin", env=env).returncode == 0
+    assert run("codex", None, args=resume_argv("codex", session, "argv"), input="extra", env=env).returncode == 0
+    starts = [json.loads(line) for line in record.read_text().splitlines() if "argv" in line]
+    assert [(s["prompt"], s["prompt_source"]) for s in starts] == [("from stdin", "stdin"), ("argv", "argv")]
+
+
+# --- a budget: claude's --max-budget-usd -----------------------------------------------------------
+
+
+def test_claude_stops_with_error_max_budget_usd_once_its_cost_reaches_the_budget(project: Path) -> None:
+    args = [str(FAKES / "claude"), "--max-budget-usd", "0.5", *HEADLESS["claude"], PROMPT + " [fake:cost=0.75]"]
+    proc = run("claude", None, args=args)
+    last = events(proc.stdout)[-1]
+    assert proc.returncode == 1 and (last["type"], last["subtype"], last["is_error"]) == (
+        "result",
+        "error_max_budget_usd",
+        True,
+    )
+    assert (last["errors"], last["total_cost_usd"], "result" in last) == (
+        ["Reached maximum budget ($0.5)"],
+        0.75,
+        False,
+    )
+    assert (project / "NOTES.md").exists()  # it spent the money doing the work
+    args[-1] = PROMPT + " [fake:cost=0.25]"
+    cheap = run("claude", None, args=args)
+    assert cheap.returncode == 0 and events(cheap.stdout)[-1]["total_cost_usd"] == 0.25
+
+
+@pytest.mark.parametrize("budget", ["0", "-1", "lots"])
+def test_claude_refuses_a_budget_that_is_no_positive_number(budget: str) -> None:
+    proc = run("claude", None, args=[str(FAKES / "claude"), "--max-budget-usd", budget, *HEADLESS["claude"], "hi"])
+    assert proc.returncode == 1 and "--max-budget-usd must be a positive number greater than 0" in proc.stderr

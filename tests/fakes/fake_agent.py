@@ -39,11 +39,33 @@ Behaviour is steered by directives anywhere in the prompt, `[fake:NAME]` or `[fa
     echo=TEXT         the answer also quotes every prompt line containing TEXT ("I read: ...")
     noresult          events but no result object, exit 0
     heed              on a retry, create each file that the previous attempt's error (quoted in
-                      the prompt) says "NAME is missing"
+                      the prompt, or in a continued session's) says "NAME is missing"
+    cost=USD          claude: the run's total_cost_usd. With --max-budget-usd B, a run whose cost
+                      (this one, or the usual few cents) reaches B does its work, then ends with an
+                      error_max_budget_usd result ("Reached maximum budget ($B)"), exit 1, as claude
+                      stops once it has spent its budget
 
 Only the task's own words steer a run (see own_words): the shared context that orchestrate adds
-to a prompt quotes other tasks. Environment: FAKE_RECORD=/path.jsonl appends one line per start and one per normal finish;
-FAKE_STATE_DIR (fail-times counters); FAKE_CHILD_PIDS (pids of `child` grandchildren);
+to a prompt quotes other tasks.
+
+Sessions: a run saves its session in $FAKE_STATE_DIR/.fake-agent-sessions/ (delete it to forget
+them all) with its first prompt: claude and codex every run, gemini only a run that did not fail
+(its --resume does not find a failed run's). claude and gemini keep them per working directory,
+codex for every directory (it resumes a UUID from anywhere). `claude --resume ID -p ...`,
+`codex exec [OPTIONS] resume ID [--] PROMPT` (or `-`: stdin) and `gemini --resume ID|latest|N`
+continue one: the output's session id stays ID, FAKE_RECORD's start line says "resumed": ID, and
+the session's first prompt steers the run along with this one (its directives, task line and
+"Create NAME"), as the agent remembers its task. An id it does not know is refused as the real CLI
+refuses it: claude, an error_during_execution result with no init whose errors say "No conversation
+found with session ID: ID", the same on stderr, exit 1 (not a UUID: its "--resume requires a valid
+session ID" error); codex, nothing on stdout and "Error: thread/resume: thread/resume failed: no
+rollout found for thread id ID (code -32600)" on stderr, exit 1 (not a UUID: codex finds no thread
+of that name and starts a new session); gemini, "Error resuming session: No previous sessions
+found for this project." on stderr (`Invalid session identifier "ID"` when the project has others),
+exit 42. FAKE_RECORD's start line of a refused run says "refused_session": ID.
+
+Environment: FAKE_RECORD=/path.jsonl appends one line per start and one per normal finish;
+FAKE_STATE_DIR (fail-times counters, sessions); FAKE_CHILD_PIDS (pids of `child` grandchildren);
 FAKE_ENFORCE_PERMISSIONS=1 makes writes depend on the permission flags as in the real CLIs
 (claude acceptEdits/bypassPermissions, codex workspace-write/danger-full-access, gemini
 yolo/auto_edit): a denied write does not fail the run, as documented.
@@ -336,6 +358,9 @@ class Invocation:
     approval: str = "never"
     workdir: str | None = None  # codex -C
     last_message_file: str | None = None  # codex -o
+    resume: str | None = None  # the session id it asks to continue ("": the option without one)
+    budget: float | None = None  # claude --max-budget-usd
+    ephemeral: bool = False  # codex --ephemeral: it keeps no session
 
 
 CLAUDE_SPEC = Spec(
@@ -361,6 +386,16 @@ CODEX_EXEC_SPEC = Spec(
     | {"--color", "-o", "--output-last-message", "--output-schema"},
     variadic=frozenset({"-i", "--image"}),
 )
+# `codex exec resume [OPTIONS] [SESSION_ID] [PROMPT]`: its own options, and exec's that are global in clap
+CODEX_RESUME_SPEC = Spec(
+    value=frozenset({"-i", "--image", "-m", "--model", "-c", "--config"}) | {"-o", "--output-last-message"}
+)
+CODEX_RESUME_FLAGS = (
+    CODEX_RESUME_SPEC.value
+    | {"--last", "--all", "--json", "--experimental-json", "--skip-git-repo-check", "--ephemeral"}
+    | {"--ignore-user-config", "--ignore-rules", "--dangerously-bypass-approvals-and-sandbox", "--yolo"}
+)
+CODEX_RESUME_USAGE = "codex exec resume [OPTIONS] [SESSION_ID] [PROMPT]"
 GEMINI_SPEC = Spec(
     value=frozenset(
         {"-m", "--model", "-p", "--prompt", "-i", "--prompt-interactive", "-o", "--output-format"}
@@ -374,9 +409,11 @@ GEMINI_SPEC = Spec(
 FORMATS = ("text", "json", "stream-json")
 
 
-def clap_error(argument: str, usage: str) -> UsageError:
+def clap_error(argument: str, usage: str, tip: bool = False) -> UsageError:
+    hint = f"\n\n  tip: to pass '{argument}' as a value, use '-- {argument}'" if tip else ""
     return UsageError(
-        f"error: unexpected argument '{argument}' found\n\nUsage: {usage}\n\nFor more information, try '--help'.", 2
+        f"error: unexpected argument '{argument}' found{hint}\n\nUsage: {usage}\n\nFor more information, try '--help'.",
+        2,
     )
 
 
@@ -405,7 +442,21 @@ def parse_claude(args: list[str]) -> Invocation:
         raise UsageError("fake claude: only headless runs (-p/--print) are emulated, not the interactive UI")
     if inv.output_format == "stream-json" and not inv.verbose:
         raise UsageError("Error: When using --print, --output-format=stream-json requires --verbose")
+    if s.has("--resume", "-r"):
+        inv.resume = s.value("--resume", "-r") or ""
+    if (budget := s.value("--max-budget-usd")) is not None:
+        inv.budget = js_number(budget)
+        if not inv.budget > 0:  # NaN too
+            raise UsageError("--max-budget-usd must be a positive number greater than 0")
     return inv
+
+
+def js_number(text: str) -> float:
+    """JavaScript's Number(text): NaN for what is no number."""
+    try:
+        return float(text.strip() or "0")
+    except ValueError:
+        return float("nan")
 
 
 def parse_codex(args: list[str]) -> Invocation:
@@ -416,11 +467,19 @@ def parse_codex(args: list[str]) -> Invocation:
         if stdin_kind() != "tty":
             raise UsageError("Error: stdin is not a terminal")
         raise UsageError("fake codex: only `codex exec` is emulated, not the interactive UI")
-    ex, _ = scan(rest[1:], CODEX_EXEC_SPEC)
+    ex, tail = scan(rest[1:], CODEX_EXEC_SPEC, stop_at_positional=True)
     for flag in ("-a", "--ask-for-approval", "--full-auto"):
         if ex.has(flag):
             raise clap_error(flag, "codex exec [OPTIONS] [PROMPT]")
-    inv = Invocation(model=ex.value("-m", "--model") or top.value("-m", "--model") or "")
+    resume = None
+    if tail[:1] == ["resume"]:
+        resume, words = codex_resume(ex, tail[1:])
+    else:  # options may follow the prompt
+        more, _ = scan(tail, CODEX_EXEC_SPEC)
+        ex.options += more.options
+        words = [*more.positionals, *(ex.after_dashdash or more.after_dashdash or [])]
+    inv = Invocation(model=ex.value("-m", "--model") or top.value("-m", "--model") or "", resume=resume)
+    inv.ephemeral = ex.has("--ephemeral")
     inv.json_events = ex.has("--json", "--experimental-json")
     inv.skip_git = ex.has("--skip-git-repo-check")
     inv.workdir = ex.value("-C", "--cd") or top.value("-C", "--cd")
@@ -437,11 +496,26 @@ def parse_codex(args: list[str]) -> Invocation:
         sandbox = "danger-full-access"
     inv.sandbox = sandbox or "read-only"
     inv.can_write = inv.sandbox in ("workspace-write", "danger-full-access")
-    if ex.after_dashdash:
-        inv.prompt_arg = ex.after_dashdash[0]
-    elif ex.positionals:
-        inv.prompt_arg = ex.positionals[0]
+    inv.prompt_arg = words[0] if words else None
     return inv
+
+
+def codex_resume(ex: Scan, args: list[str]) -> tuple[str, list[str]]:
+    """`exec ... resume [OPTIONS] SESSION_ID [PROMPT]`: the session id and the prompt's words; the options
+    join exec's (clap lets exec's global ones follow the subcommand, and nothing else)."""
+    sub, _ = scan(args, CODEX_RESUME_SPEC)
+    for name, _value in sub.options:
+        if name not in CODEX_RESUME_FLAGS:
+            raise clap_error(name, CODEX_RESUME_USAGE, tip=True)
+    if sub.has("--last"):
+        raise UsageError("fake codex: `exec resume --last` is not emulated; give the session id")
+    words = [*sub.positionals, *(sub.after_dashdash or [])]
+    if len(words) > 2:
+        raise clap_error(words[2], CODEX_RESUME_USAGE)
+    if not words:
+        raise UsageError("fake codex: `exec resume` without a session id is not emulated")
+    ex.options += sub.options
+    return words[0], words[1:]
 
 
 def parse_gemini(args: list[str]) -> Invocation:
@@ -463,6 +537,8 @@ def parse_gemini(args: list[str]) -> Invocation:
     inv.permission_mode = s.value("--approval-mode") or ("yolo" if s.has("-y", "--yolo") else "default")
     inv.can_write = inv.permission_mode in ("yolo", "auto_edit")
     inv.skip_trust = s.has("--skip-trust")
+    if s.has("-r", "--resume"):
+        inv.resume = s.value("-r", "--resume") or "latest"  # yargs: a bare --resume is the latest session
     return inv
 
 
@@ -518,6 +594,8 @@ def read_prompt(cli: str, inv: Invocation, kind: str) -> tuple[str, str]:
             raise UsageError(CLAUDE_NO_INPUT)
         return prompt, "argv" if arg else "stdin"
     if cli == "codex":  # `-` or no prompt reads stdin; an argv prompt also takes stdin as a block
+        if arg is not None and arg != "-" and inv.resume is not None:
+            return arg, "argv"  # resume's prompt takes no stdin block
         if arg is not None and arg != "-":
             extra = (read_stdin() or "").rstrip("\n") if kind != "tty" else ""
             if extra.strip():
@@ -545,6 +623,96 @@ def read_prompt(cli: str, inv: Invocation, kind: str) -> tuple[str, str]:
     return prompt, "argv" if question else "stdin"
 
 
+# --- sessions ------------------------------------------------------------------------------
+
+SESSIONS = ".fake-agent-sessions"  # under $FAKE_STATE_DIR: a file per session, holding its first run's prompt
+SESSION_NAME = re.compile(r"[0-9A-Za-z_-]+")  # what can name a session's file
+
+
+@dataclass
+class Resumed:
+    session_id: str
+    prompt: str  # the prompt of the session's first run: what the agent remembers of its task
+
+
+class NoSession(Exception):
+    """The CLI will not continue the session asked for: `reason` is unknown (no such session here), invalid
+    (no session id) or none-here (gemini: no session at all in this project)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+def project_key(cli: str) -> str:
+    """Where the CLI keeps its sessions: claude and gemini per project (the working directory); codex in
+    CODEX_HOME for every directory alike, as it resumes a session's UUID whatever the cwd."""
+    where = "" if cli == "codex" else os.path.realpath(os.getcwd())
+    return hashlib.sha256(where.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+
+
+def session_path(cli: str, session_id: str) -> Path:
+    directory = Path(os.environ.get("FAKE_STATE_DIR") or os.getcwd()) / SESSIONS
+    return directory / f"{cli}-{project_key(cli)}-{session_id}.txt"
+
+
+def keep_session(cli: str, session_id: str, prompt: str) -> None:
+    """Save a new session, as the CLI saves its transcript; a continued one keeps its first prompt."""
+    path = session_path(cli, session_id)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(prompt, encoding="utf-8", errors="surrogateescape")
+
+
+def sessions_here(cli: str) -> list[Path]:
+    """This project's sessions, oldest first."""
+    found = session_path(cli, "*")
+    return sorted(found.parent.glob(found.name), key=lambda path: path.stat().st_mtime_ns)
+
+
+def resumed(path: Path) -> Resumed:
+    session_id = path.stem.split("-", 2)[2]
+    return Resumed(session_id, path.read_text(encoding="utf-8", errors="surrogateescape"))
+
+
+def resume(cli: str, inv: Invocation) -> Resumed | None:
+    """The session the argv asks to continue (None: a new one), found as the real CLI finds it, or NoSession."""
+    asked = inv.resume
+    if asked is None:
+        return None
+    if cli == "gemini":
+        return gemini_session(asked)
+    path = session_path(cli, asked) if is_uuid(asked) and SESSION_NAME.fullmatch(asked) else None
+    if path is not None and path.exists():
+        return resumed(path)
+    if cli == "codex" and path is None:
+        return None  # not a UUID: codex looks for a thread of that name, finds none, and starts a new one
+    raise NoSession("unknown" if path is not None else "invalid")
+
+
+def gemini_session(asked: str) -> Resumed:
+    """gemini --resume: `latest`, an index into this project's sessions (1 the oldest), or a session id."""
+    known = sessions_here("gemini")
+    if not known:
+        raise NoSession("none-here")
+    if asked == "latest":
+        return resumed(known[-1])
+    if asked.isdigit() and 0 < int(asked) <= len(known):
+        return resumed(known[int(asked) - 1])
+    path = session_path("gemini", asked) if SESSION_NAME.fullmatch(asked) else None
+    if path not in known:
+        raise NoSession("invalid")
+    return resumed(path)
+
+
 # --- the run -------------------------------------------------------------------------------
 
 
@@ -569,7 +737,7 @@ class Plan:
 
 def heed(prompt: str) -> None:
     """Act on the hint a retry's prompt carries: create each file the last error says is missing."""
-    _, _, hint = prompt.partition("## The previous attempt failed")
+    hint = prompt.partition("## The previous attempt failed")[2] or prompt.partition("your last attempt did not")[2]
     root = Path.cwd().resolve()
     for name in re.findall(r"([\w./-]+) is missing", hint):
         if root in (root / name).resolve().parents:
@@ -622,6 +790,10 @@ class Context:
     def on(self, name: str) -> bool:
         return name in self.directives and (name not in GATED or self.failing)
 
+    def keep_session(self) -> None:
+        if not self.inv.ephemeral:
+            keep_session(self.cli, self.session_id, self.prompt)
+
     def elapsed_ms(self) -> int:
         """Time since the process started, plus a nominal 100 ms of model time."""
         return int((time.monotonic() - self.started) * 1000) + 100
@@ -634,6 +806,7 @@ class Agent:
     default_model = ""
     base_input_tokens = 1000
     stderr_lines: tuple[str, ...] = ()
+    keeps_failed_sessions = True  # whether a run that fails leaves a session to resume
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -681,6 +854,15 @@ class Agent:
     def invalid_stream(self) -> int | None:
         """A broken stream (gemini only); None where the CLI has no such thing."""
         return None
+
+    def over_budget(self) -> int | None:
+        """The exit status of a run stopped at its budget (claude only); None if it was not."""
+        return None
+
+    @staticmethod
+    def no_session(inv: Invocation, refusal: NoSession) -> int:
+        """Refuse to continue the session `inv.resume` the CLI's own way; the exit status."""
+        raise NotImplementedError
 
     def noresult(self) -> None:
         """Finish without a result object."""
@@ -731,6 +913,10 @@ class Agent:
         if "heed" in d:
             heed(ctx.prompt)
         self.work()
+        if not self.keeps_failed_sessions:
+            ctx.keep_session()
+        if (code := self.over_budget()) is not None:
+            return code, "budget"
         if ctx.on("noresult"):
             self.noresult()
             return 0, "noresult"
@@ -760,6 +946,17 @@ class Agent:
 
 
 # --- Claude Code ---------------------------------------------------------------------------
+
+CLAUDE_INVALID_SESSION = (
+    "Error: --resume requires a valid session ID or session title when used with --print. Usage: claude -p"
+    ' --resume <session-id|title>. Provided value "{}" is not a UUID and does not match any session title.'
+)
+
+
+def js_string(value: float) -> str:
+    """How JavaScript prints a number: 0.5, 2."""
+    return str(int(value)) if value.is_integer() else repr(value)
+
 
 CLAUDE_TOOLS = [
     "Task", "Bash", "Glob", "Grep", "ExitPlanMode", "Read", "Edit", "Write", "NotebookEdit",
@@ -819,7 +1016,42 @@ class Claude(Agent):
         }
 
     def cost(self) -> float:
+        if "cost" in self.ctx.directives:
+            return max(number(self.ctx.directives, "cost", 0.0), 0.0)
         return round(self.input_tokens * 3e-6 + self.output_tokens * 15e-6, 6)
+
+    def over_budget(self) -> int | None:
+        """--max-budget-usd: once what the run spent reaches the budget, claude ends with error_max_budget_usd."""
+        budget = self.ctx.inv.budget
+        if budget is None or self.cost() < budget:
+            return None
+        self.result(
+            subtype="error_max_budget_usd",
+            is_error=True,
+            result=None,
+            errors=[f"Reached maximum budget (${js_string(budget)})"],
+        )
+        return 1
+
+    @staticmethod
+    def no_session(inv: Invocation, refusal: NoSession) -> int:
+        """A result of error_during_execution whose `errors` say why (no init before it), the same on stderr."""
+        asked = inv.resume or ""
+        if refusal.reason == "invalid":
+            message, session_id = CLAUDE_INVALID_SESSION.format(asked), str(uuid.uuid4())
+        else:
+            message, session_id = f"No conversation found with session ID: {asked}", asked
+        usage = {"input_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 0}
+        result = {"type": "result", "subtype": "error_during_execution", "duration_ms": 0, "duration_api_ms": 0}
+        result |= {"is_error": True, "num_turns": 0, "stop_reason": None, "session_id": session_id}
+        result |= {"total_cost_usd": 0, "usage": usage, "modelUsage": {}, "permission_denials": []}
+        result |= {"uuid": str(uuid.uuid4()), "errors": [message]}
+        if inv.output_format == "stream-json":
+            write_stdout(dumps(result) + "\n")
+        elif inv.output_format == "json":
+            write_stdout(dumps([result] if inv.verbose else result) + "\n")
+        eprint(message)
+        return 1
 
     def assistant(self, block: dict[str, Any], synthetic: bool = False) -> int:
         message = {
@@ -1102,6 +1334,15 @@ class Codex(Agent):
         if not self.ctx.inv.json_events:
             write_stdout(self.last_message + "\n")
 
+    @staticmethod
+    def no_session(inv: Invocation, refusal: NoSession) -> int:
+        """Its thread/resume request fails before anything is printed on stdout: anyhow's report, exit 1."""
+        eprint(
+            f"Error: thread/resume: thread/resume failed: no rollout found for thread id {inv.resume} (code -32600)"
+            "\n\nStack backtrace:\n   0: <unknown>\n   1: <unknown>\n   2: <unknown>"
+        )
+        return 1
+
     def fail(self, failure: Failure) -> int:
         if failure.kind == "ratelimit":
             message = "exceeded retry limit, last status: 429 Too Many Requests"
@@ -1133,6 +1374,7 @@ class Gemini(Agent):
     cli = "gemini"
     default_model = "gemini-2.5-pro"
     base_input_tokens = 400
+    keeps_failed_sessions = False  # --resume does not find the session of a run that failed (seen on 0.61)
     stderr_lines = (
         "Loaded cached credentials.",
         "[WARN] fake gemini: skipping unreadable directory ./.cache",
@@ -1248,6 +1490,20 @@ class Gemini(Agent):
     def fails_before_init(self, failure: Failure) -> bool:
         return failure.kind == "auth"  # auth is validated before the session starts
 
+    @staticmethod
+    def no_session(inv: Invocation, refusal: NoSession) -> int:
+        """Its SessionError on stderr, whatever the output format, and exit 42 (FatalInputError)."""
+        if refusal.reason == "none-here":
+            eprint("Error resuming session: No previous sessions found for this project.")
+        else:
+            chats = Path.home() / ".gemini" / "tmp" / Path.cwd().name / "chats"
+            eprint(
+                f'Error resuming session: Invalid session identifier "{inv.resume}".\n  Searched for sessions in'
+                f" {chats}.\n  Use --list-sessions to see available sessions, then use --resume {{number}},"
+                " --resume {uuid}, or --resume latest."
+            )
+        return 42
+
     def fail(self, failure: Failure) -> int:
         if failure.kind == "ratelimit" and failure.delay is not None:
             kind, message, code = "RetryableQuotaError", google_429(failure.delay), 429
@@ -1353,16 +1609,24 @@ def main(cli: str) -> NoReturn:
         record({**start, "prompt": None, "prompt_source": None, "env": env, "time": time.time()})
         eprint(error.message)
         finish(error.code, error.outcome)
-    record({**start, "prompt": prompt, "prompt_source": source, "env": env, "time": time.time()})
+    start |= {"prompt": prompt, "prompt_source": source, "env": env}
+    try:
+        session = resume(cli, inv)
+    except NoSession as refusal:
+        record({**start, "refused_session": inv.resume, "time": time.time()})
+        finish(AGENTS[cli].no_session(inv, refusal), "no-session")
+    record({**start, **({"resumed": session.session_id} if session else {}), "time": time.time()})
 
-    own = own_words(prompt)
+    # A continued session remembers its task: its first prompt steers the run as much as this one does.
+    own = f"{own_words(session.prompt)}\n\n{own_words(prompt)}" if session else own_words(prompt)
+    heard = f"{session.prompt}\n\n{prompt}" if session else prompt
     directives = parse_directives(own)
     failing = True
     if "fail-times" in directives:
         failing = bump_run_count(directives, own) <= number(directives, "fail-times", 1)
     plan = make_plan(cli, own, inv.can_write or os.environ.get("FAKE_ENFORCE_PERMISSIONS") != "1")
     if directives.get("echo"):
-        quoted = [line.strip() for line in prompt.splitlines() if directives["echo"] in DIRECTIVE.sub("", line)]
+        quoted = [line.strip() for line in heard.splitlines() if directives["echo"] in DIRECTIVE.sub("", line)]
         plan.answer += "".join(f"\nI read: {line}" for line in quoted)
     ctx = Context(
         cli=cli,
@@ -1373,7 +1637,11 @@ def main(cli: str) -> NoReturn:
         failure=pick_failure(directives, own, failing),
         plan=plan,
     )
+    if session:
+        ctx.session_id = session.session_id
     agent = AGENTS[cli](ctx)
+    if agent.keeps_failed_sessions:
+        ctx.keep_session()
     signal.signal(signal.SIGINT, agent.interrupt)
     code, outcome = agent.run()
     finish(code, outcome)
