@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Mapping
+from decimal import Decimal
 from importlib import import_module
 from typing import Any
 
@@ -34,6 +35,11 @@ def number(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def usd(amount: float) -> str:
+    """A dollar amount as a CLI argument: plain decimal digits, exact, without exponent or trailing zeros."""
+    return format(Decimal(repr(float(amount))).normalize(), "f")
+
+
 def too_large_for_argv(prompt: str) -> bool:
     """The CLIs' rule: the prompt in the argv unless it is large, or holds what argv cannot carry."""
     return len(prompt.encode()) > PROMPT_ARG_MAX or "\0" in prompt
@@ -42,13 +48,20 @@ def too_large_for_argv(prompt: str) -> bool:
 class JsonLines:
     """Shared parsing: JSON events on stdout go to `event`; other lines are kept as a tail."""
 
+    # How a line on stderr begins when the CLI would not continue the session it was given (`--resume`),
+    # for the CLIs that say so nowhere else: a stale session, and then the attempt runs afresh.
+    session_refused: tuple[str, ...] = ()
+
     def __init__(self, agent: AgentConfig | None = None) -> None:
         self.tail: deque[str] = deque(maxlen=20)
         self.errors: deque[str] = deque(maxlen=ERRORS_KEPT)  # what the CLI's own error events said
         self.session_id: str | None = None
+        self.refusal: str | None = None  # the stderr line that refused the session, kept whatever follows it
 
     def feed(self, line: str, stderr: bool) -> None:
         stripped = line.strip()
+        if stderr and self.session_refused and self.refusal is None and stripped.startswith(self.session_refused):
+            self.refusal = stripped
         if stripped.startswith("{"):
             try:
                 event = json.loads(stripped)
@@ -76,6 +89,11 @@ class JsonLines:
         return Result(
             False, "", text, session_id=self.session_id, limited_until=until, unauthorized=unauthorized, **usage
         )
+
+    def stale(self, said: str) -> Result:
+        """A run whose CLI would not continue the session it was given (`said` is how it refused): no session
+        of its own, neither a limit nor refused credentials; the attempt runs the agent afresh."""
+        return Result(False, "", f"{said} (it could not continue the earlier session)", stale_session=True)
 
     def printed(self, before: str, events: bool = False) -> str:
         """The end of what the CLI printed besides its JSON events (stderr among it), after `before`, with what

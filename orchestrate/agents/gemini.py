@@ -1,4 +1,4 @@
-"""Gemini CLI: `gemini [flags] --output-format stream-json --prompt=PROMPT` (or the prompt on stdin)."""
+"""Gemini CLI: `gemini [flags] --output-format stream-json [--resume ID] --prompt=PROMPT` (or the prompt on stdin)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from orchestrate.agents import AUTH_STATUSES, JsonLines, number, retry_at, too_large_for_argv
-from orchestrate.core.agent import Result
+from orchestrate.core.agent import Argv, Result
 
 QUOTA_ERRORS = ("TerminalQuotaError", "RetryableQuotaError")  # the error types a limit is reported with
 DAILY = "TerminalQuotaError"  # a quota gemini will not retry (a day's): whatever delay the API names is not its reset
@@ -17,15 +17,23 @@ AUTH_EXIT = 41  # no usable auth method
 # gemini exits with an API error's HTTP status, mod 256
 LIMIT_EXIT = 429 % 256
 REFUSED_EXITS = {s % 256 for s in AUTH_STATUSES}
+# A --resume gemini cannot honour: exit 42 (FatalInputError, also for no input at all) after a stderr line
+# "Error resuming session: " and SessionError's message: "No previous sessions found for this project." (none saved
+# here: a failed run's is not listed) or 'Invalid session identifier "ID".' (packages/cli/src/gemini.tsx,
+# utils/sessionUtils.ts; the first seen so on 0.61). Nothing structured is printed: stderr is all there is.
+INPUT_EXIT = 42
+SESSION_REFUSED = ("Error resuming session: ",)
 LOGIN = "set GEMINI_API_KEY (this agent's env: in config.yaml), or choose how to log in by running `gemini` once"
 detaches = True  # its shell tool's commands survive its process group
+resumes = True
 
 
-def argv(command: tuple[str, ...], prompt: str) -> tuple[list[str], str | None]:
+def argv(command: tuple[str, ...], prompt: str, session: str | None, budget: float | None) -> Argv:
+    base = [*command, "--output-format", "stream-json", *(("--resume", session) if session else ())]
     if too_large_for_argv(prompt):
-        return [*command, "--output-format", "stream-json"], prompt  # no --prompt: headless on stdin
+        return base, prompt  # no --prompt: headless on stdin
     # --prompt=TEXT, not -p TEXT, so that a prompt starting with "-" stays a value
-    return [*command, "--output-format", "stream-json", f"--prompt={prompt}"], None
+    return [*base, f"--prompt={prompt}"], None
 
 
 def api_error(error: dict[str, Any]) -> dict[str, Any]:
@@ -86,6 +94,8 @@ def limited_until(error: dict[str, Any], api: dict[str, Any], exit_code: int, no
 
 
 class Reader(JsonLines):
+    session_refused = SESSION_REFUSED
+
     def __init__(self, agent: object = None) -> None:
         super().__init__()
         self.chunks: list[str] = []
@@ -108,6 +118,8 @@ class Reader(JsonLines):
 
     def finish(self, exit_code: int, now: float | None = None) -> Result:
         now = time.time() if now is None else now
+        if exit_code == INPUT_EXIT and self.refusal:
+            return self.stale(self.refusal)
         stats = (self.result or {}).get("stats") or {}
         counts: dict[str, Any] = {
             "input_tokens": stats.get("input_tokens"),
