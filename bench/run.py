@@ -287,7 +287,7 @@ def running_head(root: Path) -> Iterator[int]:
             os.kill(pid, signal.SIGKILL)
             print(f"warning: head {pid} outlived `orchestrate stop`; killed", file=sys.stderr)
         # Whatever its agents left behind carries the queue in its environment.
-        left, _ = process.strays(str((root / "tasks.db").resolve()))
+        left = process.strays(str((root / "tasks.db").resolve()))
         pids = [p for procs in left.values() for p, _ in procs]
         if pids:
             print(f"warning: {len(pids)} agent process(es) outlived the head; killed", file=sys.stderr)

@@ -4,6 +4,7 @@ that uses the same hooks a third party's would (core/extension.py)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from orchestrate import agents, dashboard, workspace
@@ -14,9 +15,13 @@ from orchestrate.core.extension import Extension
 def extensions(cfg: Config, until_idle: bool = False) -> list[Extension]:
     """What this configuration turns on, in the order the head calls them at each step;
     `until_idle` for `orchestrate run`, which ends once nothing is left that can run."""
-    from orchestrate import context
+    from orchestrate import context, runs
+    from orchestrate.aging import Aging
     from orchestrate.context import Context, Journal, Outputs
+    from orchestrate.orphans import Orphans
     from orchestrate.slots import Slots
+    from orchestrate.spending import Spending
+    from orchestrate.watchdog import Watchdog
     from orchestrate.workspace.changes import Changes
     from orchestrate.workspace.checks import Checks
     from orchestrate.workspace.git import Project
@@ -25,10 +30,13 @@ def extensions(cfg: Config, until_idle: bool = False) -> list[Extension]:
 
     project = Project(cfg)
     worktrees = Worktrees(project)
+    run_settings = runs.settings(cfg)
     # Outputs first: nothing may run between a run's record and its output file (see Outputs)
-    found: list[Extension] = [Outputs(), Slots(), worktrees, Changes(project), Checks()]
+    found: list[Extension] = [Outputs(), Slots(), Orphans(), Watchdog(cfg, run_settings), Aging()]
+    found += [worktrees, Changes(project), Checks()]
     if workspace.settings(cfg).merge == "auto":
         found.append(AutoMerge(project, worktrees))
+    found += [runs.Runs(run_settings), Spending(cfg, run_settings.max_cost_usd)]
     journal = Journal(cfg) if context.settings(cfg).update_on_completion else None
     found += [Context(cfg, journal), *([journal] if journal else [])]
     if until_idle:
@@ -57,7 +65,22 @@ def serve(cfg: Config, until_idle: bool = False) -> int:
     from orchestrate.core.head import Head
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    own_project(cfg.runtime_dir, cfg.task_queue.database.resolve())
     if sys.version_info < (3, 12) and hasattr(os, "pidfd_open"):
         # 3.12 does this itself; the default before it starts a thread per agent to wait for it
         asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
     return asyncio.run(Head(cfg, extensions(cfg, until_idle), adapters(cfg)).run())
+
+
+def own_project(runtime: Path, db: Path) -> None:
+    """One queue per project: two would share its agents' logs, its output files and its pid file."""
+    from orchestrate.core.errors import OrchestrateError
+
+    record = runtime / "queue"
+    if record.exists() and (owner := Path(record.read_text().strip())) != db and owner.exists():
+        raise OrchestrateError(
+            f"this project's runtime files and outputs belong to the queue {owner}; a second queue"
+            " needs a project directory (and a config.yaml) of its own"
+        )
+    runtime.mkdir(parents=True, exist_ok=True)
+    record.write_text(f"{db}\n")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -55,6 +55,9 @@ SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {  # key: (kind, default); "?"
         "max_retries": ("count0", 3),
         "retry_delay_seconds": ("number0", 60.0),
         "kill_grace_seconds": ("number0", 30.0),
+        # The runs feature's (orchestrate/runs.py): the default idle timeout, and the spending cap.
+        "idle_timeout_seconds": ("number0", 900.0),
+        "max_cost_usd": ("number?", None),
     },
     "context": {
         "directory": ("text", "context"),
@@ -86,6 +89,12 @@ AGENT_KEYS: dict[str, tuple[str, Any]] = {
     "rate_limit_exit_code": ("exit?", None),
     "rate_limit_pattern": ("regex?", None),
 }
+# The runs feature's keys of an agent entry (orchestrate/runs.py), kept apart from the core's.
+AGENT_RUN_KEYS: dict[str, tuple[str, Any]] = {
+    "idle_timeout_seconds": ("number0?", None),  # None: task_queue's; 0: no limit
+    "resume": ("flag", True),
+    "max_cost_usd": ("number?", None),  # what one claude run may spend (--max-budget-usd)
+}
 
 
 def _compiles(pattern: str) -> bool:
@@ -116,8 +125,10 @@ def _values(data: Any, where: str, spec: dict[str, tuple[str, Any]], sep: str = 
     return values
 
 
-def _agent(name: str, data: Any, where: str) -> AgentConfig:
-    values = _values(data, where, AGENT_KEYS)
+def _agent(name: str, data: Any, where: str) -> tuple[AgentConfig, dict[str, Any]]:
+    """The entry's AgentConfig, and its settings for the runs feature."""
+    values = _values(data, where, AGENT_KEYS | AGENT_RUN_KEYS)
+    runs = {key: values.pop(key) for key in AGENT_RUN_KEYS}
     kind = values.pop("type") or name
     if kind not in AGENT_TYPES:
         if kind != name:
@@ -143,7 +154,7 @@ def _agent(name: str, data: Any, where: str) -> AgentConfig:
     env = {str(k): v for k, v in values.pop("env").items()}
     for key, value in env.items():
         _variable(key, value, f"{where}.env")
-    return AgentConfig(name=name, type=kind, command=argv, env={k: str(v) for k, v in env.items()}, **values)
+    return AgentConfig(name=name, type=kind, command=argv, env={k: str(v) for k, v in env.items()}, **values), runs
 
 
 def _variable(key: str, value: Any, where: str) -> None:
@@ -224,10 +235,14 @@ def parse(data: dict[str, Any], label: str, root: Path, path: Path) -> Config:
         )
     if not agents:
         raise ConfigError(f"{label}: agents: no agents configured; add at least one (e.g. claude: {{}})")
+    entries = {str(name): _agent(str(name), spec, f"{label}: agents.{name}") for name, spec in agents.items()}
+    runs = RunSettings(
+        queue.pop("idle_timeout_seconds"), queue.pop("max_cost_usd"), {n: run for n, (_, run) in entries.items()}
+    )
     return Config(
         path=path,
         root=root,
-        agents=tuple(_agent(str(name), spec, f"{label}: agents.{name}") for name, spec in agents.items()),
+        agents=tuple(agent for agent, _ in entries.values()),
         task_queue=TaskQueueConfig(**queue | {"database": root / queue["database"]}),
         context=ContextConfig(root / context.pop("directory")),
         performance=PerformanceConfig(**performance),
@@ -235,6 +250,7 @@ def parse(data: dict[str, Any], label: str, root: Path, path: Path) -> Config:
             "workspace": workspace,
             "dashboard": DashboardConfig(**dashboard),
             "context": SharedContext(**context),
+            "runs": runs,
         },
     )
 
@@ -257,6 +273,24 @@ class DashboardConfig(NamedTuple):
     port: int | None = None  # set: the head serves the dashboard itself
     host: str = "127.0.0.1"
     token: str | None = None
+
+
+class RunSettings(NamedTuple):
+    """The runs feature's settings (orchestrate/runs.py), which the watchdog and the spending cap read too."""
+
+    idle_timeout_seconds: float = 900.0  # task_queue's: the default for every agent; 0: none
+    max_cost_usd: float | None = None  # task_queue's: the spending that holds claiming
+    agents: Mapping[str, Mapping[str, Any]] = {}  # by agent name: idle_timeout_seconds, resume, max_cost_usd
+
+    def idle_timeout(self, agent: str) -> float:
+        own = self.agents.get(agent, {}).get("idle_timeout_seconds")
+        return self.idle_timeout_seconds if own is None else own
+
+    def resumes(self, agent: str) -> bool:
+        return bool(self.agents.get(agent, {}).get("resume", True))
+
+    def budget(self, agent: str) -> float | None:
+        return self.agents.get(agent, {}).get("max_cost_usd")
 
 
 class SharedContext(NamedTuple):

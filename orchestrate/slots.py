@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrate.core.errors import QueueBusy
 from orchestrate.core.extension import Extension
+from orchestrate.core.states import Event
 
 if TYPE_CHECKING:  # `start` checks the agents' programs without importing the head and asyncio
     from orchestrate.core.attempt import Attempt
@@ -21,34 +22,46 @@ if TYPE_CHECKING:  # `start` checks the agents' programs without importing the h
     from orchestrate.core.distributor import Distributor, Slot
     from orchestrate.core.head import Head
 
+TOTALS = "SELECT agent, count(*) FILTER (WHERE outcome = 'completed'), total(cost_usd) FROM runs GROUP BY agent"
+TASK_PID = "UPDATE tasks SET pid = ? WHERE id = ? AND claim = ? AND status = 'running'"  # for `show`
 PUT = """INSERT OR REPLACE INTO agents (id, type, state, note, task_id, pid, rss_mb, since, tasks_done, cost_usd)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 
 
 class Slots(Extension):
-    """Publishes each slot's state, current task and totals; an agent whose program is not
-    installed is unavailable from the start, rather than at its first task."""
+    """Publishes each slot's state, current task and totals (over the runs on record, so they
+    survive a restart); an agent whose program is not installed is unavailable from the start,
+    rather than at its first task, and one whose credentials are refused from that run on."""
 
     def __init__(self) -> None:
-        self.done: Counter[str] = Counter()  # attempts settled, by slot
-        self.cost: defaultdict[str, float] = defaultdict(float)  # what they cost, by slot
+        self.done: Counter[str] = Counter()  # runs that completed their task, by slot
+        self.cost: defaultdict[str, float] = defaultdict(float)  # what its runs cost, by slot
         self.since: dict[str, float] = {}  # when each busy slot's attempt began
 
     async def started(self, head: Head) -> None:
         self.head = head
         for name, why in missing(head.distributor).items():
             head.unavailable(name, why)
+        for slot, done, cost in await head.queue.read(TOTALS):
+            self.done[slot], self.cost[slot] = done, cost
         await head.queue.write(("DELETE FROM agents", ()), *self.rows())
 
     async def workdir(self, attempt: Attempt) -> None:
         self.since[attempt.slot.id] = self.head.now()
 
+    async def after(self, attempt: Attempt) -> None:
+        if attempt.result.unauthorized and not attempt.stopped:  # every task would fail the same way
+            self.head.unavailable(attempt.slot.agent.name, attempt.result.error or "its credentials were refused")
+            attempt.unavailable = True
+
     async def settled(self, attempt: Attempt) -> None:
         self.cost[attempt.slot.id] += attempt.result.cost_usd or 0
-        self.done[attempt.slot.id] += bool(attempt.recorded and attempt.verdict and attempt.verdict.spent)
+        self.done[attempt.slot.id] += bool(attempt.verdict and attempt.verdict.event is Event.COMPLETE)
 
     async def beat(self) -> None:
-        await self.head.queue.write(*self.rows())
+        slots = self.head.distributor.slots
+        pids = [(TASK_PID, (s.pid, s.task.id, s.task.claim)) for s in slots if s.task and s.pid]
+        await self.head.queue.write(*self.rows(), *pids)
 
     async def stopping(self) -> None:
         with contextlib.suppress(sqlite3.Error, QueueBusy):  # a queue that cannot be written: the next head clears it

@@ -25,9 +25,12 @@ class UntilIdle(Extension):
         """Stop when nothing runnable is left; a task left pending (behind a failure, or with no
         agent able to run it) makes the run a failure, as a failed task does."""
         slots, queue = self.head.distributor.slots, self.head.queue
+        runnable = (await queue.read(RUNNABLE))[0][0]
         if stuck := all(s.agent.name in self.head.distributor.unavailable for s in slots):
             log.error("no agent can run: every configured agent is unavailable")
-        if stuck or not (await queue.read(RUNNABLE))[0][0]:
+        elif stuck := bool(runnable and self.head.held):  # nothing more is claimed until a person acts
+            log.error("%d task(s) left pending: claiming is held: %s", runnable, self.head.held)
+        if stuck or not runnable:
             pending = await queue.read("SELECT n FROM task_counts WHERE status = ?", Status.PENDING)
             self.head.failures += stuck or pending[0][0] > 0
             self.head.stop("drain")

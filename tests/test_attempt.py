@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from orchestrate import configfile
+from orchestrate import configfile, runs
 from orchestrate.core import states
 from orchestrate.core.agent import Result
 from orchestrate.core.attempt import BACKOFF_MAX_S, COOLING_S, Attempt, Verdict, backoff, decide
@@ -121,10 +121,12 @@ def test_a_timeout_is_a_failed_attempt_that_says_so() -> None:
     assert (v.event, v.error, v.cooling_until) == (Event.RETRY_LATER, "timed out after 90 s", None)
 
 
-def test_memory_over_the_limit_is_a_failed_attempt_that_says_how_much() -> None:
-    v = verdict(OK, max_retries=0, rss_mb=5000.4, stopped=Stop.MEMORY)
-    assert v.event is Event.FAIL
-    assert v.error == "used 5000 MB, over performance.max_memory_mb (4096)"
+@pytest.mark.parametrize("stop", [Stop.MEMORY, Stop.IDLE])
+def test_a_watchdog_stop_is_a_failed_attempt_that_says_why(stop: Stop) -> None:
+    why = "used 5000 MB, over performance.max_memory_mb (4096)" if stop is Stop.MEMORY else "no output for 900 s"
+    v = verdict(OK, max_retries=0, stopped=stop, failure=why)  # the watchdog fails the attempt as it stops it
+    assert (v.event, v.error) == (Event.FAIL, why)
+    assert verdict(OK, stopped=stop).event is Event.RETRY_LATER  # stopped: never completed, whatever it said
 
 
 def test_a_stop_requeues_without_spending_an_attempt() -> None:
@@ -170,3 +172,28 @@ def test_each_transition_leads_where_the_design_says(status: str, event: Event, 
 def test_a_transition_the_state_does_not_allow_is_refused_in_words(status: str, event: Event) -> None:
     with pytest.raises(InvalidTransition, match=f"task_007 is {status}; only .* tasks can be"):
         states.change(status, event, "task_007")
+
+
+def outcome_of(result: Result = OK, **how: Any) -> str:
+    """runs.outcome() of an attempt that ended `how`, once decided."""
+    cfg = configfile.parse({}, "config.yaml", Path("/p"), Path("/p/config.yaml"))
+    broke = how.pop("broke", False)
+    attempt = Attempt(
+        task(), Slot("claude-1", cfg.agents[0]), cfg, None, {}, None, 60.0, Path("/p"), result=result, **how
+    )  # type: ignore[arg-type]
+    attempt.broke = broke
+    attempt.verdict = decide(attempt, NOW)
+    return runs.outcome(attempt)
+
+
+def test_each_way_a_run_ends_has_its_outcome() -> None:
+    assert outcome_of(OK) == "completed"
+    assert outcome_of(FAILED) == "failed"
+    assert outcome_of(OK, failure="verify `pytest` failed") == "failed"
+    assert outcome_of(OK, failure="orchestrate could not run it: boom", broke=True) == "error"
+    assert outcome_of(FAILED._replace(limited_until=0.0)) == "rate_limited"
+    assert outcome_of(Result(False, "", "Invalid API key", unauthorized=True), unavailable=True) == "auth"
+    assert outcome_of(Result(False, "", "cannot run 'claude'"), unavailable=True) == "error"
+    for stop in Stop:
+        assert outcome_of(OK, stopped=stop) == stop.value
+    assert set(runs.OUTCOMES) >= {outcome_of(OK, stopped=stop) for stop in Stop}

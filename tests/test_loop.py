@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from orchestrate import configfile
+from orchestrate import configfile, orphans
 from orchestrate.core import process
 from orchestrate.core.head import Head
 from orchestrate.workspace import changes
@@ -20,12 +20,26 @@ from orchestrate.workspace.git import Project
 async def test_the_sweep_reads_proc_in_a_worker_thread(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     threads: list[threading.Thread] = []
 
-    def strays(queue: str) -> tuple[dict[str, Any], list[Any]]:
+    def strays(queue: str) -> dict[str, Any]:
         threads.append(threading.current_thread())
-        return {}, []
+        return {}
 
     monkeypatch.setattr(process, "strays", strays)
     await Head(configfile.parse({}, "config.yaml", project, project / "config.yaml")).sweep()
+    assert threads and threads[0] is not threading.main_thread()
+
+
+async def test_the_orphan_reaper_reads_proc_in_a_worker_thread(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: list[threading.Thread] = []
+
+    def adopted() -> list[Any]:
+        threads.append(threading.current_thread())
+        return []
+
+    monkeypatch.setattr(orphans, "adopted", adopted)
+    reaper = orphans.Orphans()
+    reaper.head = Head(configfile.parse({}, "config.yaml", project, project / "config.yaml"))
+    await reaper.reap()
     assert threads and threads[0] is not threading.main_thread()
 
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from orchestrate import api, until_idle
-from orchestrate.core import queue, store
+from orchestrate import aging, api, until_idle
+from orchestrate.aging import AGING_S
+from orchestrate.core import store
 from orchestrate.core.config import AgentConfig
 from orchestrate.core.distributor import Distributor
 from orchestrate.core.queue import Queue
@@ -80,23 +81,23 @@ async def test_high_before_normal_before_low_and_fifo_within_a_level(q: Queue, d
     assert await drain(q) == expected == [ids[2], ids[4], ids[1], ids[5], ids[0], ids[3]]
 
 
-async def test_an_old_low_task_is_promoted_to_normal_by_the_heartbeat(q: Queue, db: Path) -> None:
+async def test_an_old_low_task_is_promoted_to_normal_by_aging(q: Queue, db: Path) -> None:
     [normal_before] = add(db, api.NewTask("normal before"), now=0)
     [old_low] = add(db, api.NewTask("old low", priority=LOW), now=100)
     [normal_after] = add(db, api.NewTask("normal after"), now=200)
-    [young_low] = add(db, api.NewTask("young low", priority=LOW), now=queue.AGING_S + 50)
-    [normal_latest] = add(db, api.NewTask("normal latest"), now=queue.AGING_S + 60)
-    now = queue.AGING_S + 150  # old_low waited AGING_S + 50 s; young_low only 100 s
-    await q.heartbeat(now, [])
+    [young_low] = add(db, api.NewTask("young low", priority=LOW), now=AGING_S + 50)
+    [normal_latest] = add(db, api.NewTask("normal latest"), now=AGING_S + 60)
+    now = AGING_S + 150  # old_low waited AGING_S + 50 s; young_low only 100 s
+    await q.write((aging.PROMOTE, (now - AGING_S,)))  # what the aging extension does every beat
     order = await drain(q, now=now)
     assert order == [normal_before, old_low, normal_after, normal_latest, young_low]
     assert get(db, old_low).priority == LOW  # the rank changes, the priority the user gave does not
 
 
-async def test_without_the_heartbeat_a_low_task_keeps_its_rank(q: Queue, db: Path) -> None:
+async def test_without_aging_a_low_task_keeps_its_rank(q: Queue, db: Path) -> None:
     [old_low] = add(db, api.NewTask("old low", priority=LOW), now=0)
     [normal] = add(db, api.NewTask("normal"), now=10)
-    assert await drain(q, now=queue.AGING_S * 3) == [normal, old_low]
+    assert await drain(q, now=AGING_S * 3) == [normal, old_low]
 
 
 async def test_a_task_waits_for_its_dependency_to_complete(q: Queue, db: Path) -> None:
@@ -167,11 +168,12 @@ async def test_a_slot_takes_tasks_for_its_entry_name_or_its_type(q: Queue, db: P
         api.NewTask("codex", agent_type="codex"),
         api.NewTask("claude", agent_type="claude"),
     )
-    assert fast_slot.takes == ("fast", "codex") and claude_slot.takes == ("claude", "claude")
+    fast_takes = (fast_slot.agent.name, fast_slot.agent.type)  # as the head claims for a slot
+    assert fast_takes == ("fast", "codex") and claude_slot.agent.name == "claude"
     assert dist.known() == {"claude", "fast", "codex"}
-    assert await drain(q, takes=fast_slot.takes, known=dist.known()) == [by_name, by_type]
+    assert await drain(q, takes=fast_takes, known=dist.known()) == [by_name, by_type]
     dist.unavailable["claude"] = "not installed"  # no longer known: anyone may take its tasks
-    assert await drain(q, takes=fast_slot.takes, known=dist.known()) == [claude]
+    assert await drain(q, takes=fast_takes, known=dist.known()) == [claude]
 
 
 async def test_claim_marks_the_task_running_once_on_its_slot(q: Queue, db: Path) -> None:

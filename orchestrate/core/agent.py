@@ -25,6 +25,10 @@ class Result(NamedTuple):
     session_id: str | None = None
     limited_until: float | None = None  # set when the CLI reported a rate or usage limit; 0: no reset time
     unauthorized: bool = False  # the CLI said its credentials were refused: the agent's fault, not the task's
+    stale_session: bool = False  # the CLI refused to resume the session it was given
+
+
+Argv = tuple[list[str], str | None]  # an argv, and what goes on its stdin
 
 
 class Output(Protocol):
@@ -39,17 +43,17 @@ class Adapter(Protocol):
 
     Reader: Callable[[AgentConfig], Output]
     detaches: bool  # its tools may leave processes in sessions of their own: sweep after each run
+    resumes: bool  # it can continue a session an earlier run left (Result.session_id)
 
-    def argv(self, command: tuple[str, ...], prompt: str) -> tuple[list[str], str | None]:
-        """The full argv, and what goes on stdin: the prompt, when it does not travel in the argv."""
+    def argv(self, command: tuple[str, ...], prompt: str, session: str | None, budget: float | None) -> Argv:
+        """The full argv, continuing `session` and spending at most `budget` USD where the CLI can;
+        and what goes on stdin: the prompt, when it does not travel in the argv."""
         ...
 
 
 def reset_time(text: str, now: float | None = None) -> float:
     """When a rate-limit message says the limit resets; 0.0 if it names no time."""
     now = time.time() if now is None else now
-    if stamp := re.search(r"\|(\d{10})\b", text):  # Claude: "usage limit reached|<unix time>"
-        return float(stamp.group(1))
     if after := re.search(r"(?:in|after) (\d+(?:\.\d+)?) ?(s|sec|seconds?|m|min|minutes?|h|hours?)\b", text):
         unit = {"s": 1, "m": 60, "h": 3600}[after.group(2)[0]]
         return now + float(after.group(1)) * unit

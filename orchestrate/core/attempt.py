@@ -15,14 +15,15 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from orchestrate.core import process
 from orchestrate.core.agent import Adapter, Output, Result, output_path, prompt
 from orchestrate.core.config import Config
 from orchestrate.core.distributor import Slot
 from orchestrate.core.errors import AgentUnavailable, OrchestrateError
-from orchestrate.core.states import TRANSITIONS, Event, Stop
+from orchestrate.core.queue import Write
+from orchestrate.core.states import Event, Stop
 from orchestrate.core.store import Task
 
 if TYPE_CHECKING:
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 COOLING_S = 60.0  # a rate limit that names no reset time cools its agent this long, doubling in a row
 BACKOFF_MAX_S = 3600.0  # retry_delay_seconds doubles with each failure, up to this
-# What a run's record writes of the task as it ended (its status is the event's to set).
-RECORDED = ("agent", "attempts", "error", "finished_at", "cost_usd", "input_tokens", "output_tokens", "output_file")
 
 
 class Verdict(NamedTuple):
@@ -57,14 +56,20 @@ class Attempt:
     cwd: Path  # where the agent runs: the project directory unless an extension says otherwise
     worktree: Path | None = None  # set by the worktree extension
     sections: list[str] = field(default_factory=list)  # the prompt's, after the task's own (the shared context)
+    prompt: str | None = None  # an extension's in place of the whole prompt: a continued session's
+    session: str | None = None  # the CLI session this run continues, set by an extension
+    budget: float | None = None  # the most the run may spend in USD, for a CLI that takes a budget
     result: Result = Result(False, "", "the agent did not run")  # noqa: RUF009 (immutable)
     stopped: Stop | None = None
     failure: str | None = None  # what failed around the agent: its workspace, a check, a commit
     unavailable: bool = False  # the agent's program cannot be started, or its login: not the task's fault
+    broke: bool = False  # orchestrate itself failed around the run
+    exit_code: int | None = None
     limits: int = 0  # the agent's rate limits in a row before this run
     changes: list[str] | None = None  # what git says the attempt changed; None: not a repository
     checks: list[str] = field(default_factory=list)  # each check's outcome, for the output file
     verdict: Verdict | None = None
+    writes: list[Write] = field(default_factory=list)  # extensions' statements, recorded with the task
     recorded: Task | None = None  # the row as recorded; None when its claim had moved on
 
     @property
@@ -99,12 +104,9 @@ def decide(attempt: Attempt, now: float) -> Verdict:
     if (until := result.limited_until) is not None and not attempt.over:
         reset = max(until, now + 1) if until else now + min(COOLING_S * 2**attempt.limits, BACKOFF_MAX_S)
         return Verdict(Event.REQUEUE, result.error, spent=False, cooling_until=reset)
-    limit = attempt.cfg.performance.max_memory_mb
     if stopped is Stop.TIMEOUT:
         error: str | None = f"timed out after {attempt.timeout:g} s"
-    elif stopped is Stop.MEMORY:
-        error = f"used {attempt.slot.rss_mb or 0:.0f} MB, over performance.max_memory_mb ({limit})"
-    elif attempt.failure is None and result.ok:
+    elif attempt.failure is None and result.ok and not stopped:  # a watchdog's stop says why in `failure`
         return Verdict(Event.COMPLETE)
     else:
         error = attempt.failure or result.error
@@ -137,27 +139,30 @@ async def work(head: Head, slot: Slot, task: Task) -> None:
         except Exception as exc:  # a bug, or the machine: a failed attempt, so it cannot loop hot
             log.exception("%s: orchestrate could not run it", task.name)
             attempt.fail(f"orchestrate could not run it: {exc!r}; see the head's log")
+            attempt.broke = True
         await _settle(head, attempt)
 
 
 async def _run_agent(head: Head, attempt: Attempt, adapter: Adapter) -> None:
     task, agent = attempt.task, attempt.slot.agent
-    text = prompt(task, attempt.cwd, attempt.sections)
-    (argv, stdin), reader = adapter.argv(agent.command, text), adapter.Reader(agent)
-    try:
-        code, attempt.stopped = await attempt.run(argv, stdin, reader, attempt.timeout)
-    except AgentUnavailable as exc:
-        head.unavailable(agent.name, str(exc))
-        attempt.unavailable, attempt.result = True, Result(False, "", str(exc))
-        return
-    except OrchestrateError as exc:  # it could not be started there: the attempt's fault, not the agent's
-        return attempt.fail(str(exc))
-    if attempt.stopped or adapter.detaches:
-        await head.sweep(task.name)  # at once; other strays are found by the next heartbeat
-    attempt.result = reader.finish(code)
-    if attempt.result.unauthorized and not attempt.stopped:  # every task would fail the same way
-        head.unavailable(agent.name, attempt.result.error or "its credentials were refused")
-        attempt.unavailable = True
+    while True:
+        text = attempt.prompt or prompt(task, attempt.cwd, attempt.sections)
+        argv, stdin = adapter.argv(agent.command, text, attempt.session, attempt.budget)
+        try:
+            code, attempt.stopped = await attempt.run(argv, stdin, reader := adapter.Reader(agent), attempt.timeout)
+        except AgentUnavailable as exc:
+            head.unavailable(agent.name, str(exc))
+            attempt.unavailable, attempt.result = True, Result(False, "", str(exc))
+            return
+        except OrchestrateError as exc:  # it could not be started there: the attempt's fault, not the agent's
+            return attempt.fail(str(exc))
+        if attempt.stopped or adapter.detaches:
+            await head.sweep(task.name)  # at once; other strays are found by the next heartbeat
+        attempt.result, attempt.exit_code = reader.finish(code), code
+        if not (attempt.result.stale_session and attempt.session) or attempt.stopped:
+            return
+        log.info("%s: %s cannot continue session %s; starting afresh", task.name, agent.name, attempt.session)
+        attempt.session = attempt.prompt = None  # the same attempt, in a fresh session: nothing spent
 
 
 async def _settle(head: Head, attempt: Attempt) -> None:
@@ -173,8 +178,9 @@ async def _settle(head: Head, attempt: Attempt) -> None:
         log.warning("%s: %s hit a rate limit; cooling until %s", task.name, slot.agent.name, time.ctime(until))
     elif attempt.stopped is None and not attempt.unavailable:  # it reached the API: the next limit is a first
         head.distributor.limits.pop(slot.agent.name, None)
-    if verdict.event is not None:
-        attempt.recorded = await _record(head, attempt, verdict)
+    for record in head.hooks["record"]:
+        await record(attempt)
+    attempt.recorded = await _record(head, attempt, verdict)
     head.failures += bool(attempt.recorded) and verdict.event is Event.FAIL
     shown = "cancelled" if verdict.event is None else verdict.event if attempt.recorded else "not recorded"
     log.info("%s: %s on %s%s", task.name, shown, slot.id, f": {verdict.error}" if verdict.error else "")
@@ -183,18 +189,16 @@ async def _settle(head: Head, attempt: Attempt) -> None:
 
 
 async def _record(head: Head, attempt: Attempt, verdict: Verdict) -> Task | None:
-    """Write what became of the run, conditioned on its claim; the row as written, or None."""
-    task, result, event = attempt.task, attempt.result, verdict.event
-    assert event is not None
+    """Write what became of the run, conditioned on its claim, with the extensions' statements;
+    the row as written, or None."""
+    task, result, event, writes = attempt.task, attempt.result, verdict.event, attempt.writes
+    if event is None:  # cancelled: the row already says so
+        return await head.record(task, None, writes)
     if event is Event.REQUEUE:
-        fields = {"agent": None, "pid": None, "started_at": None, **({"error": verdict.error} if verdict.error else {})}
-        return task if await head.record(task, event, **fields) else None
-    finished, status = None if event is Event.RETRY_LATER else head.now(), TRANSITIONS[event][1]
-    done = task._replace(status=status, agent=attempt.slot.id, attempts=task.attempts + 1, error=verdict.error)
-    done = done._replace(finished_at=finished, cost_usd=result.cost_usd)
-    done = done._replace(input_tokens=result.input_tokens, output_tokens=result.output_tokens)
-    if event is not Event.RETRY_LATER:  # the context feature writes it once this is recorded
-        done = done._replace(output_file=head.relative(output_path(attempt.cfg, task.id)))
-    extra = {"result": result.message, "session_id": result.session_id, "pid": None, "not_before": verdict.not_before}
-    recorded = await head.record(task, event, **{c: getattr(done, c) for c in RECORDED}, **extra)
-    return done if recorded else None
+        fields: dict[str, Any] = {"agent": None, "pid": None, "started_at": None, "error": verdict.error or task.error}
+        return await head.record(task, event, writes, **fields)
+    fields = {"agent": attempt.slot.id, "attempts": task.attempts + 1, "error": verdict.error, "result": result.message}
+    fields |= {"pid": None, "session_id": result.session_id or task.session_id, "not_before": verdict.not_before}
+    if event is not Event.RETRY_LATER:  # the context feature writes the output file once this is recorded
+        fields |= {"finished_at": head.now(), "output_file": head.relative(output_path(attempt.cfg, task.id))}
+    return await head.record(task, event, writes, **fields)

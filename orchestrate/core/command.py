@@ -8,14 +8,14 @@ from __future__ import annotations
 import re
 from collections import deque
 
-from orchestrate.core.agent import Result, reset_time
+from orchestrate.core.agent import Argv, Result, reset_time
 from orchestrate.core.config import AgentConfig
 
 RESULT_MAX = 256_000  # characters of stdout kept as the result; the log keeps everything
-detaches = False
+detaches = resumes = False
 
 
-def argv(command: tuple[str, ...], prompt: str) -> tuple[list[str], str | None]:
+def argv(command: tuple[str, ...], prompt: str, session: str | None, budget: float | None) -> Argv:
     if any("{prompt}" in part for part in command):  # an argv cannot carry a NUL: it travels as U+FFFD
         return [part.replace("{prompt}", prompt.replace("\0", "\ufffd")) for part in command], None
     return list(command), prompt

@@ -20,17 +20,11 @@ class Slot:
     work: asyncio.Future[None] | None = None
     pid: int | None = None
     rss_mb: float | None = None
-    since: float = 0.0  # when it claimed its task, in seconds since boot
 
     def interrupt(self, why: Stop | None) -> None:
         """Stop the agent running here, for `why`; None does nothing."""
         if why and self.stop and not self.stop.done():
             self.stop.set_result(why)
-
-    @property
-    def takes(self) -> tuple[str, str]:
-        """What a task may prefer to run here: the agent's entry name or its type."""
-        return self.agent.name, self.agent.type
 
 
 class Distributor:

@@ -30,6 +30,10 @@ class Extension:
     async def accept(self, attempt: Attempt) -> None:
         """A completed attempt is about to be recorded: merge it (after `attempt.current()` says its row is still its)."""
 
+    async def record(self, attempt: Attempt) -> None:
+        """The attempt is decided (`attempt.verdict`): add to `attempt.writes` what should be written in
+        the transaction that records it, such as the run's own row."""
+
     async def settled(self, attempt: Attempt) -> None:
         """The attempt is recorded (`attempt.recorded`), or its claim had moved on; tidy, publish."""
 

@@ -23,13 +23,13 @@ from orchestrate.core.config import Config
 from orchestrate.core.distributor import Distributor, Slot
 from orchestrate.core.errors import OrchestrateError, QueueBusy
 from orchestrate.core.extension import Extension
-from orchestrate.core.queue import Queue
+from orchestrate.core.queue import Queue, Write
 from orchestrate.core.states import Event, Stop
 from orchestrate.core.store import Task
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 1.0  # heartbeat, memory sampling and the sweep for strays
-HOOKS = ("workdir", "before", "after", "accept", "settled", "beat", "idle")
+HOOKS = ("workdir", "before", "after", "accept", "record", "settled", "beat", "idle")
 WATCH_S = 0.05  # how often the head looks for another process's commit (add, cancel)
 
 
@@ -44,6 +44,7 @@ class Head:
         self.distributor = Distributor(cfg.agents)
         self.wake = asyncio.Event()
         self.stopping: str | None = None  # "now" or "drain"
+        self.held: str | None = None  # why an extension holds claiming (a spending cap), while it does
         self.failures = 0
         self.problems: set[str] = set()  # logged once each
         self.started: list[Extension] = []
@@ -55,7 +56,6 @@ class Head:
     async def run(self) -> int:
         """Work the queue until stopped: the exit status, 1 if any task failed for good."""
         self.cfg.runtime_dir.mkdir(parents=True, exist_ok=True)
-        _own_project(self.cfg.runtime_dir / "queue", self.db)
         self.lock, pid_file = _lock(self.db), self.cfg.runtime_dir / "head.pid"
         self.queue = Queue(self.db)
         self.queue.logs = self.relative(self.cfg.runtime_dir / "logs")  # as the task rows name the agents' logs
@@ -83,7 +83,6 @@ class Head:
             log.info("head %d stopped", os.getpid())
 
     async def _start(self, pid_file: Path) -> None:
-        process.adopt_orphans()
         await self.sweep()  # a dead head's agents die before their tasks are handed out again
         for ext in self.extensions:  # before registering: an extension that cannot start fails the start
             self.started.append(ext)
@@ -134,16 +133,16 @@ class Head:
 
     async def _fill(self) -> None:
         nothing_for: set[str] = set()  # agents that found no task they may run, this round
-        while not self.stopping:
+        while not self.stopping and not self.held:
             free = (s for s in self.distributor.free(self.now()) if s.agent.name not in nothing_for)
             if (slot := next(free, None)) is None:
                 return
             known, busy = self.distributor.known(), list(self.busy)
-            if (task := await self.queue.claim(slot.id, slot.takes, known, self.now(), busy)) is None:
+            takes = slot.agent.name, slot.agent.type  # what a task may prefer to run here
+            if (task := await self.queue.claim(slot.id, takes, known, self.now(), busy)) is None:
                 nothing_for.add(slot.agent.name)
                 continue
             slot.task, slot.stop = task, asyncio.get_running_loop().create_future()
-            slot.since = time.clock_gettime(time.CLOCK_BOOTTIME)  # as /proc dates a process
             slot.work = asyncio.ensure_future(self._work(slot, task))
 
     async def _work(self, slot: Slot, task: Task) -> None:
@@ -159,17 +158,17 @@ class Head:
         """Whether `task`'s row still runs on the claim this head holds."""
         return not await self.queue.positions({task.id: task.claim})
 
-    async def record(self, task: Task, event: Event, **fields: Any) -> bool:
+    async def record(self, task: Task, event: Event | None, writes: list[Write], **fields: Any) -> Task | None:
         """Write what became of a run, however long another process holds the queue: a result
         that was dropped would leave the task running, to be run again by the next head."""
         while True:
             try:
-                return await self.queue.record(task.id, task.claim, event, **fields)
+                return await self.queue.record(task.id, task.claim, event, writes, **fields)
             except QueueBusy as exc:  # each try waits out the busy timeout: this never spins
                 self.once(f"cannot record results: {exc}; still trying")
             except sqlite3.Error as exc:
                 self.broken(f"cannot record {task.name}'s result", exc)
-                return False
+                return None
 
     def broken(self, what: str, exc: object) -> None:
         """The queue cannot be written (a full disk, a damaged file, or gone): stop; the next head recovers its tasks."""
@@ -192,24 +191,15 @@ class Head:
 
     async def sweep(self, finished: str = "") -> None:
         """Sample the agents' memory; kill processes no running task owns (or that `finished` left)."""
-        tasks, orphans = await asyncio.to_thread(process.strays, str(self.db))  # reads every process in /proc
+        strays = await asyncio.to_thread(process.strays, str(self.db))  # reads every process in /proc
         owners = {s.task.name: s for s in self.busy.values() if s.task and s.task.name != finished}
-        for name, procs in tasks.items():
+        for name, procs in strays.items():
             if (slot := owners.get(name)) is None:
                 log.info("killing %d process(es) left behind by %s", len(procs), name or "an agent")
                 for pid, _ in procs:
                     process.send_signal(pid, signal.SIGKILL, group=False)
                 continue
-            slot.rss_mb = sum(kib for _, kib in procs) / 1024
-            if (limit := self.cfg.performance.max_memory_mb) and slot.rss_mb > limit:
-                slot.interrupt(Stop.MEMORY)
-        for born, tree in orphans:  # an orphan may be any task's that was running when it started
-            if all(slot.since >= born for slot in owners.values()):
-                log.info("killing %d process(es) left behind by an agent that is gone", len(tree))
-                for pid in tree:
-                    process.send_signal(pid, signal.SIGKILL, group=False)
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(tree[0], os.WNOHANG)  # adopted: ours to reap, now or at the next sweep
+            slot.rss_mb = sum(kib for _, kib in procs) / 1024  # the watchdog extension acts on it
 
     async def _heartbeat(self) -> None:
         while True:
@@ -217,8 +207,7 @@ class Head:
                 if self.stopping != "now" and not os.fstat(self.lock).st_nlink:  # another head could start there
                     raise sqlite3.DatabaseError("the queue file was deleted, or another renamed over it")
                 await self.sweep()
-                running = [(s.task.id, s.task.claim, s.pid) for s in self.distributor.slots if s.task]
-                await self.queue.heartbeat(self.now(), running)
+                await self.queue.heartbeat(self.now())
                 for beat in self.hooks["beat"]:
                     await beat()
             except QueueBusy as exc:
@@ -228,16 +217,6 @@ class Head:
             except Exception:  # a bug: say so, and beat again
                 log.exception("heartbeat failed")
             await asyncio.sleep(HEARTBEAT_S)
-
-
-def _own_project(record: Path, db: Path) -> None:
-    """One queue per project: two would share its agents' logs, its output files and its pid file."""
-    if record.exists() and (owner := Path(record.read_text().strip())) != db and owner.exists():
-        raise OrchestrateError(
-            f"this project's runtime files and outputs belong to the queue {owner}; a second queue"
-            " needs a project directory (and a config.yaml) of its own"
-        )
-    record.write_text(f"{db}\n")
 
 
 def _lock(db: Path) -> int:

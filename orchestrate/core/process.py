@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections import defaultdict
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple, cast
@@ -17,10 +17,9 @@ from orchestrate.core.states import Stop
 
 # Every agent and everything it starts inherit these variables: descendants that start a session
 # of their own escape the process group, not their environment. Those that also clear it are
-# adopted by the head once their parent dies (adopt_orphans): the two together find them all.
+# adopted by the head once their parent dies (orchestrate/orphans.py): the two together find them all.
 QUEUE_VAR, TASK_VAR = "ORCHESTRATE_QUEUE", "ORCHESTRATE_TASK"
 TASK_KEY = f"{TASK_VAR}=".encode()
-PR_SET_CHILD_SUBREAPER = 36  # from <linux/prctl.h>
 LINE_MAX = 16_000_000  # a longer line is logged in full but not parsed
 PIPE = asyncio.subprocess.PIPE
 DRAIN_S = 2.0  # after exit, how long a pipe held open by a stray may delay the end of a run
@@ -33,6 +32,7 @@ class Log:
     def __init__(self, path: Path, trouble: Callable[[str], None]) -> None:
         self.path, self.trouble = path, trouble
         self.file: BinaryIO | None = None
+        self.written = time.monotonic()  # when anything was last written: how silence is seen
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.file = open(path, "ab", buffering=0)  # noqa: SIM115 (closed by __exit__)
@@ -41,6 +41,7 @@ class Log:
 
     def write(self, data: bytes) -> None:
         try:
+            self.written = time.monotonic()
             if self.file:
                 self.file.write(data)
         except OSError as exc:
@@ -146,42 +147,20 @@ def send_signal(pid: int, sig: int, group: bool = True) -> None:
         (os.killpg if group else os.kill)(pid, sig)
 
 
-def adopt_orphans() -> None:
-    """Make this process the child subreaper of everything it starts (Linux): a process whose
-    parent dies comes to it, not to init, however it left its session or cleared its environment."""
-    import ctypes  # only the head needs it
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-
-def strays(queue: str) -> tuple[dict[str, list[tuple[int, int]]], list[tuple[float, list[int]]]]:
-    """Live processes started for `queue`: by the task their environment names, [(pid, resident KiB)];
-    and the trees of orphans adopted by this process from another session (an agent's, or one it
-    left for), [(the latest it can have started, in seconds since boot, [its pids])]."""
+def strays(queue: str) -> dict[str, list[tuple[int, int]]]:
+    """Live processes started for `queue`, by the task their environment names: [(pid, resident KiB)]."""
     tasks: dict[str, list[tuple[int, int]]] = {}
-    orphans: list[tuple[float, list[int]]] = []
-    adopted, children = [], defaultdict(list)
-    me, session, tick = os.getpid(), os.getsid(0), os.sysconf("SC_CLK_TCK")
-    needle, page_kib = f"{QUEUE_VAR}={queue}\0".encode(), os.sysconf("SC_PAGE_SIZE") // 1024
+    me, needle, page_kib = os.getpid(), f"{QUEUE_VAR}={queue}\0".encode(), os.sysconf("SC_PAGE_SIZE") // 1024
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or (pid := int(entry.name)) == me:
             continue
         try:
-            stat = Path(f"/proc/{pid}/stat").read_bytes()
-            fields = stat[stat.rindex(b")") + 2 :].split()  # after the command's name, which may hold anything
-            children[int(fields[1])].append(pid)
-            if int(fields[1]) == me and int(fields[3]) != session:
-                adopted.append(((int(fields[19]) + 1) / tick, pid))
             if needle not in (environ := Path(f"/proc/{pid}/environ").read_bytes()):
                 continue
+            stat = Path(f"/proc/{pid}/stat").read_bytes()
+            rss = int(stat[stat.rindex(b")") + 2 :].split()[21])  # after the command's name, which may hold anything
         except (OSError, ValueError, IndexError):
             continue  # gone meanwhile, or not ours to read
         task = next((v.split(b"=", 1)[1].decode() for v in environ.split(b"\0") if v.startswith(TASK_KEY)), "")
-        tasks.setdefault(task, []).append((pid, int(fields[21]) * page_kib))
-    for born, root in adopted:
-        tree = [root]
-        for pid in tree:  # grows as it goes: the whole tree, breadth first
-            tree.extend(children[pid])
-        orphans.append((born, tree))
-    return tasks, orphans
+        tasks.setdefault(task, []).append((pid, rss * page_kib))
+    return tasks

@@ -18,7 +18,7 @@ from orchestrate.core.errors import QueueBusy
 from orchestrate.core.states import TRANSITIONS, Event, Status, sql_list
 
 T = TypeVar("T")
-AGING_S = 30 * 60  # a low task waiting this long is claimed as a normal one
+Write = tuple[str, Iterable[Any]]  # a statement and its arguments
 LOOP_BUSY_MS = 20  # how long a statement on the event loop may wait for another writer
 BUSY_RETRY_S = 0.05  # then how long it gives the loop back before trying again
 
@@ -55,7 +55,7 @@ class Queue:
                         raise QueueBusy(f"the queue stayed locked for over {store.BUSY_TIMEOUT_S:g} s") from None
                 await asyncio.sleep(BUSY_RETRY_S)  # another process holds the write lock: the loop stays free
 
-    async def write(self, *statements: tuple[str, Iterable[Any]]) -> list[Any]:
+    async def write(self, *statements: Write) -> list[Any]:
         """Run statements in one BEGIN IMMEDIATE transaction; the rows of the last one."""
 
         def write(conn: sqlite3.Connection) -> list[Any]:
@@ -82,13 +82,9 @@ class Queue:
     async def unregister(self) -> None:
         await self.write(("DELETE FROM head", ()))
 
-    async def heartbeat(self, now: float, running: Iterable[tuple[int, int, int | None]]) -> None:
-        """Prove the head lives, and note each run's agent pid (by task, claim, pid)."""
-        pid = f"UPDATE tasks SET pid = ? WHERE id = ? AND claim = ? AND status = '{Status.RUNNING}'"
-        aging = f"UPDATE tasks SET rank = 1 WHERE status = '{Status.PENDING}' AND rank = 2 AND created_at <= ?"
-        pids = [(pid, (agent, task_id, claim)) for task_id, claim, agent in running]
-        beat = ("UPDATE head SET heartbeat_at = ?", (now,))
-        await self.write(beat, *pids, (aging, (now - AGING_S,)))
+    async def heartbeat(self, now: float) -> None:
+        """Prove the head lives."""
+        await self.write(("UPDATE head SET heartbeat_at = ?", (now,)))
 
     async def claim(
         self, slot: str, takes: Collection[str], known: Collection[str], now: float, busy: Collection[int] = ()
@@ -114,12 +110,19 @@ class Queue:
         rows = await self.write((sql, (Status.RUNNING, now, slot, self.logs, now, *takes, *known, *busy)))
         return store.task_from_row(rows[0]) if rows else None
 
-    async def record(self, task_id: int, claim: int, event: Event, **fields: Any) -> bool:
-        """Move a run's task on by `event`, with `fields`; False if its row has moved on from the claim."""
-        sources, target = TRANSITIONS[event]
-        sets = ", ".join(f"{k} = ?" for k in ("status", *fields))
-        sql = f"UPDATE tasks SET {sets} WHERE id = ? AND claim = ? AND status IN {sql_list(sources)} RETURNING id"
-        return bool(await self.write((sql, (target, *fields.values(), task_id, claim))))
+    async def record(
+        self, task_id: int, claim: int, event: Event | None, writes: Iterable[Write] = (), **fields: Any
+    ) -> store.Task | None:
+        """Move a run's task on by `event`, with `fields`, unless its row has moved on from the claim,
+        in one transaction with `writes` (the extensions' record of the run): the task as recorded, or None."""
+        statements = list(writes)
+        if event is not None:
+            sources, target = TRANSITIONS[event]
+            sets = ", ".join(f"{k} = ?" for k in ("status", *fields))
+            sql = f"UPDATE tasks SET {sets} WHERE id = ? AND claim = ? AND status IN {sql_list(sources)} RETURNING"
+            statements.append((f"{sql} {store.task_columns('tasks')}", (target, *fields.values(), task_id, claim)))
+        rows = await self.write(*statements) if statements else []
+        return store.task_from_row(rows[0]) if rows and event is not None else None
 
     async def positions(self, claims: dict[int, int]) -> set[int]:
         """Of the runs in `claims` (task id: claim), those whose row is no longer running on that claim."""

@@ -27,6 +27,7 @@ class Stop(StrEnum):
     """Why the head stopped an agent before it ended by itself."""
 
     TIMEOUT = "timeout"
+    IDLE = "idle"  # it printed nothing for its idle timeout
     MEMORY = "memory"
     STOPPED = "stopped"  # the head is stopping: the task goes back to the queue
     CANCELLED = "cancelled"  # a person cancelled it, or its row moved on from this claim

@@ -108,7 +108,39 @@ def m003_claims(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE tasks DROP COLUMN lease_until")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_workspaces, m003_claims]
+def m004_runs(conn: sqlite3.Connection) -> None:
+    """One row per run of an agent, never overwritten, written by the runs feature: a task's cost
+    and tokens become the sums over its runs, and `spending` the sum over every run, so that
+    `status` reads one row."""
+    for statement in (
+        """CREATE TABLE runs (
+            task_id INTEGER NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+            n INTEGER NOT NULL,  -- its ordinal among the task's runs, from 1
+            claim INTEGER NOT NULL,
+            agent TEXT NOT NULL,  -- the slot, e.g. claude-1
+            agent_type TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            finished_at REAL NOT NULL,
+            outcome TEXT NOT NULL,  -- how it ended: completed, failed, timeout... (orchestrate/runs.py)
+            exit_code INTEGER,
+            error TEXT,
+            cost_usd REAL,
+            input_tokens INTEGER,
+            output_tokens INTEGER,
+            session_id TEXT,
+            log_start INTEGER,  -- where its output starts and ends in the task's log, in bytes
+            log_end INTEGER,
+            PRIMARY KEY (task_id, n)
+        ) WITHOUT ROWID""",
+        # counted_from: the total when `retry` last gave task_queue.max_cost_usd a fresh count
+        "CREATE TABLE spending (id INTEGER PRIMARY KEY CHECK (id = 1), cost_usd REAL NOT NULL, counted_from REAL NOT NULL)",
+        "INSERT INTO spending SELECT 1, total(cost_usd), 0 FROM tasks",  # an older queue kept the latest runs' costs
+        "ALTER TABLE tasks ADD COLUMN max_cost_usd REAL",  # a claude run's --max-budget-usd
+    ):
+        conn.execute(statement)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_workspaces, m003_claims, m004_runs]
 
 
 def task_name(task_id: int) -> str:
@@ -189,6 +221,7 @@ class Task(NamedTuple):
     workspace: str | None  # "shared" or "worktree"; None: the configuration's
     verify: tuple[str, ...] | None  # None: the agent's or the project's checks
     claim: int  # how many times it was claimed: the token of its latest run
+    max_cost_usd: float | None  # what one run may spend; None: the agent's limit, if any
     depends_on: tuple[int, ...]
     blocked: bool  # pending, with a dependency not completed yet (derived, never stored)
 
