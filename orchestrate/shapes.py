@@ -12,6 +12,11 @@ from orchestrate.core.store import PRIORITIES, Task, task_name
 PRIORITY_NAMES = {v: k for k, v in PRIORITIES.items()}
 
 
+def money(usd: float) -> str:
+    """Dollars to the cent, or to four decimals under a dollar when cents would round it off."""
+    return f"${usd:.4f}" if usd < 1 and abs(usd * 100 - round(usd * 100)) > 1e-9 else f"${usd:.2f}"
+
+
 def iso(ts: float | None) -> str | None:
     """A timestamp as ISO 8601 in UTC, as every shape writes times."""
     if ts is None:

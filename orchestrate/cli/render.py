@@ -11,7 +11,7 @@ from typing import Any
 from orchestrate.api import Head, Run, Slot, Spending, Worktrees, next_try
 from orchestrate.core.states import Status
 from orchestrate.core.store import Task, task_name
-from orchestrate.shapes import PRIORITY_NAMES, iso
+from orchestrate.shapes import PRIORITY_NAMES, iso, money
 
 
 def duration(seconds: float) -> str:
@@ -32,11 +32,6 @@ def size(n: float) -> str:
     while n >= 1024 and unit != "GB":
         n, unit = n / 1024, next(larger)
     return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
-
-
-def money(usd: float) -> str:
-    """Dollars to the cent, or to four decimals under a dollar when cents would round it off."""
-    return f"${usd:.4f}" if usd < 1 and abs(usd * 100 - round(usd * 100)) > 1e-9 else f"${usd:.2f}"
 
 
 def worktrees_size(trees: Worktrees) -> str:

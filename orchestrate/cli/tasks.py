@@ -211,7 +211,7 @@ def retry(ctx: typer.Context, task: str) -> None:
     else:
         typer.echo(f"{before.name} is pending again (was {before.status}; retry budget reset)")
     if (cap := api.spending_cap(session(ctx).config)) is not None:
-        typer.echo(f"the spending cap (task_queue.max_cost_usd, {render.money(cap)}) counts afresh from now")
+        typer.echo(f"the spending cap (task_queue.max_cost_usd, {shapes.money(cap)}) counts afresh from now")
 
 
 def cancel(ctx: typer.Context, task: str) -> None:
