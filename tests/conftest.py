@@ -76,6 +76,7 @@ def fakes(project: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("PATH", f"{FAKES}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_RECORD", str(record))
     monkeypatch.setenv("FAKE_STATE_DIR", str(project))
+    monkeypatch.setenv("FAKE_SESSIONS_DIR", str(project.parent / f"{project.name}-sessions"))  # outside the project
     monkeypatch.setenv("FAKE_CHILD_PIDS", str(project / "fake_children.txt"))
     monkeypatch.setenv("IS_SANDBOX", "1")  # the fake claude, like the real one, refuses root without it
     yield record

@@ -6,6 +6,7 @@ to resume), and the adapters and the fake CLIs end to end."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -227,7 +228,7 @@ def test_a_session_continues_until_the_cli_forgets_it(cli: str, project: Path, f
     assert (project / "NOTES.md").exists()  # it remembered its task
     started = [json.loads(line) for line in fakes.read_text().splitlines() if "argv" in line]
     assert started[-1]["resumed"] == first.session_id
-    shutil.rmtree(project / ".fake-agent-sessions")
+    shutil.rmtree(os.environ["FAKE_SESSIONS_DIR"])
     forgotten = run(cli, "continue", first.session_id)
     assert (forgotten.ok, forgotten.stale_session) == (False, True)
     assert (forgotten.limited_until, forgotten.unauthorized) == (None, False)

@@ -48,8 +48,8 @@ Behaviour is steered by directives anywhere in the prompt, `[fake:NAME]` or `[fa
 Only the task's own words steer a run (see own_words): the shared context that orchestrate adds
 to a prompt quotes other tasks.
 
-Sessions: a run saves its session in $FAKE_STATE_DIR/.fake-agent-sessions/ (delete it to forget
-them all) with its first prompt: claude and codex every run, gemini only a run that did not fail
+Sessions: a run saves its session in $FAKE_SESSIONS_DIR, else $FAKE_STATE_DIR/.fake-agent-sessions/
+(delete it to forget them all), with its first prompt: claude and codex every run, gemini only a run that did not fail
 (its --resume does not find a failed run's). claude and gemini keep them per working directory,
 codex for every directory (it resumes a UUID from anywhere). `claude --resume ID -p ...`,
 `codex exec [OPTIONS] resume ID [--] PROMPT` (or `-`: stdin) and `gemini --resume ID|latest|N`
@@ -660,7 +660,9 @@ def project_key(cli: str) -> str:
 
 
 def session_path(cli: str, session_id: str) -> Path:
-    directory = Path(os.environ.get("FAKE_STATE_DIR") or os.getcwd()) / SESSIONS
+    # As the real CLIs keep theirs under the home directory: never in the project, where git would see them.
+    kept = os.environ.get("FAKE_SESSIONS_DIR")
+    directory = Path(kept) if kept else Path(os.environ.get("FAKE_STATE_DIR") or os.getcwd()) / SESSIONS
     return directory / f"{cli}-{project_key(cli)}-{session_id}.txt"
 
 
