@@ -140,6 +140,10 @@ def test_error_recovery_acceptance_3(project: Path, fakes: Path) -> None:
 
 def test_the_retry_prompt_carries_the_previous_error(project: Path, fakes: Path) -> None:
     configure(project, retries=2)
+    # A fresh session each time (tests/test_resume.py has the retries that continue one).
+    (project / "config.yaml").write_text(
+        (project / "config.yaml").read_text().replace("    max_instances", "    resume: false\n    max_instances")
+    )
     ok("start")
     ok("add", "Flaky work [fake:fail-times=1]")
     done = wait_for(1, "completed")

@@ -71,6 +71,7 @@ def test_a_refused_login_hands_the_task_to_another_agent(project: Path, fakes: P
     ok("add", "Needs a login [fake:auth] [fake:fail-times=1]", "--agent", cli)
     done = wait_for(1, "completed", timeout=30)
     assert (done["agent"], done["attempts"]) == ("claude-1", 1)
-    why = unavailable(f"{cli}-1") or ""
+    # The agents table is published once a second: the task may well be done before it shows.
+    why = wait_until(lambda: unavailable(f"{cli}-1"), message=f"status to say {cli} is unavailable")
     assert why.startswith(REFUSED[cli]) and why.endswith(f": {LOGIN[cli]}")
     ok("stop")
