@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from orchestrate.core.errors import OrchestrateError
+from orchestrate.core.errors import OrchestrateError, QueueBusy
 from orchestrate.core.extension import Extension
 from orchestrate.shapes import money
 
@@ -51,7 +51,10 @@ class Spending(Extension):
             self.read_at = mtime
             self.cap = self.current_cap()
         was = self.head.held
-        self.head.held = held((await self.head.queue.read(SPENT))[0][0], self.cap)
+        try:
+            self.head.held = held((await self.head.queue.read(SPENT))[0][0], self.cap)
+        except QueueBusy:  # another process holds the queue: as things were, until the next look
+            return
         if self.head.held and self.head.held != was:
             log.warning("claiming is held: %s", self.head.held)
         elif was and not self.head.held:
