@@ -88,3 +88,15 @@ def test_retry_gives_the_cap_a_fresh_count(project: Path, fakes: Path) -> None:
     assert "claiming is held" not in ok("status")
     assert orchestrate("run", timeout=120).returncode == 1  # the retried task ran, and reached the cap again
     assert len(run_costs(project, 1)) == 2 and show(2)["status"] == "pending"
+
+
+def test_a_claude_run_gets_the_tasks_budget_else_its_agents(project: Path, fakes: Path) -> None:
+    (project / "config.yaml").write_text(CONFIG.format(more="").replace("    env:", "    max_cost_usd: 0.25\n    env:"))
+    ok("add", "Own budget", "--max-cost-usd", "0.5")
+    ok("add", "The agent's budget")
+    ok("add", "Over budget [fake:cost=0.3]")
+    assert orchestrate("run", timeout=120).returncode == 1  # the third stops at its budget, for good
+    starts = [json.loads(line) for line in fakes.read_text().splitlines() if '"argv"' in line]
+    budgets = {s["prompt"].split("\n")[2]: s["argv"][s["argv"].index("--max-budget-usd") + 1] for s in starts}
+    assert budgets["Own budget"] == "0.5" and budgets["The agent's budget"] == "0.25"
+    assert "budget" in show(3)["error"] and show(3)["status"] == "failed"
