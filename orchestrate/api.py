@@ -247,9 +247,7 @@ class Spending(NamedTuple):
     @property
     def held(self) -> str | None:
         """Why the head claims nothing more, or None."""
-        if self.cap is None or self.counted < self.cap:  # as spending.held decides, without importing it
-            return None
-        from orchestrate.spending import held
+        from orchestrate.shapes import held  # shapes imports this module: here, not at the top
 
         return held(self.counted, self.cap)
 

@@ -17,6 +17,16 @@ def money(usd: float) -> str:
     return f"${usd:.4f}" if usd < 1 and abs(usd * 100 - round(usd * 100)) > 1e-9 else f"${usd:.2f}"
 
 
+def held(spent: float, cap: float | None) -> str | None:
+    """Why claiming is held at `spent` USD under `cap`, or None."""
+    if cap is None or spent < cap:
+        return None
+    return (
+        f"spent {money(spent)} of task_queue.max_cost_usd ({money(cap)}); raise it in config.yaml,"
+        " or `orchestrate retry` a task to count afresh"
+    )
+
+
 def iso(ts: float | None) -> str | None:
     """A timestamp as ISO 8601 in UTC, as every shape writes times."""
     if ts is None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from orchestrate.core.errors import OrchestrateError, QueueBusy
 from orchestrate.core.extension import Extension
-from orchestrate.shapes import money
+from orchestrate.shapes import held
 
 if TYPE_CHECKING:
     from orchestrate.core.attempt import Attempt
@@ -19,16 +19,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 SPENT = "SELECT cost_usd - counted_from FROM spending"
-
-
-def held(spent: float, cap: float | None) -> str | None:
-    """Why claiming is held at `spent` USD under `cap`, or None."""
-    if cap is None or spent < cap:
-        return None
-    return (
-        f"spent {money(spent)} of task_queue.max_cost_usd ({money(cap)}); raise it in config.yaml,"
-        " or `orchestrate retry` a task to count afresh"
-    )
 
 
 class Spending(Extension):

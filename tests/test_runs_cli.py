@@ -20,6 +20,7 @@ import test_dashboard
 from conftest import orchestrate, wait_until
 from test_cli import one_line_error
 from test_dashboard import Served, api, parse_prometheus, request
+from test_runs import FLAKY
 
 from orchestrate import runs
 
@@ -29,17 +30,6 @@ RUN_KEYS = {
 }  # fmt: skip
 serve = test_dashboard.serve  # the fixture: `orchestrate dashboard` on a free port
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00")
-
-# Fails on its first run and succeeds on the next: a state file beside it counts the runs.
-FLAKY = """\
-import pathlib, sys
-sys.stdin.read()
-count = pathlib.Path(sys.argv[1])
-n = int(count.read_text()) + 1 if count.exists() else 1
-count.write_text(str(n))
-print(f"run {n} says hello")
-sys.exit(1 if n == 1 else 0)
-"""
 
 
 def configure(project: Path, command: str = "cat", queue: str = "") -> None:
