@@ -23,7 +23,6 @@ from orchestrate.core.errors import (
 from orchestrate.core.states import Event, Status, change
 from orchestrate.core.store import (
     BUSY_TIMEOUT_S,
-    PRIORITIES,
     SELECT_TASKS,
     STATES,
     Task,
@@ -35,6 +34,7 @@ from orchestrate.core.store import (
 )
 
 MAX_ID = 2**63 - 1  # SQLite's largest integer: a larger id names no task
+PRIORITIES = {"high": 0, "normal": 1, "low": 2}  # as the tasks table stores them
 HEARTBEAT_STALE_S = 10.0  # the head beats every second; this much silence means it is gone
 
 
@@ -87,6 +87,8 @@ class NewTask(NamedTuple):
     workspace: str | None = None
     verify: tuple[str, ...] | None = None
     max_cost_usd: float | None = None  # what one of its claude runs may spend
+    parent: int | None = None  # the task whose agent queued it
+    plan: bool = False  # its agent is told how to queue subtasks
 
 
 def _check_acyclic(batch: Sequence[NewTask]) -> None:
@@ -108,8 +110,11 @@ def _check_acyclic(batch: Sequence[NewTask]) -> None:
         visit(i, [])
 
 
-def add_tasks(conn: sqlite3.Connection, batch: Sequence[NewTask], now: float | None = None) -> list[int]:
-    """Queue every task of `batch` in one transaction, or none of them."""
+def add_tasks(
+    conn: sqlite3.Connection, batch: Sequence[NewTask], now: float | None = None, max_subtasks: int | None = None
+) -> list[int]:
+    """Queue every task of `batch` in one transaction, or none of them; a parent may have at most
+    `max_subtasks` children (task_queue.max_subtasks), counting those it queued before."""
     for new in batch:
         where = f"task {new.label}: " if new.label else ""
         if not new.description.strip():
@@ -128,6 +133,7 @@ def add_tasks(conn: sqlite3.Connection, batch: Sequence[NewTask], now: float | N
         }
         for missing in (d for d in wanted if d not in found):
             raise TaskNotFound(f"{task_name(missing)} does not exist, so nothing can wait for it; nothing was added")
+        _check_parents(conn, batch, max_subtasks)
         ids = [_insert(conn, new, now) for new in batch]
         conn.executemany(
             "INSERT OR IGNORE INTO deps (task_id, depends_on) VALUES (?, ?)",  # a dependency named twice is one
@@ -137,11 +143,42 @@ def add_tasks(conn: sqlite3.Connection, batch: Sequence[NewTask], now: float | N
     return ids
 
 
+def add(conn: sqlite3.Connection, cfg: Config, batch: Sequence[NewTask], now: float | None = None) -> list[int]:
+    """Queue `batch` as `orchestrate add` and the dashboard's form do: a task in worktree mode needs
+    a repository to branch from, and a parent may queue at most task_queue.max_subtasks tasks."""
+    from orchestrate import plans
+    from orchestrate.workspace import settings  # a small package, read only by the commands that need it
+
+    if any(new.workspace == "worktree" for new in batch) and settings(cfg).mode != "worktree":
+        from orchestrate.workspace import branches
+
+        branches.require_repository(cfg.root)
+    return add_tasks(conn, batch, now, plans.max_subtasks(cfg))
+
+
+def _check_parents(conn: sqlite3.Connection, batch: Sequence[NewTask], max_subtasks: int | None) -> None:
+    """Every parent exists, and none has more children than `max_subtasks` once `batch` is in."""
+    for parent in sorted({new.parent for new in batch if new.parent is not None}):
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM tasks c WHERE c.parent = p.id) FROM tasks p WHERE p.id = ?",
+            (parent,) if parent <= MAX_ID else (0,),
+        ).fetchone()
+        if row is None:
+            raise TaskNotFound(f"{task_name(parent)} does not exist, so it cannot be a parent; nothing was added")
+        adding = sum(new.parent == parent for new in batch)
+        if max_subtasks is not None and row[0] + adding > max_subtasks:
+            raise UsageError(
+                f"{task_name(parent)} may queue at most {max_subtasks} subtasks (task_queue.max_subtasks) and has"
+                f" queued {row[0]}, so these {adding} were not added; finish with the subtasks already queued,"
+                " or make fewer, larger ones"
+            )
+
+
 def _insert(conn: sqlite3.Connection, new: NewTask, now: float) -> int:
     row = conn.execute(
-        """INSERT INTO tasks (description, priority, rank, agent_type, max_retries,
-               timeout_seconds, context_files, created_at, workspace, verify, max_cost_usd)
-           VALUES (?, ?, ?, ?, ?, ?, json(?), ?, ?, json(?), ?) RETURNING id""",
+        """INSERT INTO tasks (description, priority, rank, agent_type, max_retries, timeout_seconds,
+               context_files, created_at, workspace, verify, max_cost_usd, parent, plan)
+           VALUES (?, ?, ?, ?, ?, ?, json(?), ?, ?, json(?), ?, ?, ?) RETURNING id""",
         (
             new.description,
             new.priority,
@@ -154,6 +191,8 @@ def _insert(conn: sqlite3.Connection, new: NewTask, now: float) -> int:
             new.workspace,
             None if new.verify is None else _json_list(new.verify),
             new.max_cost_usd,
+            new.parent,
+            int(new.plan),
         ),
     ).fetchone()
     return int(row[0])
@@ -315,6 +354,33 @@ def list_tasks(conn: sqlite3.Connection, status: str = "all") -> list[Task]:
     """Tasks in the order they were added; `status` is a key of LIST_FILTERS."""
     where = LIST_FILTERS[status]
     return [task_from_row(r) for r in conn.execute(f"{SELECT_TASKS} WHERE {where} ORDER BY t.id")]
+
+
+def children(conn: sqlite3.Connection, task_id: int) -> list[Task]:
+    """The tasks `task_id`'s agents queued, oldest first."""
+    return [task_from_row(r) for r in conn.execute(f"{SELECT_TASKS} WHERE t.parent = ? ORDER BY t.id", (task_id,))]
+
+
+def paused(conn: sqlite3.Connection) -> float | None:
+    """Since when the queue is paused (the head claims nothing), or None."""
+    row = conn.execute("SELECT since FROM paused").fetchone()
+    return None if row is None else float(row[0])
+
+
+def pause(conn: sqlite3.Connection, now: float | None = None) -> float | None:
+    """Hold the queue: the head claims nothing more until `resume`; since when it already was, or None."""
+    with transaction(conn):
+        was = paused(conn)
+        conn.execute("INSERT OR IGNORE INTO paused VALUES (1, ?)", (time.time() if now is None else now,))
+    return was
+
+
+def resume(conn: sqlite3.Connection) -> float | None:
+    """Let the head claim again; since when the queue was paused, or None if it was not."""
+    with transaction(conn):
+        was = paused(conn)
+        conn.execute("DELETE FROM paused")
+    return was
 
 
 def counts(conn: sqlite3.Connection) -> dict[str, int]:

@@ -19,6 +19,8 @@ def extensions(cfg: Config, until_idle: bool = False) -> list[Extension]:
     from orchestrate.aging import Aging
     from orchestrate.context import Context, Journal, Outputs
     from orchestrate.orphans import Orphans
+    from orchestrate.pause import Pause
+    from orchestrate.plans import Plans
     from orchestrate.slots import Slots
     from orchestrate.spending import Spending
     from orchestrate.watchdog import Watchdog
@@ -32,13 +34,13 @@ def extensions(cfg: Config, until_idle: bool = False) -> list[Extension]:
     worktrees = Worktrees(project)
     run_settings = runs.settings(cfg)
     # Outputs first: nothing may run between a run's record and its output file (see Outputs)
-    found: list[Extension] = [Outputs(), Slots(), Orphans(), Watchdog(cfg, run_settings), Aging()]
+    found: list[Extension] = [Outputs(), Slots(), Orphans(), Watchdog(run_settings), Aging()]
     found += [worktrees, Changes(project), Checks()]
     if workspace.settings(cfg).merge == "auto":
         found.append(AutoMerge(project, worktrees))
     found += [runs.Runs(run_settings), Spending(cfg, run_settings.max_cost_usd)]
     journal = Journal(cfg) if context.settings(cfg).update_on_completion else None
-    found += [Context(cfg, journal), *([journal] if journal else [])]
+    found += [Context(cfg, journal), *([journal] if journal else []), Plans(), Pause()]
     if until_idle:
         from orchestrate.until_idle import UntilIdle
 

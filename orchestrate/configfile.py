@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from orchestrate.core.config import AgentConfig, Config, ContextConfig, PerformanceConfig, TaskQueueConfig
+from orchestrate.core.config import AgentConfig, Config, ContextConfig, TaskQueueConfig
 from orchestrate.core.errors import ConfigError, UsageError
 from orchestrate.inline_code import prompt_as_code
 
@@ -58,6 +58,8 @@ SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {  # key: (kind, default); "?"
         # The runs feature's (orchestrate/runs.py): the default idle timeout, and the spending cap.
         "idle_timeout_seconds": ("number0", 900.0),
         "max_cost_usd": ("number?", None),
+        # The plans feature's (orchestrate/plans.py): how many tasks one task's agent may queue.
+        "max_subtasks": ("count0", 20),
     },
     "context": {
         "directory": ("text", "context"),
@@ -78,6 +80,17 @@ WORKSPACE_KEYS: dict[str, tuple[str, Any]] = {
     "require_changes": ("flag", False),
     "merge": ("merge", "manual"),
 }
+# What happens, for `hooks:` (orchestrate/hooks.py): each event may run shell commands.
+HOOK_EVENTS = (
+    "task_completed",
+    "task_failed",
+    "task_cancelled",
+    "agent_cooling",
+    "agent_unavailable",
+    "queue_idle",
+    "head_stopped",
+)
+HOOKS_TIMEOUT = ("hooks_timeout_seconds", ("number", 30.0))  # a top-level key: how long one hook may run
 AGENT_KEYS: dict[str, tuple[str, Any]] = {
     "type": ("text?", None),
     "command": ("command?", None),
@@ -212,7 +225,7 @@ def load(path: Path, *, required: bool = False) -> Config:
 
 def parse(data: dict[str, Any], label: str, root: Path, path: Path) -> Config:
     """Build a Config from already-loaded YAML data."""
-    known = ("agents", *SECTIONS, *WORKSPACE_KEYS)
+    known = ("agents", *SECTIONS, *WORKSPACE_KEYS, "hooks", HOOKS_TIMEOUT[0])
     for key in data:
         if key not in known:
             raise ConfigError(f"{label}: {key}: unknown key (known: {', '.join(known)})")
@@ -236,8 +249,16 @@ def parse(data: dict[str, Any], label: str, root: Path, path: Path) -> Config:
     if not agents:
         raise ConfigError(f"{label}: agents: no agents configured; add at least one (e.g. claude: {{}})")
     entries = {str(name): _agent(str(name), spec, f"{label}: agents.{name}") for name, spec in agents.items()}
+    hooks = _values(data.get("hooks"), f"{label}: hooks", {e: ("commands?", None) for e in HOOK_EVENTS})
+    hooks_timeout = _values(
+        {k: v for k, v in data.items() if k == HOOKS_TIMEOUT[0]}, label, dict([HOOKS_TIMEOUT]), ": "
+    )
+    max_subtasks = queue.pop("max_subtasks")
     runs = RunSettings(
-        queue.pop("idle_timeout_seconds"), queue.pop("max_cost_usd"), {n: run for n, (_, run) in entries.items()}
+        queue.pop("idle_timeout_seconds"),
+        queue.pop("max_cost_usd"),
+        {n: run for n, (_, run) in entries.items()},
+        performance["max_memory_mb"],
     )
     return Config(
         path=path,
@@ -245,12 +266,13 @@ def parse(data: dict[str, Any], label: str, root: Path, path: Path) -> Config:
         agents=tuple(agent for agent, _ in entries.values()),
         task_queue=TaskQueueConfig(**queue | {"database": root / queue["database"]}),
         context=ContextConfig(root / context.pop("directory")),
-        performance=PerformanceConfig(**performance),
         features={
             "workspace": workspace,
             "dashboard": DashboardConfig(**dashboard),
             "context": SharedContext(**context),
             "runs": runs,
+            "plans": max_subtasks,
+            "hooks": HookSettings({e: commands(c) for e, c in hooks.items() if c}, hooks_timeout[HOOKS_TIMEOUT[0]]),
         },
     )
 
@@ -281,6 +303,7 @@ class RunSettings(NamedTuple):
     idle_timeout_seconds: float = 900.0  # task_queue's: the default for every agent; 0: none
     max_cost_usd: float | None = None  # task_queue's: the spending that holds claiming
     agents: Mapping[str, Mapping[str, Any]] = {}  # by agent name: idle_timeout_seconds, resume, max_cost_usd
+    max_memory_mb: int | None = 4096  # performance's: what one agent's processes may hold, for the watchdog
 
     def idle_timeout(self, agent: str) -> float:
         own = self.agents.get(agent, {}).get("idle_timeout_seconds")
@@ -291,6 +314,13 @@ class RunSettings(NamedTuple):
 
     def budget(self, agent: str) -> float | None:
         return self.agents.get(agent, {}).get("max_cost_usd")
+
+
+class HookSettings(NamedTuple):
+    """The hooks feature's settings (orchestrate/hooks.py): `hooks:` and `hooks_timeout_seconds`."""
+
+    commands: Mapping[str, tuple[str, ...]] = {}  # by event: the shell commands it runs, in order
+    timeout_seconds: float = 30.0
 
 
 class SharedContext(NamedTuple):

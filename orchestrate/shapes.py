@@ -6,8 +6,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from orchestrate.api import Head, Run, Slot, Spending, Worktrees, next_try
-from orchestrate.core.store import PRIORITIES, Task, task_name
+from orchestrate.api import PRIORITIES, Head, Run, Slot, Spending, Worktrees, next_try
+from orchestrate.core.store import Task, task_name
 
 PRIORITY_NAMES = {v: k for k, v in PRIORITIES.items()}
 
@@ -58,6 +58,8 @@ def task_json(task: Task) -> dict[str, Any]:
         "workspace": task.workspace,
         "verify": None if task.verify is None else list(task.verify),
         "next_try_at": iso(next_try(task)),
+        "parent": None if task.parent is None else task_name(task.parent),
+        "plan": bool(task.plan),
     }
 
 
@@ -88,14 +90,21 @@ def run_json(run: Run) -> dict[str, Any]:
 
 
 def status_json(
-    head: Head, counts: dict[str, int], slots: Sequence[Slot], worktrees: Worktrees, spent: Spending
+    head: Head,
+    counts: dict[str, int],
+    slots: Sequence[Slot],
+    worktrees: Worktrees,
+    spent: Spending,
+    paused: float | None = None,
 ) -> dict[str, Any]:
     """`status --json`: the head, the counts by status and the agent slots, as docs/design.md has them,
     the task worktrees (issue 5; bytes as last measured, 0 before any measurement), and what every run
-    has cost, with the spending cap and whether it holds claiming."""
+    has cost, with the spending cap and whether it holds claiming; and whether a person paused the
+    queue (`orchestrate pause`), since when."""
     shape = {"head": head_json(head), "counts": counts, "agents": [slot_json(s) for s in slots]}
     spending = {"cost_usd": spent.cost_usd, "max_cost_usd": spent.cap, "held": spent.held is not None}
-    return shape | {"worktrees": {"count": worktrees.found, "bytes": worktrees.bytes}, "spending": spending}
+    shape |= {"worktrees": {"count": worktrees.found, "bytes": worktrees.bytes}, "spending": spending}
+    return shape | {"paused": paused is not None, "paused_since": iso(paused)}
 
 
 def head_json(head: Head) -> dict[str, Any]:

@@ -40,14 +40,17 @@ class Spending(Extension):
         if (mtime := self.mtime()) != self.read_at:  # the cap may have been raised
             self.read_at = mtime
             self.cap = self.current_cap()
-        was = self.head.held
+        was = self.head.held.get("spending")
         try:
-            self.head.held = held((await self.head.queue.read(SPENT))[0][0], self.cap)
+            why = held((await self.head.queue.read(SPENT))[0][0], self.cap)
         except QueueBusy:  # another process holds the queue: as things were, until the next look
             return
-        if self.head.held and self.head.held != was:
-            log.warning("claiming is held: %s", self.head.held)
-        elif was and not self.head.held:
+        if why:
+            self.head.held["spending"] = why
+            if why != was:
+                log.warning("claiming is held: %s", why)
+        elif was:
+            del self.head.held["spending"]
             log.info("the spending cap allows more: claiming again")
             self.head.wake.set()
 

@@ -29,7 +29,7 @@ class UntilIdle(Extension):
         if stuck := all(s.agent.name in self.head.distributor.unavailable for s in slots):
             log.error("no agent can run: every configured agent is unavailable")
         elif stuck := bool(runnable and self.head.held):  # nothing more is claimed until a person acts
-            log.error("%d task(s) left pending: claiming is held: %s", runnable, self.head.held)
+            log.error("%d task(s) left pending: claiming is held: %s", runnable, "; ".join(self.head.held.values()))
         if stuck or not runnable:
             pending = await queue.read("SELECT n FROM task_counts WHERE status = ?", Status.PENDING)
             self.head.failures += stuck or pending[0][0] > 0

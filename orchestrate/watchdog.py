@@ -17,7 +17,6 @@ from orchestrate.core.states import Stop
 
 if TYPE_CHECKING:
     from orchestrate.core.attempt import Attempt
-    from orchestrate.core.config import Config
     from orchestrate.core.head import Head
 
 
@@ -33,8 +32,8 @@ def running(pid: int) -> bool:
 
 
 class Watchdog(Extension):
-    def __init__(self, cfg: Config, settings: RunSettings) -> None:
-        self.memory_mb, self.settings = cfg.performance.max_memory_mb, settings
+    def __init__(self, settings: RunSettings) -> None:
+        self.memory_mb, self.settings = settings.max_memory_mb, settings
         self.attempts: dict[str, Attempt] = {}  # by slot id, while they run
         self.started_at: dict[str, tuple[int, float]] = {}  # slot id: (the process it last saw start, when)
 

@@ -25,7 +25,8 @@ ORCHESTRATE = str(Path(sys.executable).parent / "orchestrate")  # the installed 
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh project directory as the working directory, with a predictable environment."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("ORCHESTRATE_CONFIG", raising=False)
+    for name in ("ORCHESTRATE_CONFIG", "ORCHESTRATE_DB", "ORCHESTRATE_TASK", "ORCHESTRATE_QUEUE"):
+        monkeypatch.delenv(name, raising=False)  # the suite may run as an agent's check, inside a head's task
     monkeypatch.setenv("COLUMNS", "80")
     yield tmp_path
 

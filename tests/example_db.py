@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 from orchestrate import api
-from orchestrate.core import store
 
 T0 = 1_767_261_600.0  # 2026-01-01 10:00 UTC: fixed, so every build is the same
 
@@ -80,7 +79,7 @@ TASKS = [
 def build(path: Path) -> None:
     path.unlink(missing_ok=True)
     batch = [
-        api.NewTask(description=d, priority=store.PRIORITIES[p], agent_type=a, after_new=after)
+        api.NewTask(description=d, priority=api.PRIORITIES[p], agent_type=a, after_new=after)
         for d, p, a, after, _ in TASKS
     ]
     with api.opened(path) as conn:

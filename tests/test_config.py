@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import orchestrate
 
-from orchestrate import configfile, workspace
+from orchestrate import configfile, runs, workspace
 from orchestrate.core import config
 from orchestrate.core.errors import ConfigError
 
@@ -53,7 +53,7 @@ def test_missing_or_empty_file_gives_the_defaults(project: Path, text: str | Non
         database=root / "tasks.db", timeout_minutes=30, max_retries=3, retry_delay_seconds=60, kill_grace_seconds=30
     )
     assert cfg.context == config.ContextConfig(directory=root / "context")
-    assert cfg.performance.max_memory_mb == 4096
+    assert runs.settings(cfg).max_memory_mb == 4096
     assert workspace.settings(cfg) == workspace.WorkspaceConfig(
         mode="shared", verify=(), require_changes=False, merge="manual"
     )

@@ -22,7 +22,7 @@ from orchestrate.core.queue import Queue
 from orchestrate.core.states import Event
 
 ANY = {"claude", "codex", "gemini"}
-LOW, NORMAL, HIGH = store.PRIORITIES["low"], store.PRIORITIES["normal"], store.PRIORITIES["high"]
+LOW, NORMAL, HIGH = api.PRIORITIES["low"], api.PRIORITIES["normal"], api.PRIORITIES["high"]
 
 
 def add(db: Path, *batch: api.NewTask, now: float = 0.0) -> list[int]:

@@ -24,6 +24,8 @@ for command in (
     head.start,
     head.run,
     head.stop,
+    head.pause,
+    head.resume,
     dashboard.dashboard,
 ):
     app.command()(command)

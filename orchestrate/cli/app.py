@@ -70,8 +70,8 @@ app = typer.Typer(
 class Session:
     """What every command shares: the global options, and the config loaded once on demand."""
 
-    def __init__(self, config_path: Path | None, db: Path | None) -> None:
-        self.explicit = config_path is not None
+    def __init__(self, config_path: Path | None, db: Path | None, explicit: bool | None = None) -> None:
+        self.explicit = config_path is not None if explicit is None else explicit  # must exist
         self.config_path = config_path or Path("config.yaml")
         self.db = db
 
@@ -115,9 +115,14 @@ def _options(
     config: Path | None = typer.Option(
         None, "--config", envvar="ORCHESTRATE_CONFIG", help="Configuration file (default: ./config.yaml)."
     ),
-    db: Path | None = typer.Option(None, "--db", help="Queue file, overriding the configuration's."),
+    db: Path | None = typer.Option(
+        None, "--db", envvar="ORCHESTRATE_DB", help="Queue file, overriding the configuration's."
+    ),
     version: bool = typer.Option(
         False, "--version", is_eager=True, callback=_version, help="Print the version and exit."
     ),
 ) -> None:
-    ctx.obj = Session(config, db)
+    # From the environment (as the head gives its agents), a missing file is the defaults for its
+    # directory, as a missing ./config.yaml is for this one; named with --config, it must exist.
+    from_environment = getattr(ctx.get_parameter_source("config"), "name", "") == "ENVIRONMENT"
+    ctx.obj = Session(config, db, explicit=config is not None and not from_environment)

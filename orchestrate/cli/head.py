@@ -1,6 +1,8 @@
 """The commands on the head node: status and agents read it; start, run and stop run it."""
 
 # No `from __future__ import annotations`: typer reads the annotations (see cli/app.py).
+import time
+
 import typer
 
 from orchestrate import api, configfile, shapes
@@ -20,12 +22,13 @@ def status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", hel
         slots = api.slots(conn) if head.running else []
         failures, waiting = api.recent_failures(conn), api.backing_off(conn)
         spent = api.spending(conn, api.spending_cap(session(ctx).config))  # one row: never a scan of the runs
+        paused = api.paused(conn)
     cfg = session(ctx).config
     trees = api.worktree_usage(cfg)
     if as_json:
-        echo_json(shapes.status_json(head, counts, slots, trees, spent))
+        echo_json(shapes.status_json(head, counts, slots, trees, spent, paused))
     else:
-        _status_lines(head, counts, spent, slots, failures, waiting)
+        _status_lines(head, counts, spent, slots, failures, waiting, paused)
         if trees.found:
             typer.echo(f"worktrees {trees.found} in {cfg.runtime_dir / 'worktrees'}, {render.worktrees_size(trees)}")
     if head.problem:  # said above; the exit status says it too, for scripts
@@ -39,9 +42,12 @@ def _status_lines(
     slots: list[api.Slot],
     failures: list[Task],
     waiting: list[Task],
+    paused: float | None,
 ) -> None:
     typer.echo(f"head     {render.head_line(head)}")
     typer.echo(f"queue    {render.counts_line(counts)}")
+    if paused is not None:
+        typer.echo(f"paused   {render.paused_line(paused)}")
     typer.echo(f"spent    {render.spent_line(spent)}")
     if held := spent.held:
         typer.echo(f"held     claiming is held: {held}")
@@ -168,6 +174,28 @@ def run(ctx: typer.Context, agents: str | None = typer.Option(None, "--agents", 
 
 
 SHOWN = 20  # tasks `run` names at the end; `orchestrate tasks` has the rest
+
+
+def pause(ctx: typer.Context) -> None:
+    """Hold the queue: the head claims nothing more (running tasks finish) until `orchestrate resume`,
+    across restarts."""
+    with session(ctx).queue() as conn:
+        was, running = api.pause(conn), api.counts(conn)["running"]
+    if was is not None:
+        typer.echo(f"the queue was already paused ({render.paused_line(was)})")
+        return
+    finishing = f"; {running} running task(s) finish" if running else ""
+    typer.echo(f"paused: the head claims nothing new{finishing}; `orchestrate resume` goes on")
+
+
+def resume(ctx: typer.Context) -> None:
+    """Let the head claim tasks again after `orchestrate pause`."""
+    with session(ctx).queue() as conn:
+        was = api.resume(conn)
+    if was is None:
+        typer.echo("the queue was not paused")
+        return
+    typer.echo(f"resumed after {render.duration(time.time() - was)} paused: the head claims tasks again")
 
 
 def stop(ctx: typer.Context, wait: bool = typer.Option(False, "--wait", help="Let running tasks finish.")) -> None:

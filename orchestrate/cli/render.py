@@ -149,6 +149,12 @@ def counts_line(counts: dict[str, int]) -> str:
     return f"{total} tasks: {parts}"
 
 
+def paused_line(since: float, now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
+    return f"since {at} ({duration(now - since)}): nothing new is claimed; `orchestrate resume` goes on"
+
+
 def spent_line(spent: Spending) -> str:
     """What every run has cost, and how much of it counts toward the spending cap."""
     line = f"{money(spent.cost_usd)} over all runs"

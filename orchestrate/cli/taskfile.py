@@ -6,10 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrate.api import NewTask, parse_task_id
+from orchestrate.api import PRIORITIES, NewTask, parse_task_id
 from orchestrate.configfile import LARGEST, read_yaml
 from orchestrate.core.errors import UsageError
-from orchestrate.core.store import PRIORITIES
 
 FIELDS = (
     "id",

@@ -37,6 +37,15 @@ def add(
     max_cost_usd: float | None = typer.Option(
         None, "--max-cost-usd", help="What one claude run of it may spend, in USD (--max-budget-usd)."
     ),
+    parent: str | None = typer.Option(
+        None,
+        "--parent",
+        envvar="ORCHESTRATE_TASK",
+        help="The task that queues it (default: the task whose agent runs this, $ORCHESTRATE_TASK).",
+    ),
+    plan: bool = typer.Option(
+        False, "--plan", help="A plan: its agent is told how to queue subtasks with this command."
+    ),
 ) -> None:
     """Queue a task (or a file of tasks) and print its id."""
     from orchestrate.cli import taskfile  # only `add` parses task input
@@ -45,8 +54,9 @@ def add(
     retries = cfg.task_queue.max_retries if max_retries is None else max_retries
     if (description is None) == (file is None):
         raise UsageError("give a task description or --file tasks.yaml (one of them)")
+    parent_id = api.parse_task_id(parent) if parent else None
     if file is not None:
-        batch = taskfile.load(file, cfg.root, retries)
+        batch = [new._replace(parent=parent_id) for new in taskfile.load(file, cfg.root, retries)]
     else:
         batch = [
             api.NewTask(
@@ -60,16 +70,12 @@ def add(
                 workspace=taskfile.workspace(workspace),
                 verify=tuple(verify) if verify else None,
                 max_cost_usd=taskfile.max_cost_usd(max_cost_usd, "--max-cost-usd"),
+                parent=parent_id,
+                plan=plan,
             )
         ]
-    from orchestrate.workspace import settings  # a small package, read only by the commands that need it
-
-    if any(new.workspace == "worktree" for new in batch) and settings(cfg).mode != "worktree":
-        from orchestrate.workspace import branches
-
-        branches.require_repository(cfg.root)
     with session(ctx).queue() as conn:
-        ids = api.add_tasks(conn, batch)
+        ids = api.add(conn, cfg, batch)
         stuck = api.blockers(conn) if any(new.depends_on or new.after_new for new in batch) else {}
     _added(ids, batch, configfile.agent_names(cfg))
     for task_id in ids:

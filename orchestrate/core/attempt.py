@@ -8,6 +8,7 @@ Extensions hook every step but `run` and `decide` (core/extension.py).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -121,7 +122,7 @@ async def work(head: Head, slot: Slot, task: Task) -> None:
     cfg, agent = head.cfg, slot.agent
     timeout = task.timeout_seconds or agent.timeout_seconds or cfg.task_queue.timeout_minutes * 60
     env = {**os.environ, **agent.env, process.QUEUE_VAR: str(head.db), process.TASK_VAR: task.name}
-    with process.Log(cfg.root / str(task.log_file), head.once) as out:  # the claim set log_file
+    with contextlib.closing(process.Log(cfg.root / str(task.log_file), head.once)) as out:  # the claim set log_file
         attempt = Attempt(task, slot, cfg, out, env, lambda: head.current(task), timeout, cfg.root)
         attempt.limits = head.distributor.limits[agent.name]
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")

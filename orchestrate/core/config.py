@@ -36,17 +36,12 @@ class ContextConfig(NamedTuple):
     directory: Path
 
 
-class PerformanceConfig(NamedTuple):
-    max_memory_mb: int | None = 4096
-
-
 class Config(NamedTuple):
     path: Path
     root: Path  # the project directory: relative paths in the file are resolved against it
     agents: tuple[AgentConfig, ...]
     task_queue: TaskQueueConfig
     context: ContextConfig
-    performance: PerformanceConfig
     features: Mapping[str, Any] = {}  # each feature's own settings, by name: read through the feature's settings()
 
     @property

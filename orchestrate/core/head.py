@@ -44,7 +44,7 @@ class Head:
         self.distributor = Distributor(cfg.agents)
         self.wake = asyncio.Event()
         self.stopping: str | None = None  # "now" or "drain"
-        self.held: str | None = None  # why an extension holds claiming (a spending cap), while it does
+        self.held: dict[str, str] = {}  # why extensions hold claiming (a spending cap, a pause), by extension
         self.failures = 0
         self.problems: set[str] = set()  # logged once each
         self.started: list[Extension] = []
@@ -69,7 +69,7 @@ class Head:
                 beat.cancel()
                 await self.sweep()
                 with contextlib.suppress(QueueBusy, sqlite3.Error):  # unwritable: the next head recovers it
-                    await self.queue.unregister()
+                    await self.queue.write(("DELETE FROM head", ()))
             return 1 if self.failures else 0
         finally:
             for ext in reversed(self.started):

@@ -35,7 +35,7 @@ class Log:
         self.written = time.monotonic()  # when anything was last written: how silence is seen
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.file = open(path, "ab", buffering=0)  # noqa: SIM115 (closed by __exit__)
+            self.file = open(path, "ab", buffering=0)  # noqa: SIM115 (closed by close)
         except OSError as exc:
             self._failed(exc)
 
@@ -49,12 +49,9 @@ class Log:
 
     def _failed(self, exc: OSError) -> None:
         self.trouble(f"cannot write agents' logs in {self.path.parent} ({exc.strerror}); running them unlogged")
-        self.__exit__()
+        self.close()
 
-    def __enter__(self) -> Log:
-        return self
-
-    def __exit__(self, *_: object) -> None:
+    def close(self) -> None:
         if self.file:
             with contextlib.suppress(OSError):
                 self.file.close()

@@ -79,9 +79,6 @@ class Queue:
         me = ("INSERT INTO head VALUES (1, ?, ?, ?, ?, ?)", head)
         return len(await self.write(("DELETE FROM head", ()), me, (recover, ())))
 
-    async def unregister(self) -> None:
-        await self.write(("DELETE FROM head", ()))
-
     async def heartbeat(self, now: float) -> None:
         """Prove the head lives."""
         await self.write(("UPDATE head SET heartbeat_at = ?", (now,)))
@@ -89,7 +86,8 @@ class Queue:
     async def claim(
         self, slot: str, takes: Collection[str], known: Collection[str], now: float, busy: Collection[int] = ()
     ) -> store.Task | None:
-        """Atomically give `slot` the next task it may run: priority, then age; deps done; no backoff.
+        """Atomically give `slot` the next task it may run: priority, then age; deps done; no backoff;
+        nothing while the queue is paused.
 
         `takes` are the slot's agent name and type; a task preferring an agent in `known` waits
         for it, one preferring an agent not configured goes to anyone. Tasks in `busy` still have
@@ -102,7 +100,7 @@ class Queue:
                 WHERE t.status IN {sql_list(TRANSITIONS[Event.CLAIM][0])} AND t.not_before <= ?
                   AND (t.agent_type IS NULL OR t.agent_type IN ({_marks(takes)})
                        OR t.agent_type NOT IN ({_marks(known)}))
-                  AND t.id NOT IN ({_marks(busy)})
+                  AND t.id NOT IN ({_marks(busy)}) AND NOT EXISTS (SELECT 1 FROM paused)  -- orchestrate pause
                   AND NOT EXISTS (SELECT 1 FROM deps d JOIN tasks p ON p.id = d.depends_on
                                   WHERE d.task_id = t.id AND p.status <> '{Status.COMPLETED}')
                 ORDER BY t.rank, t.id LIMIT 1)

@@ -4,7 +4,7 @@ release), connecting and migrating, and the task row that the head and the CLI s
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -13,7 +13,6 @@ from orchestrate.core.errors import ConfigError
 from orchestrate.core.states import Status
 
 BUSY_TIMEOUT_S = 5.0
-PRIORITIES = {"high": 0, "normal": 1, "low": 2}
 STATES = tuple(Status)
 
 
@@ -140,7 +139,16 @@ def m004_runs(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_workspaces, m003_claims, m004_runs]
+def m005_plans(conn: sqlite3.Connection) -> None:
+    """Who queued a task (the task whose agent ran `orchestrate add`), whether it is a plan whose
+    agent is told how to queue subtasks, and a row while a person holds the queue (`orchestrate pause`)."""
+    conn.execute("ALTER TABLE tasks ADD COLUMN parent INTEGER REFERENCES tasks (id)")
+    conn.execute("CREATE INDEX tasks_by_parent ON tasks (parent) WHERE parent IS NOT NULL")
+    conn.execute("ALTER TABLE tasks ADD COLUMN plan INTEGER NOT NULL DEFAULT 0 CHECK (plan IN (0, 1))")
+    conn.execute("CREATE TABLE paused (id INTEGER PRIMARY KEY CHECK (id = 1), since REAL NOT NULL)")
+
+
+MIGRATIONS = [m001_initial, m002_workspaces, m003_claims, m004_runs, m005_plans]
 
 
 def task_name(task_id: int) -> str:
@@ -222,6 +230,8 @@ class Task(NamedTuple):
     verify: tuple[str, ...] | None  # None: the agent's or the project's checks
     claim: int  # how many times it was claimed: the token of its latest run
     max_cost_usd: float | None  # what one run may spend; None: the agent's limit, if any
+    parent: int | None  # the task whose agent queued it
+    plan: int  # 1: a plan, whose agent is told how to queue subtasks
     depends_on: tuple[int, ...]
     blocked: bool  # pending, with a dependency not completed yet (derived, never stored)
 

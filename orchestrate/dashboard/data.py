@@ -34,7 +34,7 @@ def status(conn: sqlite3.Connection, cfg: Config, now: float | None = None) -> d
     head, counts = api.head(conn, now), api.counts(conn)
     slots = api.slots(conn) if head.running else []
     spent = api.spending(conn, api.spending_cap(cfg))
-    shown = shapes.status_json(head, counts, slots, api.worktree_usage(cfg), spent)
+    shown = shapes.status_json(head, counts, slots, api.worktree_usage(cfg), spent, api.paused(conn))
     for agent, slot in zip(shown["agents"], slots, strict=True):
         elapsed = round(now - slot.since, 1) if slot.state == "busy" and slot.since is not None else None
         agent.update(cost_usd=slot.cost_usd, elapsed_s=elapsed, note=slot.note)
