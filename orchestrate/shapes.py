@@ -63,6 +63,19 @@ def task_json(task: Task) -> dict[str, Any]:
     }
 
 
+def task_tree(ordered: Sequence[tuple[int, Task]]) -> list[dict[str, Any]]:
+    """`tasks --json --tree`: the roots, each task's shape with its `children` nested, from the
+    depth-first order render.tree gives."""
+    roots: list[dict[str, Any]] = []
+    path: list[dict[str, Any]] = []  # the latest task at each depth
+    for depth, task in ordered:
+        shape = task_json(task) | {"children": []}
+        del path[depth:]
+        (path[-1]["children"] if path else roots).append(shape)
+        path.append(shape)
+    return roots
+
+
 def show_json(task: Task, runs: Sequence[Run]) -> dict[str, Any]:
     """`show --json`: the task shape, plus its latest session, its tokens and its budget over every
     run, and each run."""

@@ -47,7 +47,7 @@ def _status_lines(
     typer.echo(f"head     {render.head_line(head)}")
     typer.echo(f"queue    {render.counts_line(counts)}")
     if paused is not None:
-        typer.echo(f"paused   {render.paused_line(paused)}")
+        typer.echo(f"paused   {render.paused_line(paused)}: nothing new is claimed; `orchestrate resume` goes on")
     typer.echo(f"spent    {render.spent_line(spent)}")
     if held := spent.held:
         typer.echo(f"held     claiming is held: {held}")
@@ -182,7 +182,7 @@ def pause(ctx: typer.Context) -> None:
     with session(ctx).queue() as conn:
         was, running = api.pause(conn), api.counts(conn)["running"]
     if was is not None:
-        typer.echo(f"the queue was already paused ({render.paused_line(was)})")
+        typer.echo(f"the queue is already paused, {render.paused_line(was)}")
         return
     finishing = f"; {running} running task(s) finish" if running else ""
     typer.echo(f"paused: the head claims nothing new{finishing}; `orchestrate resume` goes on")

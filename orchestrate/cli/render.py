@@ -96,18 +96,36 @@ def task_agent(task: Task) -> str:
     return f"({task.agent_type})" if task.agent_type else "-"
 
 
-def tasks_table(tasks: Sequence[Task], now: float | None = None) -> str:
+def tree(tasks: Sequence[Task]) -> list[tuple[int, Task]]:
+    """`tasks` as the plan's tree, depth first: each task at its depth, under the task that queued it;
+    one whose parent is not among them is a root. In the order given among siblings."""
+    shown = {t.id for t in tasks}
+    children: dict[int | None, list[Task]] = {}
+    for t in tasks:
+        children.setdefault(t.parent if t.parent in shown else None, []).append(t)
+    ordered: list[tuple[int, Task]] = []
+    stack = [(0, t) for t in reversed(children.get(None, []))]
+    while stack:  # a loop, not recursion: a plan may nest deeper than Python's stack
+        depth, task = stack.pop()
+        ordered.append((depth, task))
+        stack += [(depth + 1, c) for c in reversed(children.get(task.id, []))]
+    return ordered
+
+
+def tasks_table(tasks: Sequence[Task], now: float | None = None, depths: Sequence[int] = ()) -> str:
+    """One line a task; with `depths`, each task's ID indented by its depth in the plan's tree."""
     now = time.time() if now is None else now
+    depths = depths or [0] * len(tasks)
     rows = [
         (
-            t.name,
+            "  " * min(depth, 8) + t.name,
             shown_status(t, now),
             PRIORITY_NAMES[t.priority],
             task_agent(t),
             duration(now - t.created_at),
-            t.description,
+            ("[plan] " if t.plan else "") + t.description,
         )
-        for t in tasks
+        for t, depth in zip(tasks, depths, strict=True)
     ]
     return table(("ID", "STATUS", "PRIORITY", "AGENT", "AGE", "DESCRIPTION"), rows)
 
@@ -152,7 +170,7 @@ def counts_line(counts: dict[str, int]) -> str:
 def paused_line(since: float, now: float | None = None) -> str:
     now = time.time() if now is None else now
     at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
-    return f"since {at} ({duration(now - since)}): nothing new is claimed; `orchestrate resume` goes on"
+    return f"since {at} (for {duration(now - since)})"
 
 
 def spent_line(spent: Spending) -> str:
@@ -163,11 +181,14 @@ def spent_line(spent: Spending) -> str:
     return line
 
 
-def show_task(task: Task, runs: Sequence[Run] = (), now: float | None = None) -> str:
+def show_task(task: Task, runs: Sequence[Run] = (), now: float | None = None, children: Sequence[Task] = ()) -> str:
     """Everything about one task, one `label: value` per line, then a line for each of its runs."""
     now = time.time() if now is None else now
     fields: list[tuple[str, Any]] = [
         ("status", shown_status(task, now)),
+        ("plan", "yes: its agent is told how to queue subtasks" if task.plan else ""),
+        ("parent", task_name(task.parent) if task.parent else ""),
+        ("children", ", ".join(f"{c.name} ({shown_status(c, now)})" for c in children)),
         ("priority", PRIORITY_NAMES[task.priority]),
         ("agent", task_agent(task) + (f", pid {task.pid}" if task.pid and task.status == Status.RUNNING else "")),
         ("attempts", f"{task.attempts} (up to {task.max_retries} retries after the first)"),

@@ -24,7 +24,9 @@ FIELDS = (
     "workspace",
     "verify",
     "max_cost_usd",
+    "plan",  # its agent is told how to queue subtasks
 )
+EVERY_OTHER = "all"  # `depends_on: all`: a final task, after every other task in the file
 
 
 def priority(text: str) -> int:
@@ -92,7 +94,11 @@ def load(path: Path, root: Path, max_retries: int) -> list[NewTask]:
     local = {str(e["id"]): n for n, e in enumerate(entries) if e.get("id") is not None}
     if len(local) != sum(1 for e in entries if e.get("id") is not None):
         raise UsageError(f"{path}: two tasks share an id; ids must be unique within the file")
-    return [_task(e, n, path, root, local, max_retries) for n, e in enumerate(entries)]
+    batch = [_task(e, n, path, root, local, max_retries) for n, e in enumerate(entries)]
+    for n, e in enumerate(entries):
+        if e.get("depends_on") == EVERY_OTHER and EVERY_OTHER not in local:
+            batch[n] = batch[n]._replace(after_new=tuple(i for i in range(len(batch)) if i != n))
+    return batch
 
 
 def _entry(item: Any, n: int, path: Path) -> dict[str, Any]:
@@ -121,6 +127,8 @@ def _build(e: dict[str, Any], label: str, path: Path, root: Path, local: dict[st
     if subtasks:
         description = description.rstrip() + "\n" + "\n".join(f"- {s}" for s in subtasks)
     refs = [str(r) for r in _strings(e.get("depends_on"), "depends_on")]
+    if refs == [EVERY_OTHER] and EVERY_OTHER not in local:
+        refs = []  # load() makes it wait for every other task of the file
     max_retries = e.get("max_retries", retries)
     if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
         raise UsageError(f"max_retries must be a whole number, 0 or more, not {max_retries!r}")
@@ -142,7 +150,14 @@ def _build(e: dict[str, Any], label: str, path: Path, root: Path, local: dict[st
         workspace=workspace(e.get("workspace")),
         verify=verify(e.get("verify")),
         max_cost_usd=max_cost_usd(e.get("max_cost_usd")),
+        plan=_flag(e.get("plan", False), "plan"),
     )
+
+
+def _flag(value: Any, name: str) -> bool:
+    if type(value) is not bool:
+        raise UsageError(f"{name} must be true or false, not {value!r}")
+    return value
 
 
 def _existing(ref: str) -> int:

@@ -99,16 +99,20 @@ def tasks(
     ctx: typer.Context,
     status: str = typer.Option("all", "--status", "-s", help=f"One of: {', '.join(STATUS_FILTERS)}."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    tree: bool = typer.Option(False, "--tree", help="Each task under the task that queued it (--parent)."),
 ) -> None:
-    """The tasks, oldest first; `--status active` means running."""
+    """The tasks, oldest first; `--status active` means running; `--tree` shows plans as trees."""
     if status not in api.LIST_FILTERS:
         raise UsageError(f"--status must be one of {', '.join(STATUS_FILTERS)}, not {status!r}")
     with session(ctx).queue(create=False) as conn:
         found, head = api.list_tasks(conn, status), api.head(conn)
     if as_json:
-        echo_json([shapes.task_json(t) for t in found])
+        echo_json(shapes.task_tree(render.tree(found)) if tree else [shapes.task_json(t) for t in found])
         return
-    if found:
+    if found and tree:
+        depths, ordered = zip(*((d, t) for d, t in render.tree(found)), strict=True)
+        typer.echo(render.tasks_table(ordered, depths=depths))
+    elif found:
         typer.echo(render.tasks_table(found))
     else:
         typer.echo("no tasks" + ("" if status == "all" else f" with status {status}"))
@@ -122,11 +126,11 @@ def show(ctx: typer.Context, task: str, as_json: bool = typer.Option(False, "--j
     """One task in full: attempts, error, output and log files, cost, and each of its runs."""
     with session(ctx).queue(create=False) as conn:
         found = api.get_task(conn, api.parse_task_id(task))
-        runs = api.runs(conn, found.id)
+        runs, children = api.runs(conn, found.id), api.children(conn, found.id)
     if as_json:
-        echo_json(shapes.show_json(found, runs))
+        echo_json(shapes.show_json(found, runs) | {"children": [c.name for c in children]})
         return
-    typer.echo(render.show_task(found, runs))
+    typer.echo(render.show_task(found, runs, children=children))
     cfg = session(ctx).config
     from orchestrate.workspace import settings
 

@@ -26,20 +26,27 @@ def worktree(cfg: Config, task: Task) -> Path | None:
 
 
 async def prepare(cfg: Config, repo: git.Repository, task: Task, path: Path) -> str | None:
-    """Check out the task's branch in `path`, made on its first attempt (from its one dependency's
-    branch, so chains build on each other, or else from HEAD) and kept for the retries; why not."""
+    """Check out the task's branch in `path`, made on its first attempt and kept for the retries:
+    from its dependencies' branches, so chains build on each other and a task after several starts
+    from their merge; with none, from the branch of the task that queued it, so a plan's subtasks
+    build on it; else from HEAD. Why not."""
     if (path / ".git").exists():
         return None
     await git.output(cfg.root, "worktree", "prune")  # forgets a worktree whose directory was deleted by hand
     name = task_branch(task.id)
-    if await git.output(cfg.root, "rev-parse", "--verify", "-q", f"refs/heads/{name}") is not None:
-        where = [str(path), name]
-    else:
-        dep = f"refs/heads/{task_branch(task.depends_on[0])}" if len(task.depends_on) == 1 else None
-        base = dep if dep and await git.output(cfg.root, "rev-parse", "--verify", "-q", dep) else "HEAD"
-        where = ["-b", name, str(path), base]
+    fresh = await git.output(cfg.root, "rev-parse", "--verify", "-q", f"refs/heads/{name}") is None
+    bases = [f"refs/heads/{task_branch(t)}" for t in task.depends_on or ([task.parent] if task.parent else [])]
+    bases = [b for b in bases if fresh and await git.output(cfg.root, "rev-parse", "--verify", "-q", b)] or ["HEAD"]
+    where = ["-b", name, str(path), bases[0]] if fresh else [str(path), name]
     if (done := await git.run(cfg.root, "worktree", "add", *where)).code:
         return f"cannot make a worktree for {task.name}: {done.err.strip()}"
+    if len(bases) > 1 and (done := await git.run(path, *repo.identity, "merge", "-q", "--no-edit", *bases[1:])).code:
+        conflicts = await git.output(path, "diff", "--name-only", "--diff-filter=U") or ""
+        await git.run(cfg.root, "worktree", "remove", "--force", str(path))
+        await git.run(cfg.root, "branch", "-D", name)  # the next attempt merges afresh
+        shown = " and ".join(b.removeprefix("refs/heads/") for b in bases)
+        why = f"they conflict in {', '.join(conflicts.split())}" if conflicts.strip() else done.problem
+        return f"cannot start {task.name} from the merge of {shown}: {why}"
     for name in settings(cfg).files:  # untracked files the work needs, such as .env
         if (cfg.root / name).is_file():
             (path / repo.prefix / name).parent.mkdir(parents=True, exist_ok=True)
@@ -49,8 +56,10 @@ async def prepare(cfg: Config, repo: git.Repository, task: Task, path: Path) -> 
 
 async def commit(cfg: Config, repo: git.Repository, task: Task, path: Path) -> str | None:
     """Commit what the agent left uncommitted on the task's branch, so nothing it did is lost;
-    but not the workspace_files copied in: a .env stays out of the history. Why it failed, if it did."""
-    steps: list[tuple[str, ...]] = [("add", "--all")]
+    but not the workspace_files copied in (a .env stays out of the history), nor a queue or runtime
+    files of orchestrate's that a command run there made. Why it failed, if it did."""
+    own = (f":(exclude,glob)**/{cfg.task_queue.database.name}*", ":(exclude,glob)**/.orchestrate/**")
+    steps: list[tuple[str, ...]] = [("add", "--all", "--", ".", *own)]
     steps += [("-C", repo.prefix or ".", "reset", "-q", "--", *settings(cfg).files)] if settings(cfg).files else []
     for args in steps:
         if (done := await git.run(path, *args)).code:

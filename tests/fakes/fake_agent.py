@@ -40,6 +40,11 @@ Behaviour is steered by directives anywhere in the prompt, `[fake:NAME]` or `[fa
     noresult          events but no result object, exit 0
     heed              on a retry, create each file that the previous attempt's error (quoted in
                       the prompt, or in a continued session's) says "NAME is missing"
+    subtasks=N        a planner: queue N subtasks, "Part K of <task line>: Create part_K.md", with the
+                      `orchestrate add` on PATH (the environment the head gives names the queue),
+                      then a final task after all of them, "Join the parts of <task line>: Create
+                      final.md"; the answer names the ids it printed, or quotes the error of an add
+                      that failed (as an agent reads its shell tool's output) and stops adding
     cost=USD          claude: the run's total_cost_usd. With --max-budget-usd B, a run whose cost
                       (this one, or the usual few cents) reaches B does its work, then ends with an
                       error_max_budget_usd result ("Reached maximum budget ($B)"), exit 1, as claude
@@ -746,6 +751,25 @@ def heed(prompt: str) -> None:
             (root / name).write_text("fixed after the hint\n", encoding="utf-8")
 
 
+def queue_subtasks(task: str, count: int) -> str:
+    """Queue `count` parts and a final task after them, as a planning agent does from its shell;
+    what it would report."""
+    import shutil
+
+    program = shutil.which("orchestrate") or "orchestrate"
+    adds = [[f"Part {k} of {task}: Create part_{k}.md"] for k in range(1, count + 1)]
+    queued: list[str] = []
+    for n, args in enumerate([*adds, [f"Join the parts of {task}: Create final.md"]]):
+        after = ["--after", ",".join(queued)] if n == count and queued else []
+        done = subprocess.run([program, "add", *args, *after], capture_output=True, text=True, timeout=60)
+        if done.returncode:
+            return f"\n`orchestrate add` failed: {done.stderr.strip()}" + (
+                f"\nQueued {', '.join(queued)}" if queued else ""
+            )
+        queued.append(done.stdout.strip())
+    return f"\nQueued {', '.join(queued[:-1])}, then {queued[-1]} after them"
+
+
 def make_plan(cli: str, prompt: str, can_write: bool) -> Plan:
     task = task_line(prompt)
     match = CREATE.search(prompt)
@@ -914,6 +938,8 @@ class Agent:
             plan.path.write_text(plan.content, encoding="utf-8")
         if "heed" in d:
             heed(ctx.prompt)
+        if "subtasks" in d:
+            ctx.plan.answer += queue_subtasks(ctx.plan.task, int(number(d, "subtasks", 2)))
         self.work()
         if not self.keeps_failed_sessions:
             ctx.keep_session()
