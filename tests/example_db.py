@@ -70,8 +70,8 @@ TASKS = [
         (),
         {"status": "running", "agent": "claude-1", "pid": 4242, "log_file": ".orchestrate/logs/task_004.log"},
     ),
-    ("Document every configuration option in the README", "high", None, (), {}),
-    ("Publish the documentation site", "low", "gemini", (4,), {}),
+    ("Document every configuration option in the README", "high", None, (), {"plan": 1}),
+    ("Publish the documentation site", "low", "gemini", (4,), {"parent": 5}),  # queued by task_005's agent
     ("Rewrite the queue in Rust", "low", None, (), {"status": "cancelled"}),
 ]
 

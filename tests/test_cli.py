@@ -17,7 +17,7 @@ from orchestrate.core import store
 TASK_KEYS = {
     "id", "description", "status", "priority", "agent_type", "agent", "attempts", "max_retries",
     "depends_on", "created_at", "started_at", "finished_at", "output_file", "log_file", "error",
-    "cost_usd", "blocked", "workspace", "verify", "next_try_at",
+    "cost_usd", "blocked", "workspace", "verify", "next_try_at", "parent", "plan",
 }  # fmt: skip
 
 
@@ -79,6 +79,7 @@ def test_task_json_shape_field_by_field(project: Path) -> None:
     assert task["attempts"] == 0 and task["max_retries"] == 5
     assert task["depends_on"] == ["task_001"]
     assert task["workspace"] is None and task["verify"] is None  # the configuration's
+    assert task["parent"] is None and task["plan"] is False  # queued by a person, not a plan
     created = datetime.fromisoformat(str(task["created_at"])).timestamp()
     assert before - 2 <= created <= time.time() + 2
     for key in ("started_at", "finished_at", "output_file", "log_file", "error", "cost_usd", "next_try_at"):
@@ -87,6 +88,7 @@ def test_task_json_shape_field_by_field(project: Path) -> None:
     assert {key: shown[key] for key in task} == task  # the task shape, and beside it what `show` adds
     assert {key: shown[key] for key in set(shown) - TASK_KEYS} == {
         "session_id": None, "input_tokens": None, "output_tokens": None, "max_cost_usd": None, "runs": [],
+        "children": [],
     }  # fmt: skip
     human = invoke("show", "2").stdout
     for fragment in ("task_002  Implement auth", "blocked", "depends on:  task_001", "spec.md", "15 min"):
@@ -109,6 +111,8 @@ def test_status_without_a_head_or_a_queue(project: Path) -> None:
         "agents": [],
         "worktrees": {"count": 0, "bytes": 0},  # the worktrees, beside the shape's head, counts and agents
         "spending": {"cost_usd": 0, "max_cost_usd": None, "held": False},
+        "paused": False,  # and whether a person paused the queue (`orchestrate pause`), since when
+        "paused_since": None,
     }
     assert "not running" in invoke("status").stdout
     assert invoke("tasks").stdout.strip() == "no tasks"
