@@ -526,7 +526,7 @@ def _blocker(deps: Sequence[tuple[int, str]], found: dict[int, Blocker | None]) 
 def unfinished(conn: sqlite3.Connection) -> list[tuple[Task, str]]:
     """Every task that is not completed, oldest first, with what became of it: what `run` reports
     once the queue is idle."""
-    stuck = blockers(conn)
+    stuck, held = blockers(conn), paused(conn) is not None
     found = []
     for task in (
         task_from_row(r) for r in conn.execute(f"{SELECT_TASKS} WHERE t.status <> ? ORDER BY t.id", (Status.COMPLETED,))
@@ -538,6 +538,8 @@ def unfinished(conn: sqlite3.Connection) -> list[tuple[Task, str]]:
             why = "was cancelled"
         elif task.id in stuck:
             why = f"will not run: {stuck[task.id]}"
+        elif task.status == Status.PENDING and held:
+            why = "did not run: the queue is paused (`orchestrate resume` lets it run)"
         elif task.status == Status.PENDING:
             why = "did not run: the head stopped before it could (see above)"
         else:

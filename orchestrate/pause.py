@@ -11,7 +11,6 @@ from orchestrate.core.errors import QueueBusy
 from orchestrate.core.extension import Extension
 
 if TYPE_CHECKING:
-    from orchestrate.core.attempt import Attempt
     from orchestrate.core.head import Head
 
 log = logging.getLogger(__name__)
@@ -27,9 +26,6 @@ class Pause(Extension):
         await self.check()
 
     async def idle(self) -> None:
-        await self.check()
-
-    async def settled(self, attempt: Attempt) -> None:
         await self.check()
 
     async def check(self) -> None:

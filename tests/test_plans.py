@@ -213,6 +213,7 @@ def test_pause_holds_claiming_across_a_restart_and_resume_lets_it_go_on(project:
     held = run_all(expect=1)  # a paused queue: `run` ends at once rather than wait, claiming nothing
     assert "task_001" in held.stderr and not started(fakes)
     assert "left pending: claiming is held: the queue is paused" in held.stderr
+    assert "task_001 did not run: the queue is paused (`orchestrate resume` lets it run)" in held.stderr
     assert task(1)["status"] == "pending"
     assert ok("resume").startswith("resumed after")
     assert ok("resume") == "the queue was not paused\n"
