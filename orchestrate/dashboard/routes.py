@@ -26,6 +26,7 @@ PAGE_POLICY = (
 )
 NUMBER_MAX = api.MAX_ID  # SQLite's largest integer, and a file's largest offset
 ID_TEXT_MAX = 64  # characters: more is no task id, and int() is never asked to read thousands of digits
+BODY_MAX = 64 * 1024  # bytes: a task's description, with room to spare
 
 
 class Reply(NamedTuple):
@@ -51,6 +52,20 @@ class Request(NamedTuple):
     cfg: Config
     args: tuple[str, ...]  # what the route's pattern captured from the path
     query: dict[str, list[str]]
+    body: bytes | None = b""  # None: over BODY_MAX
+
+    def json(self) -> Any:
+        """The body as JSON in UTF-8; anything else is a bad request."""
+        if self.body is None:
+            raise Refused(400, f"the request body is over {BODY_MAX // 1024} KiB")
+        try:
+            return json.loads(self.body.decode())
+        except UnicodeDecodeError:
+            raise Refused(400, "the request body is not UTF-8 text") from None
+        except RecursionError:
+            raise Refused(400, "the request body is JSON nested too deeply to read") from None
+        except ValueError as exc:
+            raise Refused(400, f"the request body is not JSON: {exc}") from None
 
     def param(self, name: str, default: str = "") -> str:
         return self.query.get(name, [default])[-1]
@@ -66,9 +81,10 @@ class Request(NamedTuple):
         return found
 
     @contextmanager
-    def queue(self) -> Iterator[sqlite3.Connection]:
-        """A connection of this request's own: in WAL mode readers never hold up the head."""
-        with api.opened(self.cfg.task_queue.database, create=False) as conn:
+    def queue(self, create: bool = False) -> Iterator[sqlite3.Connection]:
+        """A connection of this request's own: in WAL mode readers never hold up the head. Without
+        `create`, a queue that does not exist yet reads as an empty one; a change creates it."""
+        with api.opened(self.cfg.task_queue.database, create=create) as conn:
             yield conn
 
 
@@ -140,8 +156,26 @@ def tasks(req: Request) -> Reply:
 
 
 def _shown(conn: sqlite3.Connection, task: Task) -> dict[str, Any]:
-    """The task as `show --json` prints it: with its runs."""
-    return shapes.show_json(task, api.runs(conn, task.id))
+    """The task as `show --json` prints it: with its runs, and the tasks its agents queued."""
+    children = [c.name for c in api.children(conn, task.id)]
+    return shapes.show_json(task, api.runs(conn, task.id)) | {"children": children}
+
+
+@route("POST", "/api/tasks")
+def add(req: Request) -> Reply:
+    """What `orchestrate add "…" --priority … --agent … --after … [--plan]` does, through the same functions:
+    the task as GET /api/tasks/ID shows it, with the notes the command prints beside."""
+    from orchestrate.dashboard import adding  # it reads the CLI's validators, whose package loads typer
+
+    try:
+        new = adding.new_task(req.json(), req.cfg.task_queue.max_retries)
+        with req.queue(create=True) as conn:
+            [task_id] = api.add(conn, req.cfg, [new])
+            shown = _shown(conn, api.get_task(conn, task_id))
+            notes = adding.notes(conn, req.cfg, task_id, new)
+    except TaskNotFound as exc:  # a task to wait for that is not there: the request is wrong, not the path
+        raise Refused(400, str(exc)) from None
+    return json_reply(shown | {"notes": notes}, 201)
 
 
 @route("GET", "/api/tasks/([^/]+)")
@@ -178,6 +212,14 @@ def change(req: Request) -> Reply:
         return json_reply(_shown(conn, api.get_task(conn, task_id)))
 
 
+@route("POST", "/api/(pause|resume)")
+def hold(req: Request) -> Reply:
+    """What `orchestrate pause` and `orchestrate resume` do: the status as GET /api/status shows it."""
+    with req.queue(create=True) as conn:
+        (api.pause if req.args[0] == "pause" else api.resume)(conn)
+        return json_reply(data.status(conn, req.cfg))
+
+
 @route("GET", "/api/completions")
 def completions(req: Request) -> Reply:
     with req.queue() as conn:
@@ -190,13 +232,13 @@ def metrics(req: Request) -> Reply:
         return Reply(200, data.metrics(conn).encode(), "text/plain; version=0.0.4; charset=utf-8")
 
 
-def dispatch(cfg: Config, method: str, path: str, query: dict[str, list[str]]) -> Reply:
+def dispatch(cfg: Config, method: str, path: str, query: dict[str, list[str]], body: bytes | None = b"") -> Reply:
     """The answer of the route that takes `method` on `path`."""
     allowed = []
     for verb, pattern, answer in ROUTES:
         if match := pattern.match(path):
             if verb == method:
-                return answer(Request(cfg, match.groups(), query))
+                return answer(Request(cfg, match.groups(), query, body))
             allowed.append(verb)
     if allowed:
         return json_reply({"error": f"{path} takes {' or '.join(allowed)}, not {method}"}, 405)

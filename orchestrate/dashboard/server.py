@@ -21,12 +21,12 @@ from orchestrate.configfile import is_loopback
 from orchestrate.core.config import Config
 from orchestrate.core.errors import InvalidTransition, OrchestrateError, QueueBusy, TaskNotFound, UsageError
 from orchestrate.dashboard import settings
-from orchestrate.dashboard.routes import NUMBER_MAX, Refused, Reply, dispatch, json_reply, shown, whole_number
+from orchestrate.dashboard.routes import BODY_MAX, NUMBER_MAX, Refused, Reply, dispatch, json_reply, shown, whole_number
 
 log = logging.getLogger(__name__)
 DEFAULT_PORT = 8765
 STATUS_OF = {TaskNotFound: 404, UsageError: 400, InvalidTransition: 409, QueueBusy: 503}
-BODY_MAX = 64 * 1024  # the API takes no request body; one is read and dropped to keep the connection usable
+DRAIN_MAX = 1024 * 1024  # a body too big to take but this small is read and dropped, so its 400 arrives
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -44,12 +44,12 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = parse_qs(url.query)
         try:
-            self._drop_body()
+            body = self._body()
             remember = self._admit(method, query)
             if remember and method == "GET" and url.path == "/":  # out of the address bar and the history
                 reply = Reply(303, b"", "text/plain", (("Location", "/"),))
             else:
-                reply = dispatch(self.server.cfg, method, url.path, query)
+                reply = dispatch(self.server.cfg, method, url.path, query, body)
             reply = reply._replace(headers=reply.headers + remember)
         except Refused as exc:
             challenge = (("WWW-Authenticate", "Bearer"),) if exc.status == 401 else ()
@@ -93,15 +93,21 @@ class Handler(BaseHTTPRequestHandler):
             return ""
         return unquote(morsel.value) if morsel else ""
 
-    def _drop_body(self) -> None:
+    def _body(self) -> bytes | None:
+        """The request's body, read whatever the route (so the connection stays usable); None if it is
+        over BODY_MAX."""
         text = self.headers.get("Content-Length", "0").strip()
         length = whole_number(text)
-        if length is None or length > BODY_MAX:
+        chunked = "Transfer-Encoding" in self.headers
+        if length is None or chunked or length > DRAIN_MAX:
             self.close_connection = True  # what follows on this connection cannot be found
             if length is None:  # no number, "²" (which str.isdigit takes) or beyond 64 bits: malformed
                 raise Refused(400, f"Content-Length must be a number of bytes, 0 to {NUMBER_MAX}, not {shown(text)}")
-            return
-        self.rfile.read(length)
+            if chunked:
+                raise Refused(400, "send the body with a Content-Length, not Transfer-Encoding")
+            return None  # left unread: the client may see the connection reset before the answer
+        body = self.rfile.read(length)
+        return body if length <= BODY_MAX else None
 
     def _send(self, reply: Reply) -> None:
         self.send_response(reply.status)
