@@ -15,7 +15,7 @@ from orchestrate.core.extension import Extension
 def extensions(cfg: Config, until_idle: bool = False) -> list[Extension]:
     """What this configuration turns on, in the order the head calls them at each step;
     `until_idle` for `orchestrate run`, which ends once nothing is left that can run."""
-    from orchestrate import context, runs
+    from orchestrate import context, hooks, runs
     from orchestrate.aging import Aging
     from orchestrate.context import Context, Journal, Outputs
     from orchestrate.orphans import Orphans
@@ -41,6 +41,7 @@ def extensions(cfg: Config, until_idle: bool = False) -> list[Extension]:
     found += [runs.Runs(run_settings), Spending(cfg, run_settings.max_cost_usd)]
     journal = Journal(cfg) if context.settings(cfg).update_on_completion else None
     found += [Context(cfg, journal), *([journal] if journal else []), Plans(), Pause()]
+    found += [hooks.Hooks(cfg)] if hooks.settings(cfg).commands else []  # none: the head pays nothing
     if until_idle:
         from orchestrate.until_idle import UntilIdle
 
