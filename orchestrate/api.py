@@ -156,6 +156,23 @@ def add(conn: sqlite3.Connection, cfg: Config, batch: Sequence[NewTask], now: fl
     return add_tasks(conn, batch, now, plans.max_subtasks(cfg))
 
 
+def notes(conn: sqlite3.Connection, cfg: Config, ids: Sequence[int], batch: Sequence[NewTask]) -> dict[int, list[str]]:
+    """What to tell whoever queued `batch` (as `ids`) about each task: that it prefers an agent the
+    configuration does not have, or waits on a task that failed or was cancelled, so cannot run."""
+    from orchestrate.configfile import agent_names
+
+    known = agent_names(cfg)
+    stuck = blockers(conn) if any(new.depends_on or new.after_new for new in batch) else {}
+    found: dict[int, list[str]] = {}
+    for task_id, new in zip(ids, batch, strict=True):
+        name, said = task_name(task_id), found.setdefault(task_id, [])
+        if new.agent_type and new.agent_type not in known:
+            said.append(f"no agent {new.agent_type!r} is configured, so any agent may take {name}")
+        if why := stuck.get(task_id):
+            said.append(f"{name} will not run until {task_name(why.cause)} is retried: {why}")
+    return found
+
+
 def _check_parents(conn: sqlite3.Connection, batch: Sequence[NewTask], max_subtasks: int | None) -> None:
     """Every parent exists, and none has more children than `max_subtasks` once `batch` is in."""
     for parent in sorted({new.parent for new in batch if new.parent is not None}):

@@ -126,6 +126,10 @@ class Hooks(Extension):
             self.fire(event, task_json(task), task.name, agent if event.startswith("agent_") else None)
 
     async def beat(self) -> None:
+        for agent, why in list(self.head.distributor.unavailable.items()):  # such as a CLI missing at start
+            if agent not in self.told:
+                self.told.add(agent)
+                self.fire("agent_unavailable", {"agent": agent, "why": why}, agent=agent)
         if not self.settings.commands.get("task_cancelled"):
             return
         try:

@@ -76,11 +76,16 @@ def task_tree(ordered: Sequence[tuple[int, Task]]) -> list[dict[str, Any]]:
     return roots
 
 
-def show_json(task: Task, runs: Sequence[Run]) -> dict[str, Any]:
+def show_json(task: Task, runs: Sequence[Run], children: Sequence[Task] = ()) -> dict[str, Any]:
     """`show --json`: the task shape, plus its latest session, its tokens and its budget over every
-    run, and each run."""
-    more = {"session_id": task.session_id, "input_tokens": task.input_tokens, "output_tokens": task.output_tokens}
-    return task_json(task) | more | {"max_cost_usd": task.max_cost_usd, "runs": [run_json(r) for r in runs]}
+    run, the tasks its agents queued, and each run."""
+    more: dict[str, Any] = {"session_id": task.session_id, "input_tokens": task.input_tokens}
+    more |= {
+        "output_tokens": task.output_tokens,
+        "max_cost_usd": task.max_cost_usd,
+        "children": [c.name for c in children],
+    }
+    return task_json(task) | more | {"runs": [run_json(r) for r in runs]}
 
 
 def run_json(run: Run) -> dict[str, Any]:

@@ -132,6 +132,16 @@ def test_a_refused_login_fires_agent_unavailable_once_for_the_agent(project: Pat
     assert hook["stdin"]["status"] == "pending"
 
 
+def test_an_agent_whose_program_is_missing_at_start_fires_agent_unavailable(project: Path, fakes: Path) -> None:
+    """No attempt finds it: the head marks it unavailable as it starts, and a heartbeat tells the hook."""
+    configure(project, {"agent_unavailable": RECORD}, more="  codex: {command: no-such-codex-program}")
+    ok("add", "Quick one")
+    assert orchestrate("run", timeout=120).returncode == 0
+    [hook] = wait_until(lambda: recorded(project), message="the agent_unavailable hook")
+    assert (hook["env"]["ORCHESTRATE_AGENT"], "ORCHESTRATE_TASK" in hook["env"]) == ("codex", False)
+    assert hook["stdin"]["agent"] == "codex" and "no-such-codex-program" in hook["stdin"]["why"]
+
+
 def test_queue_idle_fires_once_until_work_comes_and_head_stopped_last(project: Path, fakes: Path) -> None:
     """Neither names a task, even in a head started with one in its environment; both get the counts."""
     configure(project, {"queue_idle": RECORD, "head_stopped": RECORD})

@@ -3,12 +3,12 @@
 # No `from __future__ import annotations`: typer reads the annotations (see cli/app.py).
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
 
-from orchestrate import api, configfile, shapes
+from orchestrate import api, shapes
 from orchestrate.cli import render
 from orchestrate.cli.app import JSON_HELP, echo_json, session
 from orchestrate.core import store
@@ -76,23 +76,11 @@ def add(
         ]
     with session(ctx).queue() as conn:
         ids = api.add(conn, cfg, batch)
-        stuck = api.blockers(conn) if any(new.depends_on or new.after_new for new in batch) else {}
-    _added(ids, batch, configfile.agent_names(cfg))
+        said = api.notes(conn, cfg, ids, batch)
     for task_id in ids:
-        if why := stuck.get(task_id):
-            name, cause = store.task_name(task_id), store.task_name(why.cause)
-            typer.echo(f"note: {name} will not run until {cause} is retried: {why}", err=True)
-
-
-def _added(ids: list[int], batch: Sequence[api.NewTask], known: set[str]) -> None:
-    """Print the new ids, with a note for each that prefers an agent the config does not have."""
-    for task_id, new in zip(ids, batch, strict=True):
         typer.echo(store.task_name(task_id))
-        if new.agent_type and new.agent_type not in known:
-            typer.echo(
-                f"note: no agent {new.agent_type!r} is configured, so any agent may take {store.task_name(task_id)}",
-                err=True,
-            )
+        for note in said[task_id]:
+            typer.echo(f"note: {note}", err=True)
 
 
 def tasks(
@@ -128,7 +116,7 @@ def show(ctx: typer.Context, task: str, as_json: bool = typer.Option(False, "--j
         found = api.get_task(conn, api.parse_task_id(task))
         runs, children = api.runs(conn, found.id), api.children(conn, found.id)
     if as_json:
-        echo_json(shapes.show_json(found, runs) | {"children": [c.name for c in children]})
+        echo_json(shapes.show_json(found, runs, children))
         return
     typer.echo(render.show_task(found, runs, children=children))
     cfg = session(ctx).config

@@ -3,14 +3,11 @@ queue from the same values, through the CLI's own validators."""
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
-from orchestrate import api, configfile
+from orchestrate import api
 from orchestrate.cli import taskfile
-from orchestrate.core.config import Config
 from orchestrate.core.errors import UsageError
-from orchestrate.core.store import task_name
 
 FIELDS = ("description", "priority", "agent", "after", "plan")
 
@@ -62,14 +59,3 @@ def _kind(value: Any) -> str:
     """A JSON value as an error quotes it: never the whole of something huge."""
     shown = "null" if value is None else repr(value)
     return shown if len(shown) <= 40 else shown[:40] + "…"
-
-
-def notes(conn: sqlite3.Connection, cfg: Config, task_id: int, new: api.NewTask) -> list[str]:
-    """What `orchestrate add` notes on stderr about the task it queued: a preferred agent the
-    config does not have, and a dependency that failed or was cancelled, so that it cannot run."""
-    found, name = [], task_name(task_id)
-    if new.agent_type and new.agent_type not in configfile.agent_names(cfg):
-        found.append(f"no agent {new.agent_type!r} is configured, so any agent may take {name}")
-    if new.depends_on and (why := api.blockers(conn).get(task_id)):
-        found.append(f"{name} will not run until {task_name(why.cause)} is retried: {why}")
-    return found

@@ -157,8 +157,7 @@ def tasks(req: Request) -> Reply:
 
 def _shown(conn: sqlite3.Connection, task: Task) -> dict[str, Any]:
     """The task as `show --json` prints it: with its runs, and the tasks its agents queued."""
-    children = [c.name for c in api.children(conn, task.id)]
-    return shapes.show_json(task, api.runs(conn, task.id)) | {"children": children}
+    return shapes.show_json(task, api.runs(conn, task.id), api.children(conn, task.id))
 
 
 @route("POST", "/api/tasks")
@@ -172,7 +171,7 @@ def add(req: Request) -> Reply:
         with req.queue(create=True) as conn:
             [task_id] = api.add(conn, req.cfg, [new])
             shown = _shown(conn, api.get_task(conn, task_id))
-            notes = adding.notes(conn, req.cfg, task_id, new)
+            notes = api.notes(conn, req.cfg, [task_id], [new])[task_id]
     except TaskNotFound as exc:  # a task to wait for that is not there: the request is wrong, not the path
         raise Refused(400, str(exc)) from None
     return json_reply(shown | {"notes": notes}, 201)
