@@ -89,9 +89,14 @@ def stop(cfg: Config, wait: bool, waiting: Callable[[float], None] = lambda limi
 
 
 def stop_limit_s(cfg: Config, wait: bool) -> float:
-    """How long a stopping head may take: the grace it gives the agents it stops, and a margin; with
+    """How long a stopping head may take: the grace it gives the agents it stops, its hooks' time (the
+    head_stopped commands one after another, beside those still running), and a margin; with
     `wait`, first the longest timeout a running task may have (checks after the agent not counted)."""
-    grace = cfg.task_queue.kill_grace_seconds + STOP_MARGIN_S
+    from orchestrate.configfile import HookSettings
+
+    hooks: HookSettings = cfg.features.get("hooks", HookSettings())
+    last = len(hooks.commands.get("head_stopped", ())) + 1 if hooks.commands else 0
+    grace = cfg.task_queue.kill_grace_seconds + STOP_MARGIN_S + last * hooks.timeout_seconds
     if not wait:
         return grace
     own = [a.timeout_seconds or 0.0 for a in cfg.agents]
