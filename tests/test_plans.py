@@ -242,13 +242,19 @@ def test_pause_lets_running_tasks_finish_and_claims_nothing_after(project: Path,
 # Pure logic: the tree and its JSON.
 
 
-def _task(task_id: int, parent: int | None = None) -> Task:
+def _template() -> Task:
     from orchestrate import api
 
     with api.opened(Path(":memory:")) as conn:
-        (new,) = api.add_tasks(conn, [NewTask(f"t{task_id}")])
-        row = api.get_task(conn, new)
-    return row._replace(id=task_id, parent=parent)
+        (new,) = api.add_tasks(conn, [NewTask("a task")])
+        return api.get_task(conn, new)
+
+
+TEMPLATE = _template()
+
+
+def _task(task_id: int, parent: int | None = None) -> Task:
+    return TEMPLATE._replace(id=task_id, parent=parent)
 
 
 def test_tree_orders_depth_first_and_roots_a_task_whose_parent_is_not_shown() -> None:
