@@ -7,7 +7,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,27 +26,38 @@ from orchestrate.core.store import (
     SELECT_TASKS,
     STATES,
     Task,
-    connect,
     is_busy,
     task_from_row,
     task_name,
     transaction,
 )
+from orchestrate.core.store import connect as connect_file
 
 MAX_ID = 2**63 - 1  # SQLite's largest integer: a larger id names no task
 PRIORITIES = {"high": 0, "normal": 1, "low": 2}  # as the tasks table stores them
 HEARTBEAT_STALE_S = 10.0  # the head beats every second; this much silence means it is gone
 
 
+def queue_of(cfg: Config, *, create: bool = True) -> AbstractContextManager[sqlite3.Connection]:
+    """A connection to the configuration's queue: its SQLite file, or its PostgreSQL database."""
+    if (pg := cfg.features.get("postgres")) is None:
+        return opened(cfg.task_queue.database, create=create)
+    from orchestrate import postgres
+
+    return opened(
+        postgres.shown(pg.url), create=True, connect=lambda: postgres.Connection(pg, str(cfg.task_queue.database))
+    )
+
+
 @contextmanager
-def opened(path: Path, *, create: bool = True) -> Iterator[sqlite3.Connection]:
-    """A connection to the queue at `path`, with SQLite's errors turned into ours.
+def opened(path: Path | str, *, create: bool = True, connect: Any = None) -> Iterator[sqlite3.Connection]:
+    """A connection to the queue at `path` (or made by `connect`), with the database's errors turned into ours.
 
     Without `create`, a queue that does not exist yet reads as an empty one.
     """
-    target = path if create or path.exists() else Path(":memory:")
+    target = Path(path) if create or Path(path).exists() else Path(":memory:")
     try:
-        conn = connect(target)
+        conn = connect() if connect else connect_file(target)
         try:
             yield conn
         finally:
@@ -136,7 +147,7 @@ def add_tasks(
         _check_parents(conn, batch, max_subtasks)
         ids = [_insert(conn, new, now) for new in batch]
         conn.executemany(
-            "INSERT OR IGNORE INTO deps (task_id, depends_on) VALUES (?, ?)",  # a dependency named twice is one
+            "INSERT INTO deps (task_id, depends_on) VALUES (?, ?) ON CONFLICT DO NOTHING",  # named twice: one
             [(ids[i], d) for i, new in enumerate(batch) for d in new.depends_on]
             + [(ids[i], ids[j]) for i, new in enumerate(batch) for j in new.after_new],
         )
@@ -360,10 +371,11 @@ def _measured(path: Path) -> tuple[int, float | None]:
 
 
 LIST_FILTERS: dict[str, str] = {
-    "all": "1",
+    "all": "TRUE",
     **{s: f"t.status = '{s}'" for s in STATES},
     "active": f"t.status = '{Status.RUNNING}'",
-    "blocked": f"t.status = '{Status.PENDING}' AND blocked",
+    "blocked": f"""t.status = '{Status.PENDING}' AND EXISTS (SELECT 1 FROM deps d JOIN tasks p ON p.id = d.depends_on
+        WHERE d.task_id = t.id AND p.status <> '{Status.COMPLETED}')""",  # as store.task_columns' blocked
 }
 
 
@@ -388,7 +400,7 @@ def pause(conn: sqlite3.Connection, now: float | None = None) -> float | None:
     """Hold the queue: the head claims nothing more until `resume`; since when it already was, or None."""
     with transaction(conn):
         was = paused(conn)
-        conn.execute("INSERT OR IGNORE INTO paused VALUES (1, ?)", (time.time() if now is None else now,))
+        conn.execute("INSERT INTO paused VALUES (1, ?) ON CONFLICT DO NOTHING", (time.time() if now is None else now,))
     return was
 
 

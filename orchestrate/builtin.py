@@ -3,6 +3,7 @@ that uses the same hooks a third party's would (core/extension.py)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,18 @@ def serve(cfg: Config, until_idle: bool = False) -> int:
     if sys.version_info < (3, 12) and hasattr(os, "pidfd_open"):
         # 3.12 does this itself; the default before it starts a thread per agent to wait for it
         asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
-    return asyncio.run(Head(cfg, extensions(cfg, until_idle), adapters(cfg)).run())
+    return asyncio.run(Head(cfg, extensions(cfg, until_idle), adapters(cfg), queue_type(cfg)).run())
+
+
+def queue_type(cfg: Config) -> Any:
+    """What the head opens its queue with: SQLite's file, or a PostgreSQL database several heads share."""
+    from orchestrate.core.queue import Queue
+
+    if (pg := cfg.features.get("postgres")) is None:
+        return Queue
+    from orchestrate.postgres.queue import PostgresQueue
+
+    return functools.partial(PostgresQueue, pg)
 
 
 def own_project(runtime: Path, db: Path) -> None:

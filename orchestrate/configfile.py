@@ -60,6 +60,11 @@ SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {  # key: (kind, default); "?"
         "max_cost_usd": ("number?", None),
         # The plans feature's (orchestrate/plans.py): how many tasks one task's agent may queue.
         "max_subtasks": ("count0", 20),
+        # The PostgreSQL backend's (orchestrate/postgres), read only when database is a URL.
+        "head_name": ("text?", None),
+        "lease_seconds": ("number", 60.0),
+        "max_interruptions": ("count0", 3),
+        "remote": ("text", "origin"),
     },
     "context": {
         "directory": ("text", "context"),
@@ -223,6 +228,24 @@ def load(path: Path, *, required: bool = False) -> Config:
     return parse(data or {}, label, path.resolve().parent, path)
 
 
+def _postgres(queue: dict[str, Any], label: str, root: Path) -> Any:
+    """The PostgreSQL backend's settings when the queue is a URL ($ORCHESTRATE_DATABASE first);
+    the queue's `database` then names the file this project's head locks."""
+    import os
+
+    own = {k: queue.pop(k) for k in ("head_name", "lease_seconds", "max_interruptions", "remote")}
+    database = os.environ.get("ORCHESTRATE_DATABASE") or queue["database"]
+    if not database.startswith(("postgresql://", "postgres://")):
+        queue["database"] = database
+        return None
+    from orchestrate import postgres  # only now: it needs the optional psycopg
+
+    if own["lease_seconds"] < 5:
+        raise ConfigError(f"{label}: task_queue.lease_seconds: at least 5 (the head renews leases every second)")
+    queue["database"] = str(root / ".orchestrate" / "postgres.lock")
+    return postgres.settings_from(database, own)
+
+
 def parse(data: dict[str, Any], label: str, root: Path, path: Path) -> Config:
     """Build a Config from already-loaded YAML data."""
     known = ("agents", *SECTIONS, *WORKSPACE_KEYS, "hooks", HOOKS_TIMEOUT[0])
@@ -254,6 +277,7 @@ def parse(data: dict[str, Any], label: str, root: Path, path: Path) -> Config:
         {k: v for k, v in data.items() if k == HOOKS_TIMEOUT[0]}, label, dict([HOOKS_TIMEOUT]), ": "
     )
     max_subtasks = queue.pop("max_subtasks")
+    postgres = _postgres(queue, label, root)
     runs = RunSettings(
         queue.pop("idle_timeout_seconds"),
         queue.pop("max_cost_usd"),
@@ -272,6 +296,7 @@ def parse(data: dict[str, Any], label: str, root: Path, path: Path) -> Config:
             "context": SharedContext(**context),
             "runs": runs,
             "plans": max_subtasks,
+            **({"postgres": postgres} if postgres else {}),
             "hooks": HookSettings({e: commands(c) for e, c in hooks.items() if c}, hooks_timeout[HOOKS_TIMEOUT[0]]),
         },
     )

@@ -35,9 +35,9 @@ ADD_RUN = f"""INSERT INTO runs (task_id, n, {", ".join(COLUMNS)})
     SELECT id, (SELECT count(*) + 1 FROM runs r WHERE r.task_id = tasks.id), {", ".join("?" * len(COLUMNS))}
     FROM tasks WHERE id = ?"""  # a task deleted meanwhile keeps no runs
 # NULL means "not reported": a sum stays NULL until some run reports a figure.
-ADD_UP = """UPDATE tasks SET cost_usd = coalesce(cost_usd + ?1, cost_usd, ?1),
-    input_tokens = coalesce(input_tokens + ?2, input_tokens, ?2),
-    output_tokens = coalesce(output_tokens + ?3, output_tokens, ?3) WHERE id = ?4"""
+ADD_UP = """UPDATE tasks SET cost_usd = coalesce(cost_usd + ?, cost_usd, ?),
+    input_tokens = coalesce(input_tokens + ?, input_tokens, ?),
+    output_tokens = coalesce(output_tokens + ?, output_tokens, ?) WHERE id = ?"""  # each figure twice
 SPEND = "UPDATE spending SET cost_usd = cost_usd + ?"
 LAST_RUN = "SELECT agent_type, session_id, error FROM runs WHERE task_id = ? ORDER BY n DESC LIMIT 1"
 RESUMED = """\
@@ -108,6 +108,7 @@ class Runs(Extension):
             result.session_id, self.log_start.get(attempt.slot.id), log_size(attempt),
         )  # fmt: skip
         attempt.writes.append((ADD_RUN, (*row, task.id)))
-        attempt.writes.append((ADD_UP, (result.cost_usd, result.input_tokens, result.output_tokens, task.id)))
+        figures = (result.cost_usd, result.input_tokens, result.output_tokens)
+        attempt.writes.append((ADD_UP, (*(f for f in figures for _ in "12"), task.id)))
         if result.cost_usd:
             attempt.writes.append((SPEND, (result.cost_usd,)))

@@ -24,8 +24,8 @@ if TYPE_CHECKING:  # `start` checks the agents' programs without importing the h
 
 TOTALS = "SELECT agent, count(*) FILTER (WHERE outcome = 'completed'), total(cost_usd) FROM runs GROUP BY agent"
 TASK_PID = "UPDATE tasks SET pid = ? WHERE id = ? AND claim = ? AND status = 'running'"  # for `show`
-PUT = """INSERT OR REPLACE INTO agents (id, type, state, note, task_id, pid, rss_mb, since, tasks_done, cost_usd)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+PUT = """INSERT INTO agents (id, type, state, note, task_id, pid, rss_mb, since, tasks_done, cost_usd)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""  # after DELETE FROM agents: the slots in their order
 
 
 class Slots(Extension):
@@ -61,7 +61,7 @@ class Slots(Extension):
     async def beat(self) -> None:
         slots = self.head.distributor.slots
         pids = [(TASK_PID, (s.pid, s.task.id, s.task.claim)) for s in slots if s.task and s.pid]
-        await self.head.queue.write(*self.rows(), *pids)
+        await self.head.queue.write(("DELETE FROM agents", ()), *self.rows(), *pids)
 
     async def stopping(self) -> None:
         with contextlib.suppress(sqlite3.Error, QueueBusy):  # a queue that cannot be written: the next head clears it

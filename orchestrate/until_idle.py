@@ -14,7 +14,7 @@ RUNNABLE = f"""WITH RECURSIVE stuck(id) AS (
         SELECT d.task_id FROM deps d JOIN tasks p ON p.id = d.depends_on
         WHERE p.status IN {sql_list((Status.FAILED, Status.CANCELLED))}
         UNION SELECT d.task_id FROM deps d JOIN stuck s ON d.depends_on = s.id)
-    SELECT count(*) FROM tasks WHERE status = '{Status.PENDING}' AND id NOT IN stuck"""
+    SELECT count(*) FROM tasks WHERE status = '{Status.PENDING}' AND id NOT IN (SELECT id FROM stuck)"""
 
 
 class UntilIdle(Extension):

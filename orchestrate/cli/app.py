@@ -81,7 +81,7 @@ class Session:
         return loaded._replace(task_queue=loaded.task_queue._replace(database=self.db)) if self.db else loaded
 
     def queue(self, *, create: bool = True) -> Any:
-        return api.opened(self.config.task_queue.database, create=create)
+        return api.queue_of(self.config, create=create)
 
     def task(self, ref: str) -> store.Task:
         """The task `ref` names (task_001, task_1 or 1), read afresh."""

@@ -19,7 +19,7 @@ STOP_MARGIN_S = 15.0  # past the head's kill grace: it puts tasks back and close
 
 
 def _head(cfg: Config) -> api.Head:
-    with api.opened(cfg.task_queue.database, create=False) as conn:
+    with api.queue_of(cfg, create=False) as conn:
         return api.head(conn)
 
 
@@ -100,7 +100,7 @@ def stop_limit_s(cfg: Config, wait: bool) -> float:
     if not wait:
         return grace
     own = [a.timeout_seconds or 0.0 for a in cfg.agents]
-    with api.opened(cfg.task_queue.database, create=False) as conn:
+    with api.queue_of(cfg, create=False) as conn:
         own += [t.timeout_seconds or 0.0 for t in api.list_tasks(conn, "active")]
     return max([cfg.task_queue.timeout_minutes * 60, *own]) + grace
 

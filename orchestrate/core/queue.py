@@ -31,6 +31,8 @@ class Queue:
     holds the write lock, a call gives the loop back and tries again, for up to the busy timeout.
     """
 
+    claim_sets = lock_rows = ""  # what a shared queue adds to a claim: its lease, and its row lock
+
     def __init__(self, path: Path) -> None:
         self.conn = store.connect(path)
         self.logs = ".orchestrate/logs"  # where claims say a task logs, from the project
@@ -94,7 +96,7 @@ class Queue:
         an agent of this head's winding down (cancelled, then retried): never two at once.
         """
         sql = f"""UPDATE tasks SET status = ?, started_at = ?, finished_at = NULL, claim = claim + 1,
-                agent = ?, log_file = ? || '/' || printf('task_%03d.log', id)  -- as store.task_name
+                agent = ?, log_file = ? || '/' || printf('task_%03d.log', id){self.claim_sets}  -- as store.task_name
             WHERE id = (
                 SELECT t.id FROM tasks t
                 WHERE t.status IN {sql_list(TRANSITIONS[Event.CLAIM][0])} AND t.not_before <= ?
@@ -103,7 +105,7 @@ class Queue:
                   AND t.id NOT IN ({_marks(busy)}) AND NOT EXISTS (SELECT 1 FROM paused)  -- orchestrate pause
                   AND NOT EXISTS (SELECT 1 FROM deps d JOIN tasks p ON p.id = d.depends_on
                                   WHERE d.task_id = t.id AND p.status <> '{Status.COMPLETED}')
-                ORDER BY t.rank, t.id LIMIT 1)
+                ORDER BY t.rank, t.id LIMIT 1{self.lock_rows})
             RETURNING {store.task_columns("tasks")}"""
         rows = await self.write((sql, (Status.RUNNING, now, slot, self.logs, now, *takes, *known, *busy)))
         return store.task_from_row(rows[0]) if rows else None
@@ -126,6 +128,10 @@ class Queue:
         """Of the runs in `claims` (task id: claim), those whose row is no longer running on that claim."""
         rows = await self.read(f"SELECT id, status, claim FROM tasks WHERE id IN ({_marks(claims)})", *claims)
         return set(claims) - {r[0] for r in rows if r[1] == Status.RUNNING and r[2] == claims[r[0]]}
+
+    def lapsing(self) -> bool:
+        """Whether the head's claims could lapse while the queue does not answer: never on one file."""
+        return False
 
     async def data_version(self) -> int:
         """Changes whenever another connection commits: how the head notices `add` and `cancel`."""

@@ -54,8 +54,8 @@ def tasks(conn: sqlite3.Connection, status: str = "all", search: str = "", limit
         # the id as store.task_name writes it
         where += " AND (t.description LIKE ? ESCAPE '\\' OR printf('task_%03d', t.id) LIKE ? ESCAPE '\\')"
         args += [f"%{escaped}%"] * 2
-    newest = -1 if limit is None else limit  # -1: no limit
-    rows = conn.execute(f"{SELECT_TASKS} WHERE {where} ORDER BY t.id DESC LIMIT ?", [*args, newest])
+    newest = "" if limit is None else f" LIMIT {int(limit)}"
+    rows = conn.execute(f"{SELECT_TASKS} WHERE {where} ORDER BY t.id DESC{newest}", args)
     return [task_from_row(r) for r in reversed(rows.fetchall())]
 
 

@@ -84,7 +84,7 @@ class Request(NamedTuple):
     def queue(self, create: bool = False) -> Iterator[sqlite3.Connection]:
         """A connection of this request's own: in WAL mode readers never hold up the head. Without
         `create`, a queue that does not exist yet reads as an empty one; a change creates it."""
-        with api.opened(self.cfg.task_queue.database, create=create) as conn:
+        with api.queue_of(self.cfg, create=create) as conn:
             yield conn
 
 

@@ -1,0 +1,139 @@
+"""The queue on PostgreSQL, for several machines working one backlog (`task_queue.database:
+postgresql://...`); imported only when a URL is configured, and needing the `postgres` extra.
+
+A Connection here answers the calls the rest of orchestrate makes on an sqlite3 connection
+(`execute`, rows read by index or name, `close`) and raises sqlite3's error classes, which every
+caller already catches, so the commands, the dashboard and the head share their SQL with SQLite;
+dialect.py holds the differences."""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, ClassVar, NamedTuple
+
+try:
+    import psycopg
+except ImportError:  # pragma: no cover - the message is the point
+    from orchestrate.core.errors import ConfigError
+
+    raise ConfigError(
+        "task_queue.database is a PostgreSQL URL, which needs psycopg: pip install 'orchestrate[postgres]'"
+    ) from None
+
+from orchestrate.postgres import dialect, schema
+
+URL = re.compile(r"^postgres(ql)?://")
+
+
+class Settings(NamedTuple):
+    """The PostgreSQL queue's settings (task_queue's keys that only this backend reads)."""
+
+    url: str
+    head: str  # this head's name in the heads table: the machine's host name unless set
+    lease_seconds: float = 60.0
+    max_interruptions: int = 3  # leases that may run out on one task before it fails
+    remote: str = "origin"  # the git remote that worktree branches travel through
+
+
+def is_url(database: str) -> bool:
+    return bool(URL.match(database))
+
+
+def shown(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+class Row(tuple[Any, ...]):
+    """A row read by position or by column name, as sqlite3.Row."""
+
+    names: ClassVar[dict[str, int]] = {}
+
+    def __getitem__(self, key: Any) -> Any:
+        return tuple.__getitem__(self, self.names[key] if isinstance(key, str) else key)
+
+    def keys(self) -> list[str]:
+        return list(self.names)
+
+
+def _rows(cursor: Any) -> Any:
+    names = {c.name: i for i, c in enumerate(cursor.description or ())}
+    row = type("Row", (Row,), {"names": names, "__slots__": ()})
+    return lambda values: row(values)
+
+
+class Numeric(psycopg.adapt.Loader):
+    """sum() of integers is `numeric` here: read it as SQLite gives it, an int or a float."""
+
+    def load(self, data: Any) -> Any:
+        text = bytes(data).decode()
+        return int(text) if text.lstrip("-").isdigit() else float(text)
+
+
+class Connection:
+    """One connection, in autocommit mode: a transaction is the BEGIN...COMMIT the caller writes."""
+
+    def __init__(self, settings: Settings, lock_file: str = "") -> None:
+        self.settings = settings
+        try:
+            self.pg = psycopg.connect(settings.url, autocommit=True, row_factory=_rows, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise sqlite3.OperationalError(f"cannot connect to {shown(settings.url)}: {_line(exc)}") from None
+        self.pg.adapters.register_loader("numeric", Numeric)
+        self.mine = str(self.pg.info.backend_pid)
+        for name, value in (("orchestrate.head", settings.head), ("orchestrate.lock", lock_file)):
+            self.pg.execute("SELECT set_config(%s, %s, false)", (name, value))
+        self._guard(schema.migrate, self.pg, shown(settings.url))
+
+    def execute(self, sql: str, args: Sequence[Any] | dict[str, Any] = ()) -> Cursor:
+        *before, last = dialect.statements(sql)
+        for statement in before:
+            self._guard(self.pg.execute, statement)
+        return Cursor(self._guard(self.pg.execute, last, tuple(args)))
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        rows = [tuple(r) for r in rows]
+        if rows:
+            with self.pg.cursor() as cur:
+                self._guard(cur.executemany, dialect.translate(sql), rows)
+
+    def close(self) -> None:
+        self.pg.close()
+
+    def _guard(self, call: Any, *args: Any) -> Any:
+        """`call`, with psycopg's errors raised as sqlite3's classes of the same meaning."""
+        try:
+            return call(*args)
+        except psycopg.errors.IntegrityError as exc:
+            raise sqlite3.IntegrityError(_line(exc)) from exc
+        except psycopg.OperationalError as exc:  # the server is gone or refused: the callers' "cannot use"
+            raise sqlite3.OperationalError(_line(exc)) from exc
+        except psycopg.Error as exc:
+            raise sqlite3.DatabaseError(_line(exc)) from exc
+
+
+class Cursor:
+    def __init__(self, cursor: Any) -> None:
+        self.cursor = cursor
+
+    def fetchone(self) -> Any:
+        return self.cursor.fetchone() if self.cursor.description else None
+
+    def fetchall(self) -> list[Any]:
+        return self.cursor.fetchall() if self.cursor.description else []
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fetchall())
+
+
+def _line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def settings_from(database: str, values: dict[str, Any]) -> Settings:
+    return Settings(database, values.get("head_name") or os.uname().nodename, **{
+        k: values[k] for k in ("lease_seconds", "max_interruptions", "remote") if k in values
+    })  # fmt: skip

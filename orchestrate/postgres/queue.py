@@ -1,0 +1,160 @@
+"""The head's side of a PostgreSQL queue that several heads share.
+
+A claim locks its row (FOR UPDATE SKIP LOCKED), so heads never wait on each other's picks, and
+leases it to this head by the database's clock; the heartbeat renews this head's leases and takes
+back any other head's that ran out, without spending an attempt (failing a task whose leases ran
+out more than max_interruptions times). Every write after a claim names its claim, so a head
+whose lease ran out records nothing when it wakes. Notices on the `orchestrate` channel tell a
+head of another's commit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+
+from orchestrate.core.errors import OrchestrateError, QueueBusy
+from orchestrate.core.queue import Queue, Write
+from orchestrate.core.states import Status
+from orchestrate.postgres import Connection, Settings, schema, shown
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+EPOCH_NOW = "extract(epoch FROM now())"  # the database's clock, which every head's leases share
+RENEW = f"""UPDATE tasks SET lease_until = {EPOCH_NOW} + current_setting('orchestrate.lease')::float8
+    WHERE status = '{Status.RUNNING}' AND head = current_setting('orchestrate.head')"""
+# A running task whose lease ran out goes back to pending, unspent; past max_interruptions, it fails.
+TAKE_BACK = f"""UPDATE tasks SET
+        status = CASE WHEN interruptions >= ? THEN '{Status.FAILED}' ELSE '{Status.PENDING}' END,
+        error = CASE WHEN interruptions >= ? THEN
+            'its head stopped answering while it ran, ' || (interruptions + 1) || ' times (task_queue.max_interruptions)'
+            ELSE error END,
+        finished_at = CASE WHEN interruptions >= ? THEN {EPOCH_NOW} END,
+        interruptions = interruptions + 1, agent = NULL, pid = NULL, started_at = NULL, head = NULL, lease_until = NULL
+    WHERE id IN (SELECT id FROM tasks WHERE status = '{Status.RUNNING}' AND lease_until < {EPOCH_NOW}
+                 FOR UPDATE SKIP LOCKED)
+    RETURNING id, status, head"""
+
+
+class PostgresQueue(Queue):
+    claim_sets = f""", head = current_setting('orchestrate.head'),
+        lease_until = {EPOCH_NOW} + current_setting('orchestrate.lease')::float8"""
+    lock_rows = " FOR UPDATE OF t SKIP LOCKED"
+
+    def __init__(self, settings: Settings, lock_file: Path) -> None:
+        self.settings, self.lock_file = settings, lock_file
+        self.logs = ".orchestrate/logs"
+        self.lock = asyncio.Lock()
+        self.version = 0  # notices from other connections
+        self.renewed = time.monotonic()  # when this head's leases were last renewed
+        self.link = self._connect()
+
+    def _connect(self) -> Any:
+        conn = Connection(self.settings, str(self.lock_file))
+        conn.execute("SELECT set_config('orchestrate.lease', ?, false)", (str(self.settings.lease_seconds),))
+        conn.pg.add_notify_handler(self._noticed)
+        conn.pg.execute(f"LISTEN {schema.CHANNEL}")
+        return conn
+
+    def _noticed(self, notice: Any) -> None:
+        if notice.pid != self.link.pg.info.backend_pid:
+            self.version += 1
+
+    async def close(self) -> None:
+        self.link.close()
+
+    async def _run(self, work: Callable[[Any], T]) -> T:
+        async with self.lock:
+            try:
+                if self.link.pg.closed:
+                    self.link = self._connect()
+                return work(self.link)
+            except sqlite3.OperationalError as exc:
+                if not self.link.pg.closed and not self.link.pg.broken:
+                    raise
+                raise QueueBusy(f"{shown(self.settings.url)} does not answer ({exc})") from None
+
+    async def write(self, *statements: Write) -> list[Any]:
+        """One transaction: a plain BEGIN, since the rows a claim or a record touches are locked
+        by the statements themselves (the commands' BEGIN IMMEDIATE takes the advisory lock)."""
+
+        def write(conn: Any) -> list[Any]:
+            rows: list[Any] = []
+            conn.execute("BEGIN")
+            try:
+                for sql, args in statements:
+                    rows = conn.execute(sql, tuple(args)).fetchall()
+                conn.execute("COMMIT")
+            except BaseException:
+                if not conn.pg.closed:
+                    conn.pg.execute("ROLLBACK")
+                raise
+            return rows
+
+        return await self._run(write)
+
+    async def register(self, pid: int, log_file: str, now: float) -> int:
+        """Take this head's row; its tasks left running by a head of its name that died go back
+        to pending, unspent, and so do any head's whose leases ran out."""
+        me, host = self.settings.head, os.uname().nodename
+        rows = await self.read(
+            f"SELECT pid, host, {EPOCH_NOW} - extract(epoch FROM beat_at) FROM heads WHERE name = ?", me
+        )
+        if rows and rows[0][2] < self.settings.lease_seconds and not _gone(rows[0][0], rows[0][1], host):
+            raise OrchestrateError(
+                f"a head named {me} (pid {rows[0][0]} on {rows[0][1]}) already works {shown(self.settings.url)};"
+                " give this one a task_queue.head_name of its own"
+            )
+        upsert = """INSERT INTO heads (name, pid, host, started_at, heartbeat_at, log_file) VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT (name) DO UPDATE SET pid = excluded.pid, host = excluded.host, started_at = excluded.started_at,
+                heartbeat_at = excluded.heartbeat_at, log_file = excluded.log_file, beat_at = now()"""
+        recover = f"""UPDATE tasks SET status = '{Status.PENDING}', agent = NULL, pid = NULL, started_at = NULL,
+            head = NULL, lease_until = NULL WHERE status = '{Status.RUNNING}' AND head = ? RETURNING id"""
+        own = await self.write((upsert, (me, pid, host, now, now, log_file)), (recover, (me,)))
+        self.renewed = time.monotonic()
+        return len(own) + len(await self._take_back())
+
+    async def heartbeat(self, now: float) -> None:
+        """Renew this head's leases, and take back those that ran out on other heads."""
+        await self.write(("UPDATE heads SET heartbeat_at = ?, beat_at = now() WHERE name = ?", (now, self.settings.head)),
+                         (RENEW, ()))  # fmt: skip
+        self.renewed = time.monotonic()
+        await self._take_back()
+
+    async def _take_back(self) -> list[Any]:
+        limit = self.settings.max_interruptions
+        rows = await self.write((TAKE_BACK, (limit, limit, limit)))
+        for task_id, status, _ in rows:
+            log.warning(
+                "task_%03d: its head's lease ran out; %s", task_id, "failed" if status == "failed" else "pending again"
+            )
+        return rows
+
+    def lapsing(self) -> bool:
+        """Whether this head's leases could run out before the database answers again."""
+        return time.monotonic() - self.renewed > self.settings.lease_seconds / 2
+
+    async def data_version(self) -> int:
+        """Counts other connections' notices: reading them costs a non-blocking receive."""
+        pg = self.link.pg
+        try:
+            pg.pgconn.consume_input()
+            while (notice := pg.pgconn.notifies()) is not None:
+                self.version += notice.be_pid != pg.info.backend_pid
+        except psycopg.Error:
+            pass  # the connection is gone: the next statement says so
+        return self.version
+
+
+def _gone(pid: int, host: str, here: str) -> bool:
+    """A head of this name on this machine whose process has exited."""
+    from orchestrate.api import alive
+
+    return host == here and not alive(pid)
