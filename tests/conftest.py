@@ -25,7 +25,13 @@ ORCHESTRATE = str(Path(sys.executable).parent / "orchestrate")  # the installed 
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh project directory as the working directory, with a predictable environment."""
     monkeypatch.chdir(tmp_path)
-    for name in ("ORCHESTRATE_CONFIG", "ORCHESTRATE_DB", "ORCHESTRATE_TASK", "ORCHESTRATE_QUEUE"):
+    for name in (
+        "ORCHESTRATE_CONFIG",
+        "ORCHESTRATE_DB",
+        "ORCHESTRATE_DATABASE",
+        "ORCHESTRATE_TASK",
+        "ORCHESTRATE_QUEUE",
+    ):
         monkeypatch.delenv(name, raising=False)  # the suite may run as an agent's check, inside a head's task
     monkeypatch.setenv("COLUMNS", "80")
     yield tmp_path
@@ -107,3 +113,24 @@ def live_pids(marker: bytes) -> list[int]:
         except OSError:
             continue
     return found
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """One PostgreSQL server for the session (tests/postgres_server.py); CI must have one."""
+    from postgres_server import running
+
+    with running() as server:
+        if server is None:
+            if os.environ.get("CI"):
+                pytest.fail("no PostgreSQL server is installed (.ci/run installs Debian's postgresql)")
+            pytest.skip("no PostgreSQL server installed (apt-get install postgresql)")
+        yield server
+
+
+@pytest.fixture
+def pg_url(postgres_server: Any, project: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh database of its own for the test, and $ORCHESTRATE_DATABASE naming it."""
+    url = postgres_server.create(f"t{os.getpid()}_{time.monotonic_ns()}")
+    monkeypatch.setenv("ORCHESTRATE_DATABASE", url)
+    return str(url)

@@ -27,6 +27,7 @@ from orchestrate.postgres import Connection, Settings, schema, shown
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+RECONNECT_S = 1.0  # how long a call waits, once the database does not answer, before saying so
 EPOCH_NOW = "extract(epoch FROM now())"  # the database's clock, which every head's leases share
 RENEW = f"""UPDATE tasks SET lease_until = {EPOCH_NOW} + current_setting('orchestrate.lease')::float8
     WHERE status = '{Status.RUNNING}' AND head = current_setting('orchestrate.head')"""
@@ -79,7 +80,9 @@ class PostgresQueue(Queue):
             except sqlite3.OperationalError as exc:
                 if not self.link.pg.closed and not self.link.pg.broken:
                     raise
-                raise QueueBusy(f"{shown(self.settings.url)} does not answer ({exc})") from None
+                lost = exc
+        await asyncio.sleep(RECONNECT_S)  # as SQLite's busy wait: a caller that tries again does not spin
+        raise QueueBusy(f"{shown(self.settings.url)} does not answer ({lost})")
 
     async def write(self, *statements: Write) -> list[Any]:
         """One transaction: a plain BEGIN, since the rows a claim or a record touches are locked
@@ -99,6 +102,16 @@ class PostgresQueue(Queue):
             return rows
 
         return await self._run(write)
+
+    async def read(self, sql: str, *args: Any) -> list[Any]:
+        """Wait for the database to answer again, while this head's leases hold: an extension reads
+        in the middle of an attempt, which a read that failed would fail."""
+        while True:
+            try:
+                return await super().read(sql, *args)
+            except QueueBusy:
+                if self.lapsing():
+                    raise
 
     async def register(self, pid: int, log_file: str, now: float) -> int:
         """Take this head's row; its tasks left running by a head of its name that died go back
