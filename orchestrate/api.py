@@ -21,19 +21,11 @@ from orchestrate.core.errors import (
     UsageError,
 )
 from orchestrate.core.states import Event, Status, change
-from orchestrate.core.store import (
-    BUSY_TIMEOUT_S,
-    SELECT_TASKS,
-    STATES,
-    Task,
-    is_busy,
-    task_from_row,
-    task_name,
-    transaction,
-)
+from orchestrate.core.store import BUSY_TIMEOUT_S, SELECT_TASKS, Task, is_busy, task_from_row, task_name, transaction
 from orchestrate.core.store import connect as connect_file
 
 MAX_ID = 2**63 - 1  # SQLite's largest integer: a larger id names no task
+STATES = tuple(Status)
 PRIORITIES = {"high": 0, "normal": 1, "low": 2}  # as the tasks table stores them
 HEARTBEAT_STALE_S = 10.0  # the head beats every second; this much silence means it is gone
 

@@ -73,18 +73,12 @@ def serve(cfg: Config, until_idle: bool = False) -> int:
     if sys.version_info < (3, 12) and hasattr(os, "pidfd_open"):
         # 3.12 does this itself; the default before it starts a thread per agent to wait for it
         asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
-    return asyncio.run(Head(cfg, extensions(cfg, until_idle), adapters(cfg), queue_type(cfg)).run())
+    head = Head(cfg, extensions(cfg, until_idle), adapters(cfg))
+    if (pg := cfg.features.get("postgres")) is not None:  # a database several heads share
+        from orchestrate.postgres.queue import PostgresQueue
 
-
-def queue_type(cfg: Config) -> Any:
-    """What the head opens its queue with: SQLite's file, or a PostgreSQL database several heads share."""
-    from orchestrate.core.queue import Queue
-
-    if (pg := cfg.features.get("postgres")) is None:
-        return Queue
-    from orchestrate.postgres.queue import PostgresQueue
-
-    return functools.partial(PostgresQueue, pg)
+        head.queue_type = functools.partial(PostgresQueue, pg, head)
+    return asyncio.run(head.run())
 
 
 def own_project(runtime: Path, db: Path) -> None:

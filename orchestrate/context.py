@@ -18,7 +18,7 @@ from orchestrate.core.config import Config
 from orchestrate.core.errors import QueueBusy
 from orchestrate.core.extension import Extension
 from orchestrate.core.states import FINISHED, Status, sql_list
-from orchestrate.core.store import SELECT_TASKS, STATES, Task, task_from_row, task_name
+from orchestrate.core.store import SELECT_TASKS, Task, task_from_row, task_name
 
 if TYPE_CHECKING:
     from orchestrate.core.attempt import Attempt
@@ -154,7 +154,7 @@ class Journal(Extension):
             RECENT,
         )
         counts = dict(await self.queue.read("SELECT status, n FROM task_counts"))
-        return state_block([Line(*r) for r in recent], {s: counts.get(s, 0) for s in STATES})
+        return state_block([Line(*r) for r in recent], {s: counts.get(s, 0) for s in Status})
 
     async def keep(self) -> None:
         while True:

@@ -49,7 +49,7 @@ def test_counts_follow_every_change(project: Path) -> None:
         conn.execute("DELETE FROM tasks WHERE id = 7")
         api.cancel(conn, 1)
         truth = dict(conn.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall())
-        assert api.counts(conn) == {s: truth.get(s, 0) for s in store.STATES}
+        assert api.counts(conn) == {s: truth.get(s, 0) for s in api.STATES}
 
 
 def test_a_cycle_adds_nothing(project: Path) -> None:

@@ -34,10 +34,10 @@ WATCH_S = 0.05  # how often the head looks for another process's commit (add, ca
 
 
 class Head:
-    def __init__(
-        self, cfg: Config, extensions: Iterable[Extension] = (), adapters: Mapping[str, Any] = {}, queue: Any = Queue
-    ) -> None:
-        self.cfg, self.extensions, self.now, self.open_queue = cfg, tuple(extensions), time.time, queue
+    queue_type: Any = Queue  # called with the queue file; a PostgreSQL queue for several heads is orchestrate/postgres
+
+    def __init__(self, cfg: Config, extensions: Iterable[Extension] = (), adapters: Mapping[str, Any] = {}) -> None:
+        self.cfg, self.extensions, self.now = cfg, tuple(extensions), time.time
         # Each hook's implementations, in order: an attempt awaits only the hooks an extension defines.
         plain = {h: getattr(Extension, h) for h in HOOKS}
         self.hooks = {h: [getattr(x, h) for x in self.extensions if getattr(type(x), h) is not plain[h]] for h in HOOKS}
@@ -59,7 +59,7 @@ class Head:
         """Work the queue until stopped: the exit status, 1 if any task failed for good."""
         self.cfg.runtime_dir.mkdir(parents=True, exist_ok=True)
         self.lock, pid_file = _lock(self.db), self.cfg.runtime_dir / "head.pid"
-        self.queue: Queue = self.open_queue(self.db)
+        self.queue: Queue = self.queue_type(self.db)
         self.queue.logs = self.relative(self.cfg.runtime_dir / "logs")  # as the task rows name the agents' logs
         try:
             await self._start(pid_file)
@@ -214,8 +214,6 @@ class Head:
                     await beat()
             except QueueBusy as exc:
                 log.warning("heartbeat: %s", exc)
-                for slot in self.busy.values() if self.queue.lapsing() else ():  # stop before another head takes over
-                    slot.interrupt(Stop.STOPPED)
             except sqlite3.Error as exc:  # a full disk, or the file gone: as when a result cannot be recorded
                 self.broken("the head cannot beat", exc)
             except Exception:  # a bug: say so, and beat again

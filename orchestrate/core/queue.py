@@ -75,10 +75,9 @@ class Queue:
 
     async def register(self, pid: int, log_file: str, now: float) -> int:
         """Take over the queue: tasks a dead head left running go back to pending, unspent."""
-        head = (pid, os.uname().nodename, now, now, log_file)
         recover = f"""UPDATE tasks SET status = '{Status.PENDING}', agent = NULL, pid = NULL, started_at = NULL
             WHERE status IN {sql_list(TRANSITIONS[Event.REQUEUE][0])} RETURNING id"""
-        me = ("INSERT INTO head VALUES (1, ?, ?, ?, ?, ?)", head)
+        me = ("INSERT INTO head VALUES (1, ?, ?, ?, ?, ?)", (pid, os.uname().nodename, now, now, log_file))
         return len(await self.write(("DELETE FROM head", ()), me, (recover, ())))
 
     async def heartbeat(self, now: float) -> None:
@@ -128,10 +127,6 @@ class Queue:
         """Of the runs in `claims` (task id: claim), those whose row is no longer running on that claim."""
         rows = await self.read(f"SELECT id, status, claim FROM tasks WHERE id IN ({_marks(claims)})", *claims)
         return set(claims) - {r[0] for r in rows if r[1] == Status.RUNNING and r[2] == claims[r[0]]}
-
-    def lapsing(self) -> bool:
-        """Whether the head's claims could lapse while the queue does not answer: never on one file."""
-        return False
 
     async def data_version(self) -> int:
         """Changes whenever another connection commits: how the head notices `add` and `cancel`."""

@@ -13,7 +13,6 @@ from orchestrate.core.errors import ConfigError
 from orchestrate.core.states import Status
 
 BUSY_TIMEOUT_S = 5.0
-STATES = tuple(Status)
 
 
 def m001_initial(conn: sqlite3.Connection) -> None:

@@ -15,7 +15,7 @@ from orchestrate import api, shapes
 from orchestrate.core.config import Config
 from orchestrate.core.errors import OrchestrateError
 from orchestrate.core.states import Status
-from orchestrate.core.store import SELECT_TASKS, STATES, Task, task_from_row
+from orchestrate.core.store import SELECT_TASKS, Task, task_from_row
 
 AGENT_STATES = ("idle", "busy", "cooling", "unavailable")
 LOG_TAIL = 64 * 1024  # what a first look at a log shows: its end
@@ -136,7 +136,7 @@ def metrics(conn: sqlite3.Connection, now: float | None = None) -> str:
     counts = api.counts(conn)
     slots = api.slots(conn) if head.running else []
     lines = _family("orchestrate_head_running", "gauge", "1 while a head node works this queue.", [("", head.running)])
-    tasks_by_status = [(f'{{status="{s}"}}', counts[s]) for s in STATES]
+    tasks_by_status = [(f'{{status="{s}"}}', counts[s]) for s in Status]
     lines += _family("orchestrate_tasks", "gauge", "Tasks in the queue by status.", tasks_by_status)
     agents_by_state = [(f'{{state="{s}"}}', sum(a.state == s for a in slots)) for s in AGENT_STATES]
     lines += _family("orchestrate_agents", "gauge", "The head's agent slots by state.", agents_by_state)

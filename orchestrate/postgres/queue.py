@@ -16,14 +16,17 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
 from orchestrate.core.errors import OrchestrateError, QueueBusy
 from orchestrate.core.queue import Queue, Write
-from orchestrate.core.states import Status
+from orchestrate.core.states import Status, Stop
 from orchestrate.postgres import Connection, Settings, schema, shown
+
+if TYPE_CHECKING:
+    from orchestrate.core.head import Head
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -49,8 +52,8 @@ class PostgresQueue(Queue):
         lease_until = {EPOCH_NOW} + current_setting('orchestrate.lease')::float8"""
     lock_rows = " FOR UPDATE OF t SKIP LOCKED"
 
-    def __init__(self, settings: Settings, lock_file: Path) -> None:
-        self.settings, self.lock_file = settings, lock_file
+    def __init__(self, settings: Settings, head: Head, lock_file: Path) -> None:
+        self.settings, self.head, self.lock_file = settings, head, lock_file
         self.logs = ".orchestrate/logs"
         self.lock = asyncio.Lock()
         self.version = 0  # notices from other connections
@@ -135,9 +138,16 @@ class PostgresQueue(Queue):
         return len(own) + len(await self._take_back())
 
     async def heartbeat(self, now: float) -> None:
-        """Renew this head's leases, and take back those that ran out on other heads."""
-        await self.write(("UPDATE heads SET heartbeat_at = ?, beat_at = now() WHERE name = ?", (now, self.settings.head)),
-                         (RENEW, ()))  # fmt: skip
+        """Renew this head's leases, and take back those that ran out on other heads; once the
+        database has not answered for half a lease, stop this head's agents before another head
+        can take their tasks (each goes back to pending, if still this head's, when it answers)."""
+        beat = ("UPDATE heads SET heartbeat_at = ?, beat_at = now() WHERE name = ?", (now, self.settings.head))
+        try:
+            await self.write(beat, (RENEW, ()))
+        except QueueBusy:
+            for slot in self.head.busy.values() if self.lapsing() else ():
+                slot.interrupt(Stop.STOPPED)
+            raise
         self.renewed = time.monotonic()
         await self._take_back()
 
