@@ -43,6 +43,10 @@ def extensions(cfg: Config, until_idle: bool = False) -> list[Extension]:
     journal = Journal(cfg) if context.settings(cfg).update_on_completion else None
     found += [Context(cfg, journal), *([journal] if journal else []), Plans(), Pause()]
     found += [hooks.Hooks(cfg)] if hooks.settings(cfg).commands else []  # none: the head pays nothing
+    if (pg := cfg.features.get("postgres")) is not None:  # several machines on one queue
+        from orchestrate.postgres.extensions import extensions as shared
+
+        found += shared(cfg, pg)
     if until_idle:
         from orchestrate.until_idle import UntilIdle
 

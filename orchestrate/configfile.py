@@ -64,7 +64,6 @@ SECTIONS: dict[str, dict[str, tuple[str, Any]]] = {  # key: (kind, default); "?"
         "head_name": ("text?", None),
         "lease_seconds": ("number", 60.0),
         "max_interruptions": ("count0", 3),
-        "remote": ("text", "origin"),
     },
     "context": {
         "directory": ("text", "context"),
@@ -84,6 +83,7 @@ WORKSPACE_KEYS: dict[str, tuple[str, Any]] = {
     "verify_timeout_seconds": ("number", 600.0),
     "require_changes": ("flag", False),
     "merge": ("merge", "manual"),
+    "remote": ("text", "origin"),  # on a PostgreSQL queue: where task branches travel between machines
 }
 # What happens, for `hooks:` (orchestrate/hooks.py): each event may run shell commands.
 HOOK_EVENTS = (
@@ -112,6 +112,12 @@ AGENT_RUN_KEYS: dict[str, tuple[str, Any]] = {
     "idle_timeout_seconds": ("number0?", None),  # None: task_queue's; 0: no limit
     "resume": ("flag", True),
     "max_cost_usd": ("number?", None),  # what one claude run may spend (--max-budget-usd)
+}
+
+# The PostgreSQL backend's keys of an agent entry (orchestrate/postgres), read only on such a queue.
+AGENT_SHARED_KEYS: dict[str, tuple[str, Any]] = {
+    "max_total": ("count?", None),  # running at once across every machine; max_instances is this machine's
+    "cooling_key": ("text?", None),  # agents with one key (an account) cool together; default: the entry's name
 }
 
 
@@ -144,9 +150,9 @@ def _values(data: Any, where: str, spec: dict[str, tuple[str, Any]], sep: str = 
 
 
 def _agent(name: str, data: Any, where: str) -> tuple[AgentConfig, dict[str, Any]]:
-    """The entry's AgentConfig, and its settings for the runs feature."""
-    values = _values(data, where, AGENT_KEYS | AGENT_RUN_KEYS)
-    runs = {key: values.pop(key) for key in AGENT_RUN_KEYS}
+    """The entry's AgentConfig, and its settings for the runs feature and the PostgreSQL backend."""
+    values = _values(data, where, AGENT_KEYS | AGENT_RUN_KEYS | AGENT_SHARED_KEYS)
+    runs = {key: values.pop(key) for key in (*AGENT_RUN_KEYS, *AGENT_SHARED_KEYS)}
     kind = values.pop("type") or name
     if kind not in AGENT_TYPES:
         if kind != name:
@@ -228,12 +234,12 @@ def load(path: Path, *, required: bool = False) -> Config:
     return parse(data or {}, label, path.resolve().parent, path)
 
 
-def _postgres(queue: dict[str, Any], label: str, root: Path) -> Any:
+def _postgres(queue: dict[str, Any], label: str, root: Path, mode: str, agents: dict[str, dict[str, Any]]) -> Any:
     """The PostgreSQL backend's settings when the queue is a URL ($ORCHESTRATE_DATABASE first);
     the queue's `database` then names the file this project's head locks."""
     import os
 
-    own = {k: queue.pop(k) for k in ("head_name", "lease_seconds", "max_interruptions", "remote")}
+    own = {k: queue.pop(k) for k in ("head_name", "lease_seconds", "max_interruptions")}
     database = os.environ.get("ORCHESTRATE_DATABASE") or queue["database"]
     if not database.startswith(("postgresql://", "postgres://")):
         queue["database"] = database
@@ -242,8 +248,13 @@ def _postgres(queue: dict[str, Any], label: str, root: Path) -> Any:
 
     if own["lease_seconds"] < 5:
         raise ConfigError(f"{label}: task_queue.lease_seconds: at least 5 (the head renews leases every second)")
+    if mode != "worktree":
+        raise ConfigError(
+            f"{label}: workspace: a PostgreSQL queue needs workspace: worktree, so that each task's work"
+            " travels on its branch between machines"
+        )
     queue["database"] = str(root / ".orchestrate" / "postgres.lock")
-    return postgres.settings_from(database, own)
+    return postgres.settings_from(database, own, agents)
 
 
 def parse(data: dict[str, Any], label: str, root: Path, path: Path) -> Config:
@@ -261,7 +272,7 @@ def parse(data: dict[str, Any], label: str, root: Path, path: Path) -> Config:
     top = _values({k: v for k, v in data.items() if k in WORKSPACE_KEYS}, label, WORKSPACE_KEYS, ": ")
     workspace = WorkspaceConfig(
         top["workspace"], tuple(top["workspace_files"]), top["setup"], commands(top["verify"]),
-        top["verify_timeout_seconds"], top["require_changes"], top["merge"],
+        top["verify_timeout_seconds"], top["require_changes"], top["merge"], top["remote"],
     )  # fmt: skip
     agents = data.get("agents", {"claude": {}})
     if agents and type(agents) is not dict:
@@ -277,7 +288,8 @@ def parse(data: dict[str, Any], label: str, root: Path, path: Path) -> Config:
         {k: v for k, v in data.items() if k == HOOKS_TIMEOUT[0]}, label, dict([HOOKS_TIMEOUT]), ": "
     )
     max_subtasks = queue.pop("max_subtasks")
-    postgres = _postgres(queue, label, root)
+    shared = {n: {k: run[k] for k in AGENT_SHARED_KEYS} for n, (_, run) in entries.items()}
+    postgres = _postgres(queue, label, root, workspace.mode, shared)
     runs = RunSettings(
         queue.pop("idle_timeout_seconds"),
         queue.pop("max_cost_usd"),
@@ -312,6 +324,7 @@ class WorkspaceConfig(NamedTuple):
     verify_timeout_seconds: float = 600
     require_changes: bool = False
     merge: str = "manual"  # or "auto": a task that completes is merged into the current branch
+    remote: str = "origin"  # a PostgreSQL queue's: the git remote task branches are pushed to and fetched from
 
 
 class DashboardConfig(NamedTuple):

@@ -39,6 +39,13 @@ ADD_UP = """UPDATE tasks SET cost_usd = coalesce(cost_usd + ?, cost_usd, ?),
     input_tokens = coalesce(input_tokens + ?, input_tokens, ?),
     output_tokens = coalesce(output_tokens + ?, output_tokens, ?) WHERE id = ?"""  # each figure twice
 SPEND = "UPDATE spending SET cost_usd = cost_usd + ?"
+
+
+def add_up(task_id: int, *figures: float | int | None) -> tuple[str, tuple[float | int | None, ...]]:
+    """ADD_UP for a run's cost, input and output tokens, each figure given twice (it has no numbered parameters)."""
+    return ADD_UP, (*(f for f in figures for _ in range(2)), task_id)
+
+
 LAST_RUN = "SELECT agent_type, session_id, error FROM runs WHERE task_id = ? ORDER BY n DESC LIMIT 1"
 RESUMED = """\
 # Task {name}: your last attempt did not succeed
@@ -108,7 +115,6 @@ class Runs(Extension):
             result.session_id, self.log_start.get(attempt.slot.id), log_size(attempt),
         )  # fmt: skip
         attempt.writes.append((ADD_RUN, (*row, task.id)))
-        figures = (result.cost_usd, result.input_tokens, result.output_tokens)
-        attempt.writes.append((ADD_UP, (*(f for f in figures for _ in "12"), task.id)))
+        attempt.writes.append(add_up(task.id, result.cost_usd, result.input_tokens, result.output_tokens))
         if result.cost_usd:
             attempt.writes.append((SPEND, (result.cost_usd,)))

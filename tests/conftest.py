@@ -134,3 +134,27 @@ def pg_url(postgres_server: Any, project: Path, monkeypatch: pytest.MonkeyPatch)
     url = postgres_server.create(f"t{os.getpid()}_{time.monotonic_ns()}")
     monkeypatch.setenv("ORCHESTRATE_DATABASE", url)
     return str(url)
+
+
+@pytest.fixture
+def machines(project: Path, pg_url: str) -> Any:
+    """Start a machine's head (tests/machines.py) with `machines(where)`; every one is stopped, and
+    every agent of the project killed, at the end."""
+    from machines import run_in
+
+    started: list[Path] = []
+
+    def start(where: Path) -> None:
+        result = run_in(where, "start")
+        assert result.returncode == 0, result.stderr
+        started.append(where)
+
+    yield start
+    for where in started:
+        if (pid_file := where / ".orchestrate" / "head.pid").exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):  # killed by the test
+                os.kill(int(pid_file.read_text()), signal.SIGCONT)
+                run_in(where, "stop")
+    for pid in live_pids(f"ORCHESTRATE_QUEUE={project}".encode()):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

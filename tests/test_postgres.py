@@ -4,17 +4,17 @@ task twice, and a machine that dies, freezes or loses the database fails safe.""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
-import subprocess
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
-from conftest import ORCHESTRATE, live_pids, orchestrate, wait_until
+from conftest import live_pids, orchestrate, wait_until
+from machines import git, head_pid, ledger, machine, run_in, status, task
 
 from orchestrate.postgres import dialect
 
@@ -72,6 +72,8 @@ def _answers() -> list[tuple[int, Any]]:
 
 
 def test_every_command_answers_as_on_sqlite(project: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    (project / "config.yaml").write_text("workspace: worktree\n")  # as a PostgreSQL queue requires
+    git(project, "init", "-q")
     on_postgres = _answers()
     monkeypatch.delenv("ORCHESTRATE_DATABASE")
     on_sqlite = _answers()
@@ -80,61 +82,12 @@ def test_every_command_answers_as_on_sqlite(project: Path, pg_url: str, monkeypa
     assert [code for code, _ in on_postgres].count(0) == len(COMMANDS) - 4
 
 
-def _machine(root: Path, name: str, command: str, slots: int = 2, lease: float = 5) -> Path:
-    """A project directory standing for one machine: its own config, head and agent slots."""
-    where = root / name
-    where.mkdir()
-    (where / "config.yaml").write_text(
-        f"agents:\n  {name}:\n    type: command\n    command: [sh, -c, {json.dumps(command)}]\n"
-        f"    max_instances: {slots}\n"
-        f"task_queue:\n  head_name: {name}\n  lease_seconds: {lease}\n  retry_delay_seconds: 0\n"
-    )
-    return where
-
-
-def _in(where: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([ORCHESTRATE, *argv], cwd=where, capture_output=True, text=True, timeout=120)
-
-
-def _status(where: Path) -> dict[str, Any]:
-    result = _in(where, "status", "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)  # type: ignore[no-any-return]
-
-
-def _task(where: Path, ref: int) -> dict[str, Any]:
-    return json.loads(_in(where, "show", str(ref), "--json").stdout)  # type: ignore[no-any-return]
-
-
-def _head_pid(where: Path) -> int:
-    return int((where / ".orchestrate" / "head.pid").read_text())
-
-
-@pytest.fixture
-def machines(project: Path, pg_url: str) -> Any:
-    started: list[Path] = []
-
-    def start(where: Path) -> None:
-        result = _in(where, "start")
-        assert result.returncode == 0, result.stderr
-        started.append(where)
-
-    yield start
-    for where in started:
-        if (pid_file := where / ".orchestrate" / "head.pid").exists():
-            with contextlib.suppress(ProcessLookupError):  # killed by the test
-                os.kill(int(pid_file.read_text()), signal.SIGCONT)
-                _in(where, "stop")
-    for pid in live_pids(f"ORCHESTRATE_QUEUE={project}".encode()):
-        os.kill(pid, signal.SIGKILL)
-
-
-def _ledger(path: Path) -> list[str]:
-    return path.read_text().split() if path.exists() else []
-
-
 def test_a_head_runs_the_real_cli_fakes_on_postgres(project: Path, fakes: Path, pg_url: str) -> None:
-    (project / "config.yaml").write_text("agents:\n  claude:\n    max_instances: 2\n  codex: {}\n")
+    (project / "config.yaml").write_text("agents:\n  claude:\n    max_instances: 2\n  codex: {}\nworkspace: worktree\n")
+    (project / ".gitignore").write_text("config.yaml\nfake_runs.jsonl\n.fake-agent-runs-*\n")
+    git(project, "init", "-q")
+    git(project, "add", ".gitignore")
+    git(project, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
     for text in ("write hello.py", "write tests", "review it"):
         assert orchestrate("add", text).returncode == 0
     assert orchestrate("add", "codex work", "--agent", "codex").returncode == 0
@@ -149,75 +102,150 @@ def test_a_head_runs_the_real_cli_fakes_on_postgres(project: Path, fakes: Path, 
 
 
 def test_eight_heads_share_2000_tasks_and_none_runs_twice(project: Path, machines: Any) -> None:
-    ledger = project / "ledger"
+    record = project / "ledger"
     names = [f"m{i}" for i in range(1, 9)]
-    where = [_machine(project, n, f'echo "$ORCHESTRATE_TASK" >> {ledger}') for n in names]
-    (project / "tasks.yaml").write_text("".join(f"- description: task number {i}\n" for i in range(2000)))
-    assert _in(where[0], "add", "--file", str(project / "tasks.yaml")).returncode == 0
-    for machine in where:
-        machines(machine)
-    wait_until(lambda: _status(where[0])["counts"]["completed"] == 2000, timeout=240, message="2000 completed")
-    ran = Counter(_ledger(ledger))
+    where = [machine(project, n, f'echo "$ORCHESTRATE_TASK" >> {record}') for n in names]
+    # Each task in the project directory itself: this is about claims, not about git.
+    tasks = "".join(f"- {{description: task number {i}, workspace: shared}}\n" for i in range(2000))
+    (project / "tasks.yaml").write_text(tasks)
+    assert run_in(where[0], "add", "--file", str(project / "tasks.yaml")).returncode == 0
+    for each in where:
+        machines(each)
+    wait_until(lambda: status(where[0])["counts"]["completed"] == 2000, timeout=240, message="2000 completed")
+    ran = Counter(ledger(record))
     assert len(ran) == 2000 and set(ran.values()) == {1}
-    tasks = json.loads(_in(where[3], "tasks", "--json").stdout)
+    tasks = json.loads(run_in(where[3], "tasks", "--json").stdout)
     by_agent = Counter(t["agent"].rsplit("-", 1)[0] for t in tasks)
     assert len(by_agent) >= 4, by_agent  # the work was shared, not taken by one head
     assert {t["attempts"] for t in tasks} == {1}
 
 
 def test_a_machine_killed_at_once_has_its_tasks_taken_over(project: Path, machines: Any) -> None:
-    ledger = project / "ledger"
-    agent = f'echo "start-$ORCHESTRATE_TASK" >> {ledger}; sleep 2; echo "done-$ORCHESTRATE_TASK" >> {ledger}'
-    a, b = _machine(project, "a", agent), _machine(project, "b", agent)
+    record = project / "ledger"
+    agent = f'echo "start-$ORCHESTRATE_TASK" >> {record}; sleep 2; echo "done-$ORCHESTRATE_TASK" >> {record}'
+    a, b = machine(project, "a", agent), machine(project, "b", agent)
     for text in ("one", "two"):
-        assert _in(a, "add", text).returncode == 0
+        assert run_in(a, "add", text, "--workspace", "shared").returncode == 0
     machines(a)
-    wait_until(lambda: _status(a)["counts"]["running"] == 2, message="a runs both")
-    os.kill(_head_pid(a), signal.SIGKILL)  # the machine is gone: its head and its agents at once
+    wait_until(lambda: status(a)["counts"]["running"] == 2, message="a runs both")
+    os.kill(head_pid(a), signal.SIGKILL)  # the machine is gone: its head and its agents at once
     for pid in live_pids(f"ORCHESTRATE_QUEUE={a}".encode()):
         os.kill(pid, signal.SIGKILL)
     machines(b)
-    wait_until(lambda: _status(b)["counts"]["completed"] == 2, timeout=60, message="b finishes them")
+    wait_until(lambda: status(b)["counts"]["completed"] == 2, timeout=60, message="b finishes them")
     for ref in (1, 2):
-        shown = _task(b, ref)
+        shown = task(b, ref)
         assert shown["agent"].startswith("b-") and shown["attempts"] == 1  # the lost run spent nothing
-    done = Counter(line for line in _ledger(ledger) if line.startswith("done-"))
+    done = Counter(line for line in ledger(record) if line.startswith("done-"))
     assert done == {"done-task_001": 1, "done-task_002": 1}
 
 
 def test_a_frozen_head_past_its_lease_records_nothing(project: Path, machines: Any) -> None:
-    ledger = project / "ledger"
-    agent = f'sleep 3; echo "$ORCHESTRATE_TASK-by-$0" >> {ledger}; echo "result from $0"'
-    a, b = _machine(project, "a", agent.replace("$0", "a")), _machine(project, "b", agent.replace("$0", "b"))
-    assert _in(a, "add", "the contested task").returncode == 0
+    record = project / "ledger"
+    agent = f'sleep 3; echo "$ORCHESTRATE_TASK-by-$0" >> {record}; echo "result from $0"'
+    a, b = machine(project, "a", agent.replace("$0", "a")), machine(project, "b", agent.replace("$0", "b"))
+    assert run_in(a, "add", "the contested task", "--workspace", "shared").returncode == 0
     machines(a)
-    wait_until(lambda: _status(a)["counts"]["running"] == 1, message="a runs it")
-    os.kill(_head_pid(a), signal.SIGSTOP)
+    wait_until(lambda: status(a)["counts"]["running"] == 1, message="a runs it")
+    os.kill(head_pid(a), signal.SIGSTOP)
     machines(b)
-    wait_until(lambda: (_task(b, 1)["agent"] or "").startswith("b-"), timeout=30, message="b takes it over")
-    wait_until(lambda: "task_001-by-a" in _ledger(ledger), message="a's agent finishes, its head frozen")
-    os.kill(_head_pid(a), signal.SIGCONT)  # a wakes with a result for a claim it no longer holds
-    wait_until(lambda: _status(b)["counts"]["completed"] == 1, timeout=30, message="b completes it")
-    shown = _task(b, 1)
+    wait_until(lambda: (task(b, 1)["agent"] or "").startswith("b-"), timeout=30, message="b takes it over")
+    wait_until(lambda: "task_001-by-a" in ledger(record), message="a's agent finishes, its head frozen")
+    os.kill(head_pid(a), signal.SIGCONT)  # a wakes with a result for a claim it no longer holds
+    wait_until(lambda: status(b)["counts"]["completed"] == 1, timeout=30, message="b completes it")
+    shown = task(b, 1)
     assert shown["agent"].startswith("b-") and shown["attempts"] == 1
     output = (b / shown["output_file"]).read_text()
     assert "result from b" in output and "result from a" not in output
-    assert "task_001-by-b" in _ledger(ledger)
+    assert "task_001-by-b" in ledger(record)
 
 
 def test_the_database_stopped_mid_run_ends_every_task_once(project: Path, machines: Any, postgres_server: Any) -> None:
-    ledger = project / "ledger"
-    a = _machine(project, "a", f'sleep 2; echo "$ORCHESTRATE_TASK" >> {ledger}', slots=3, lease=20)
+    record = project / "ledger"
+    a = machine(project, "a", f'sleep 2; echo "$ORCHESTRATE_TASK" >> {record}', slots=3, lease=20)
     for i in range(5):
-        assert _in(a, "add", f"task {i}").returncode == 0
+        assert run_in(a, "add", f"task {i}", "--workspace", "shared").returncode == 0
     machines(a)
-    wait_until(lambda: _status(a)["counts"]["running"] == 3, message="three running")
+    wait_until(lambda: status(a)["counts"]["running"] == 3, message="three running")
     postgres_server.stop("fast")
     try:
-        wait_until(lambda: len(_ledger(ledger)) >= 3, message="the agents finish while the database is down")
+        wait_until(lambda: len(ledger(record)) >= 3, message="the agents finish while the database is down")
     finally:
         postgres_server.start()
-    wait_until(lambda: _status(a)["counts"]["completed"] == 5, timeout=60, message="every task completed")
-    assert Counter(_ledger(ledger)) == Counter(f"task_{i:03d}" for i in range(1, 6))
-    assert {_task(a, i)["attempts"] for i in range(1, 6)} == {1}
-    assert _status(a)["head"]["running"]
+    wait_until(lambda: status(a)["counts"]["completed"] == 5, timeout=60, message="every task completed")
+    assert Counter(ledger(record)) == Counter(f"task_{i:03d}" for i in range(1, 6))
+    assert {task(a, i)["attempts"] for i in range(1, 6)} == {1}
+    assert status(a)["head"]["running"]
+
+
+def _most_at_once(lines: list[str]) -> int:
+    """The most intervals open at once, from "start-T" and "end-T" lines (T in nanoseconds)."""
+    events = sorted((int(line.split("-")[1]), line.startswith("start")) for line in lines)
+    most = now = 0
+    for _, starts in events:  # at a tie an end sorts first (False < True): touching is not overlapping
+        now += 1 if starts else -1
+        most = max(most, now)
+    return most
+
+
+def test_max_total_caps_an_agent_across_every_machine(project: Path, machines: Any) -> None:
+    times = project / "times"
+    agent = f'echo "start-$(date +%s%N)" >> {times}; sleep 0.4; echo "end-$(date +%s%N)" >> {times}'
+    where = [machine(project, f"m{i}", agent, slots=3, agent="worker", more="    max_total: 2\n") for i in range(4)]
+    (project / "tasks.yaml").write_text("".join(f"- {{description: job {i}, workspace: shared}}\n" for i in range(16)))
+    assert run_in(where[0], "add", "--file", str(project / "tasks.yaml")).returncode == 0
+    for each in where:
+        machines(each)
+    wait_until(lambda: status(where[0])["counts"]["completed"] == 16, timeout=60, message="16 completed")
+    assert _most_at_once(ledger(times)) == 2  # twelve slots, two at a time: the cap, and no more
+
+
+def test_a_rate_limit_on_one_machine_cools_the_account_on_the_others(project: Path, machines: Any) -> None:
+    agent = "if grep -q hit-the-limit; then echo 'usage limit reached' >&2; exit 42; fi; echo ok"
+    more = "    rate_limit_exit_code: 42\n    cooling_key: team-account\n"
+    a, b = machine(project, "a", agent, more=more), machine(project, "b", agent, more=more)
+    assert run_in(a, "add", "hit-the-limit", "--workspace", "shared").returncode == 0
+    machines(a)
+    wait_until(lambda: _agent_states(a) == {"cooling"}, message="a's agent cools")
+    machines(b)  # another machine, another entry name, the same account
+    wait_until(lambda: _agent_states(b) == {"cooling"}, message="b's agent cools too")
+    assert run_in(b, "add", "ordinary work", "--workspace", "shared").returncode == 0
+    assert status(b)["counts"]["pending"] == 2  # neither machine runs anything while the account rests
+
+
+def _agent_states(where: Path) -> set[str]:
+    return {a["state"] for a in json.loads(run_in(where, "agents", "--json").stdout)}
+
+
+def test_context_travels_between_machines(project: Path, machines: Any, pg_url: str) -> None:
+    said = "the answer is 42, said a"
+    a = machine(project, "a", f"echo '{said}'")
+    b = machine(project, "b", "if grep -q 'the answer is 42'; then echo 'b saw it'; else echo 'b did not'; fi")
+    machines(a)
+    machines(b)
+    wait_until(lambda: _has_met(pg_url, "a", "b"), message="a's head learns of b's agents")
+    assert run_in(a, "add", "find the answer", "--agent", "a", "--workspace", "shared").returncode == 0
+    assert run_in(a, "add", "use it", "--after", "1", "--agent", "b", "--workspace", "shared").returncode == 0
+    wait_until(lambda: status(a)["counts"]["completed"] == 2, timeout=30, message="both completed")
+    assert "b saw it" in (b / task(b, 2)["output_file"]).read_text()  # a's output was in b's prompt
+    for here in (a, b):
+        _tells_of_both(here, said)
+
+
+def _has_met(url: str, who: str, other: str) -> bool:
+    """Whether head `who` has beaten since head `other` started: it has read the other's agents."""
+    with psycopg.connect(url) as conn:
+        beat = (
+            "SELECT (SELECT heartbeat_at FROM heads WHERE name = %s) > (SELECT started_at FROM heads WHERE name = %s)"
+        )
+        return bool(conn.execute(beat, (who, other)).fetchone()[0])  # type: ignore[index]
+
+
+def _tells_of_both(here: Path, said: str) -> None:
+    """`here`'s context/ tells of both tasks: its journal, the output files, the state block."""
+    ctx = here / "context"
+    listed = lambda: {e["id"] for e in json.loads((ctx / "completed_tasks.json").read_text())}  # noqa: E731
+    wait_until(lambda: listed() == {"task_001", "task_002"}, message=f"{here.name}'s journal")
+    wait_until(lambda: (ctx / "agent_outputs" / "task_002_output.md").exists(), message="outputs")
+    assert said in (ctx / "agent_outputs" / "task_001_output.md").read_text()
+    wait_until(lambda: "task_002" in (ctx / "current_state.md").read_text(), message="state block")

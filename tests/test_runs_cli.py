@@ -71,7 +71,7 @@ def record_run(project: Path, task_id: int, cost: float | None, agent: str = "wo
     try:
         with conn:
             conn.execute(runs.ADD_RUN, (*(values[c] for c in runs.COLUMNS), task_id))
-            conn.execute(runs.ADD_UP, (cost, *tokens, task_id))
+            conn.execute(*runs.add_up(task_id, cost, *tokens))
             if cost:
                 conn.execute(runs.SPEND, (cost,))
     finally:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 try:
@@ -35,7 +35,8 @@ class Settings(NamedTuple):
     head: str  # this head's name in the heads table: the machine's host name unless set
     lease_seconds: float = 60.0
     max_interruptions: int = 3  # leases that may run out on one task before it fails
-    remote: str = "origin"  # the git remote that worktree branches travel through
+    max_total: Mapping[str, int] = {}  # by agent name: how many may run at once across every machine
+    cooling_keys: Mapping[str, str] = {}  # by agent name: what a rate limit cools (an account); default the name
 
 
 def is_url(database: str) -> bool:
@@ -133,7 +134,13 @@ def _line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-def settings_from(database: str, values: dict[str, Any]) -> Settings:
-    return Settings(database, values.get("head_name") or os.uname().nodename, **{
-        k: values[k] for k in ("lease_seconds", "max_interruptions", "remote") if k in values
-    })  # fmt: skip
+def settings_from(database: str, values: dict[str, Any], agents: dict[str, dict[str, Any]]) -> Settings:
+    """From task_queue's keys and each agent entry's max_total and cooling_key."""
+    return Settings(
+        database,
+        values.get("head_name") or os.uname().nodename,
+        values["lease_seconds"],
+        values["max_interruptions"],
+        {name: a["max_total"] for name, a in agents.items() if a.get("max_total")},
+        {name: a.get("cooling_key") or name for name, a in agents.items()},
+    )

@@ -11,6 +11,7 @@ import re
 
 WRITE_LOCK = 7_746_001  # pg_advisory_xact_lock key: the commands' transactions, one at a time, as SQLite's
 MIGRATION_LOCK = 7_746_002  # pg_advisory_lock key: one process migrates at a time
+TOTAL_LOCK = 7_746_003  # with the agent's name hashed: claims of one agent with a max_total, one at a time
 EMPTY_IN = re.compile(r"[\w.]+ (NOT )?IN \(\s*\)")  # a column in an empty list
 
 

@@ -14,7 +14,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -23,6 +23,7 @@ import psycopg
 from orchestrate.core.errors import OrchestrateError, QueueBusy
 from orchestrate.core.queue import Queue, Write
 from orchestrate.core.states import Status, Stop
+from orchestrate.core.store import Task
 from orchestrate.postgres import Connection, Settings, schema, shown
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class PostgresQueue(Queue):
         self.lock = asyncio.Lock()
         self.version = 0  # notices from other connections
         self.renewed = time.monotonic()  # when this head's leases were last renewed
+        self.team: set[str] = set()  # what tasks may wait for: every live head's agents
         self.link = self._connect()
 
     def _connect(self) -> Any:
@@ -133,22 +135,42 @@ class PostgresQueue(Queue):
                 heartbeat_at = excluded.heartbeat_at, log_file = excluded.log_file, beat_at = now()"""
         recover = f"""UPDATE tasks SET status = '{Status.PENDING}', agent = NULL, pid = NULL, started_at = NULL,
             head = NULL, lease_until = NULL WHERE status = '{Status.RUNNING}' AND head = ? RETURNING id"""
-        own = await self.write((upsert, (me, pid, host, now, now, log_file)), (recover, (me,)))
-        self.renewed = time.monotonic()
+        names = sorted({s.agent.name for s in self.head.distributor.slots})  # the caps of this head's agents in force
+        totals: list[Write] = [("DELETE FROM agent_totals WHERE agent = ?", (n,)) for n in names]
+        totals += [
+            ("INSERT INTO agent_totals VALUES (?, ?)", kv) for kv in self.settings.max_total.items() if kv[0] in names
+        ]
+        own = await self.write(*totals, (upsert, (me, pid, host, now, now, log_file)), (recover, (me,)))
+        await self._publish(now)
         return len(own) + len(await self._take_back())
+
+    async def claim(
+        self, slot: str, takes: Collection[str], known: Collection[str], now: float, busy: Collection[int] = ()
+    ) -> Task | None:
+        """As on one machine, but a task preferring an agent that another live head has waits for it."""
+        return await super().claim(slot, takes, {*known, *self.team}, now, busy)
+
+    async def _publish(self, now: float) -> None:
+        """Beat, say which agents this head's tasks may wait for, and learn the other live heads'."""
+        known = ",".join(sorted(self.head.distributor.known()))
+        beat = "UPDATE heads SET heartbeat_at = ?, beat_at = now(), agents = ? WHERE name = ?"
+        await self.write((beat, (now, known, self.settings.head)), (RENEW, ()))
+        self.renewed = time.monotonic()
+        rows = await self.read(
+            f"SELECT agents FROM heads WHERE extract(epoch FROM beat_at) > {EPOCH_NOW} - ?", self.settings.lease_seconds
+        )
+        self.team = {name for (agents,) in rows for name in agents.split(",") if name}
 
     async def heartbeat(self, now: float) -> None:
         """Renew this head's leases, and take back those that ran out on other heads; once the
         database has not answered for half a lease, stop this head's agents before another head
         can take their tasks (each goes back to pending, if still this head's, when it answers)."""
-        beat = ("UPDATE heads SET heartbeat_at = ?, beat_at = now() WHERE name = ?", (now, self.settings.head))
         try:
-            await self.write(beat, (RENEW, ()))
+            await self._publish(now)
         except QueueBusy:
             for slot in self.head.busy.values() if self.lapsing() else ():
                 slot.interrupt(Stop.STOPPED)
             raise
-        self.renewed = time.monotonic()
         await self._take_back()
 
     async def _take_back(self) -> list[Any]:

@@ -1,6 +1,6 @@
 """The queue's schema on PostgreSQL: the tables SQLite's migrations build (core/store.py), in
 PostgreSQL's types, with what several machines on one queue need besides: a row per head, a lease
-on every running task timed by the database's clock, shared cooling, and change notices."""
+on every running task timed by the database's clock, and change notices."""
 
 from __future__ import annotations
 
@@ -47,8 +47,11 @@ def pg001_initial() -> list[str]:
             plan INTEGER NOT NULL DEFAULT 0 CHECK (plan IN (0, 1)),
             head TEXT,  -- the head whose agent runs it
             lease_until DOUBLE PRECISION,  -- by the database's clock: past it, any head takes the task back
-            interruptions INTEGER NOT NULL DEFAULT 0  -- leases that ran out on it: past the limit it fails
+            interruptions INTEGER NOT NULL DEFAULT 0,  -- leases that ran out on it: past the limit it fails
+            -- the agent entry of the slot, e.g. claude of claude-2 (core/distributor.py names slots so)
+            agent_name TEXT GENERATED ALWAYS AS (regexp_replace(agent, '-[0-9]+$', '')) STORED
         )""",
+        "CREATE INDEX tasks_running_by_agent ON tasks (agent_name) WHERE status = 'running'",
         "CREATE INDEX tasks_by_status ON tasks (status, rank, id)",
         "CREATE INDEX tasks_by_finish ON tasks (status, finished_at)",
         "CREATE INDEX tasks_by_parent ON tasks (parent) WHERE parent IS NOT NULL",
@@ -93,7 +96,8 @@ def pg001_initial() -> list[str]:
             started_at DOUBLE PRECISION NOT NULL,
             heartbeat_at DOUBLE PRECISION NOT NULL,  -- the head's clock, as `status` on its machine reads it
             log_file TEXT,
-            beat_at TIMESTAMPTZ NOT NULL DEFAULT now()  -- the database's clock
+            beat_at TIMESTAMPTZ NOT NULL DEFAULT now(),  -- the database's clock
+            agents TEXT NOT NULL DEFAULT ''  -- the agent names and types a task may wait for here, comma-separated
         )""",
         """CREATE VIEW head AS SELECT 1 AS id, pid, host, started_at, heartbeat_at, log_file
             FROM heads WHERE name = current_setting('orchestrate.head')""",
@@ -139,8 +143,45 @@ def pg001_initial() -> list[str]:
         "INSERT INTO spending VALUES (1, 0, 0)",
         "CREATE TABLE paused (id INTEGER PRIMARY KEY CHECK (id = 1), since DOUBLE PRECISION NOT NULL)",
         "CREATE TRIGGER paused_changed AFTER INSERT OR DELETE ON paused EXECUTE FUNCTION tasks_changed()",
-        # An agent rate limited on one machine rests on all; agents that share a cooling_key together.
-        "CREATE TABLE cooling (key TEXT PRIMARY KEY, until DOUBLE PRECISION NOT NULL, limits INTEGER NOT NULL)",
+        # agents.NAME.max_total, enforced in the claim's own transaction: a claim that would take an
+        # agent past its total across every machine changes nothing. The advisory lock makes claims of
+        # one agent wait for each other, so the count each reads includes the one before it.
+        "CREATE TABLE agent_totals (agent TEXT PRIMARY KEY, max_total INTEGER NOT NULL CHECK (max_total > 0))",
+        f"""CREATE FUNCTION claim_within_total() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE
+            name TEXT := regexp_replace(NEW.agent, '-[0-9]+$', '');
+            cap INTEGER;
+        BEGIN
+            SELECT max_total INTO cap FROM agent_totals WHERE agent = name;
+            IF cap IS NULL THEN
+                RETURN NEW;
+            END IF;
+            PERFORM pg_advisory_xact_lock({dialect.TOTAL_LOCK}, hashtext(name));
+            IF (SELECT count(*) FROM tasks WHERE status = 'running' AND agent_name = name AND id <> NEW.id) >= cap THEN
+                RETURN NULL;
+            END IF;
+            RETURN NEW;
+        END $$""",
+        """CREATE TRIGGER claim_within_total BEFORE UPDATE OF status ON tasks FOR EACH ROW
+            WHEN (OLD.status = 'pending' AND NEW.status = 'running') EXECUTE FUNCTION claim_within_total()""",
+        # A rate limit rests the agents of one key (an agent's name, or its cooling_key) on every machine.
+        "CREATE TABLE cooling (key TEXT PRIMARY KEY, until DOUBLE PRECISION NOT NULL, head TEXT NOT NULL)",
+        # What context/ is built from on every machine: each finished task's output file, as its head wrote it.
+        """CREATE TABLE outputs (
+            task_id BIGINT PRIMARY KEY REFERENCES tasks (id) ON DELETE CASCADE,
+            seq BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,  -- heads read those newer than they have seen
+            head TEXT NOT NULL,
+            path TEXT NOT NULL,  -- relative to the project, as tasks.output_file
+            text TEXT NOT NULL
+        )""",
+        # The agents' logs, in pieces as each head's file grew, capped per task (orchestrate/postgres/logs.py).
+        """CREATE TABLE task_logs (
+            task_id BIGINT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
+            head TEXT NOT NULL,
+            start BIGINT NOT NULL,  -- where the piece starts in that head's log file of the task
+            data BYTEA NOT NULL,
+            PRIMARY KEY (task_id, head, start)
+        )""",
         # SQLite's functions that the shared queries call.
         """CREATE FUNCTION printf(format TEXT, n BIGINT) RETURNS TEXT IMMUTABLE LANGUAGE sql
             AS $$ SELECT replace(format, '%03d', CASE WHEN n >= 0 THEN lpad(n::text, greatest(3, length(n::text)), '0')
