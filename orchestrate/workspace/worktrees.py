@@ -1,5 +1,6 @@
 """workspace: worktree: each task in its own checkout, on its own branch, set up before each attempt;
-whatever the agent leaves uncommitted is committed on the branch afterwards."""
+whatever the agent leaves uncommitted is committed on the branch afterwards. On a PostgreSQL queue
+the branches travel between machines through the git remote (remote.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from orchestrate.core.extension import Extension
 from orchestrate.core.head import Head
 from orchestrate.core.states import Stop
 from orchestrate.core.store import Task
-from orchestrate.workspace import git, settings
+from orchestrate.workspace import git, remote, settings
 from orchestrate.workspace.branches import measure
 from orchestrate.workspace.changes import diff
 from orchestrate.workspace.git import task_branch
@@ -23,6 +24,12 @@ from orchestrate.workspace.shell import shell
 def worktree(cfg: Config, task: Task) -> Path | None:
     """The task's own checkout in worktree mode; None when it works in the project directory."""
     return cfg.runtime_dir / "worktrees" / task.name if (task.workspace or settings(cfg).mode) == "worktree" else None
+
+
+def sources(task: Task) -> list[int]:
+    """The tasks whose branches the task's may start from: its own (an earlier attempt's), its
+    dependencies', its parent's."""
+    return [task.id, *task.depends_on, *([task.parent] if task.parent else [])]
 
 
 async def prepare(cfg: Config, repo: git.Repository, task: Task, path: Path) -> str | None:
@@ -89,6 +96,7 @@ class Worktrees(Extension):
 
     async def started(self, head: Head) -> None:
         self.repo, self.log, self.cfg = await self.project.repository(), head.once, head.cfg
+        self.remote = await remote.found(head.cfg) if self.repo else None  # None on SQLite: one machine
         (head.cfg.runtime_dir / ".gitignore").write_text("*\n")  # logs, snapshots, worktrees: none is the project's
 
     async def beat(self) -> None:
@@ -114,6 +122,8 @@ class Worktrees(Extension):
     async def before(self, attempt: Attempt) -> None:
         if attempt.worktree is None or self.repo is None:
             return
+        if self.remote and (failed := await self.remote.bring(sources(attempt.task))):
+            return attempt.fail(failed)  # what it would start from may be on another machine
         if failed := await prepare(attempt.cfg, self.repo, attempt.task, attempt.worktree):
             return attempt.fail(failed)
         if not attempt.cwd.is_dir():  # the project is a directory the branch does not have yet
@@ -128,6 +138,9 @@ class Worktrees(Extension):
             return
         if failed := await commit(attempt.cfg, self.repo, task, tree):
             return attempt.fail(failed)
+        if self.remote and (failed := await self.remote.send(task)):  # its work would not travel
+            self.log(f"{task.name}: {failed}")
+            attempt.fail(failed)
         attempt.changes = await diff(attempt.cfg.root, f"HEAD...{task_branch(task.id)}")
 
     async def settled(self, attempt: Attempt) -> None:
