@@ -1,6 +1,6 @@
 """Work that travels between the machines of a PostgreSQL queue, against a real server: each
 attempt's task branch is pushed to the remote and fetched by the machine that runs what comes
-next."""
+next, and merge: auto lands every machine's work on the remote's branch, one merge at a time."""
 
 from __future__ import annotations
 
@@ -51,3 +51,24 @@ def test_a_retry_on_another_machine_continues_from_the_pushed_branch(project: Pa
     assert git(b, "show", f"orchestrate/{ONE}:b.txt") == "half done\n"
     pushed = git(project / "remote.git", "log", "--format=%s", f"orchestrate/{ONE}").splitlines()
     assert pushed[0].startswith(f"{ONE}: ") and pushed[1] == "a, half"  # b's commit, on a's
+
+
+def test_merge_auto_on_two_machines_lands_every_task_on_the_remote(project: Path, machines: Any) -> None:
+    agent = 'sleep 1; echo "$ORCHESTRATE_TASK" > "$ORCHESTRATE_TASK.txt"'
+    where = [machine(project, name, agent, slots=1, more="merge: auto\n") for name in ("a", "b")]
+    for i in range(1, 5):
+        assert run_in(where[0], "add", f"write file {i}").returncode == 0
+    for each in where:
+        machines(each)
+    wait_until(lambda: _completed(where[0], 4), timeout=30, message="four tasks completed")
+    shown = [task(where[0], i) for i in range(1, 5)]
+    assert [t["error"] for t in shown] == [None] * 4  # each merged, none "completed but not merged"
+    assert {t["agent"] for t in shown} == {"a-1", "b-1"}  # both machines merged
+    remote = project / "remote.git"
+    files = git(remote, "ls-tree", "--name-only", "main").split()
+    assert {f"task_00{i}.txt" for i in range(1, 5)} <= set(files)
+    subjects = git(remote, "log", "--format=%s", "main")
+    assert all(f"task_00{i}: write file {i}" in subjects for i in range(1, 5))
+    for each in where:  # each machine's checkout is where it pushed the remote to, or behind it
+        tip = git(each, "rev-parse", "main").strip()
+        assert git(remote, "merge-base", "--is-ancestor", tip, "main") == ""

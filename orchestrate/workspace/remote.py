@@ -1,7 +1,8 @@
 """On a PostgreSQL queue, work travels between machines on git branches: each attempt's task branch
 is pushed to the remote (`remote`, default origin), and the branches a task may start from are
 fetched before its worktree is made, so that a dependency, a parent or an earlier attempt that ran
-on another machine is where it would be had it run here."""
+on another machine is where it would be had it run here; merge: auto brings the current branch up
+to the remote's before merging into it, and pushes it after (merging.py)."""
 
 from __future__ import annotations
 
@@ -125,3 +126,23 @@ class Remote:
         if done.code:
             return f"cannot push {branch} to {self.name}, so its work cannot reach the other machines: {said(done)}"
         return None
+
+    async def catch_up(self, branch: str) -> str | None:
+        """Fast-forward the project's current `branch` to the remote's, which other machines merge
+        into; why not (a remote it cannot read, or local commits the remote lacks)."""
+        async with self.lock:
+            try:
+                there = await self.fetch([branch])
+            except Unreachable as exc:
+                return str(exc)
+        if branch not in there:
+            return None  # the remote has no such branch yet: the push makes it
+        done = await git.run(self.cfg.root, "merge", "--ff-only", "-q", there[branch])
+        return f"cannot fast-forward {branch} to {self.name}'s: {done.problem}" if done.code else None
+
+    async def publish(self, branch: str) -> str | None:
+        """Push the project's current `branch` (never force: it is everyone's); why not."""
+        ref = f"refs/heads/{branch}"
+        async with self.lock:
+            done = await git.run(self.cfg.root, "push", "-q", "--no-verify", self.name, f"{ref}:{ref}", own=QUIET)
+        return f"cannot push {branch} to {self.name}: {said(done)}" if done.code else None
