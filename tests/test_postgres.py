@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from conftest import live_pids, orchestrate, wait_until
 from machines import git, head_pid, ledger, machine, run_in, status, task
+from test_dashboard import api, request, serve  # noqa: F401 - serve is a fixture
 
 from orchestrate.postgres import dialect
 
@@ -249,3 +250,72 @@ def _tells_of_both(here: Path, said: str) -> None:
     wait_until(lambda: (ctx / "agent_outputs" / "task_002_output.md").exists(), message="outputs")
     assert said in (ctx / "agent_outputs" / "task_001_output.md").read_text()
     wait_until(lambda: "task_002" in (ctx / "current_state.md").read_text(), message="state block")
+
+
+DASHBOARD_PATHS = [
+    "/api/status",
+    "/api/tasks",
+    "/api/tasks?status=pending",
+    "/api/tasks?status=blocked",
+    "/api/tasks/2",
+]
+
+
+def _dashboard_answers(start: Any) -> list[Any]:
+    served = start()
+    answers: list[Any] = [_timeless(api(served.url, path)) for path in DASHBOARD_PATHS]
+    metrics = request(served.url, "/metrics").body.decode().splitlines()
+    answers.append([line for line in metrics if not line.startswith(("orchestrate_head", "#"))])
+    added = request(
+        served.url, "/api/tasks", "POST", {"Content-Type": "application/json", "Origin": served.url.rstrip("/")}
+    )
+    answers.append(added.status)
+    return answers
+
+
+def test_the_dashboard_and_metrics_answer_as_on_sqlite(
+    project: Path,
+    pg_url: str,
+    serve: Any,  # noqa: F811 - test_dashboard's fixture
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (project / "config.yaml").write_text("workspace: worktree\n")
+    git(project, "init", "-q")
+    for argv in (("add", "parse"), ("add", "test it", "--after", "1"), ("add", "third"), ("cancel", "3")):
+        assert orchestrate(*argv).returncode == 0
+    on_postgres = _dashboard_answers(serve)
+    monkeypatch.delenv("ORCHESTRATE_DATABASE")
+    for argv in (("add", "parse"), ("add", "test it", "--after", "1"), ("add", "third"), ("cancel", "3")):
+        assert orchestrate(*argv).returncode == 0
+    on_sqlite = _dashboard_answers(serve)
+    for pg_answer, sqlite_answer in zip(on_postgres, on_sqlite, strict=True):
+        assert pg_answer == sqlite_answer
+    assert on_postgres[0]["counts"] == {"pending": 2, "running": 0, "completed": 0, "failed": 0, "cancelled": 1}
+
+
+@pytest.mark.parametrize(
+    ("config", "error"),
+    [
+        ("", "workspace: a PostgreSQL queue needs workspace: worktree"),
+        ("workspace: shared\n", "workspace: a PostgreSQL queue needs workspace: worktree"),
+        ("workspace: worktree\ntask_queue: {lease_seconds: 2}\n", "task_queue.lease_seconds: at least 5"),
+        ("workspace: worktree\nagents: {claude: {max_total: 0}}\n", "agents.claude.max_total: expected"),
+    ],
+)
+def test_a_postgresql_configuration_that_cannot_work_is_one_line(
+    project: Path, pg_url: str, config: str, error: str
+) -> None:
+    (project / "config.yaml").write_text(config)
+    for command in (("status",), ("add", "x"), ("start",)):
+        result = orchestrate(*command)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert error in result.stderr
+
+
+def test_an_unreachable_database_is_one_line_and_no_traceback(project: Path, postgres_server: Any) -> None:
+    (project / "config.yaml").write_text("workspace: worktree\n")
+    gone = postgres_server.url("no_such_database")
+    for command in (("status",), ("add", "x"), ("tasks",)):
+        result = orchestrate(*command, env={"ORCHESTRATE_DATABASE": gone})
+        assert result.returncode != 0 and result.stderr.count("\n") == 1, result.stderr
+        assert "no_such_database" in result.stderr and "Traceback" not in result.stderr

@@ -85,8 +85,8 @@ class Connection:
             raise sqlite3.OperationalError(f"cannot connect to {shown(settings.url)}: {_line(exc)}") from None
         self.pg.adapters.register_loader("numeric", Numeric)
         self.mine = str(self.pg.info.backend_pid)
-        for name, value in (("orchestrate.head", settings.head), ("orchestrate.lock", lock_file)):
-            self.pg.execute("SELECT set_config(%s, %s, false)", (name, value))
+        names = "SELECT set_config('orchestrate.head', %s, false), set_config('orchestrate.lock', %s, false)"
+        self._guard(self.pg.execute, names, (settings.head, lock_file))
         self._guard(schema.migrate, self.pg, shown(settings.url))
 
     def execute(self, sql: str, args: Sequence[Any] | dict[str, Any] = ()) -> Cursor:

@@ -10,6 +10,7 @@ head of another's commit."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sqlite3
@@ -101,8 +102,9 @@ class PostgresQueue(Queue):
                     rows = conn.execute(sql, tuple(args)).fetchall()
                 conn.execute("COMMIT")
             except BaseException:
-                if not conn.pg.closed:
-                    conn.pg.execute("ROLLBACK")
+                if not conn.pg.closed and not conn.pg.broken:
+                    with contextlib.suppress(psycopg.Error):  # the error that brought us here is the one to tell
+                        conn.pg.execute("ROLLBACK")
                 raise
             return rows
 
@@ -142,6 +144,7 @@ class PostgresQueue(Queue):
         ]
         own = await self.write(*totals, (upsert, (me, pid, host, now, now, log_file)), (recover, (me,)))
         await self._publish(now)
+        log.info("head %s on %s, leases of %g s", me, shown(self.settings.url), self.settings.lease_seconds)
         return len(own) + len(await self._take_back())
 
     async def claim(

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
+
 from orchestrate.postgres import dialect
 
 TASK_STATES = "('pending', 'running', 'completed', 'failed', 'cancelled')"
@@ -206,6 +208,8 @@ def migrate(conn: Any, where: str) -> None:
     """Bring the schema up to date, one process at a time (an advisory lock held across it)."""
     from orchestrate.core.errors import ConfigError
 
+    if _version(conn) == len(MIGRATIONS):  # every command connects: the common case costs one statement
+        return
     conn.execute(f"SELECT pg_advisory_lock({dialect.MIGRATION_LOCK})")
     try:
         conn.execute("CREATE TABLE IF NOT EXISTS orchestrate_schema (version INTEGER NOT NULL)")
@@ -224,3 +228,13 @@ def migrate(conn: Any, where: str) -> None:
                 conn.execute("INSERT INTO orchestrate_schema VALUES (%s)", (number,))
     finally:
         conn.execute(f"SELECT pg_advisory_unlock({dialect.MIGRATION_LOCK})")
+
+
+def _version(conn: Any) -> int | None:
+    """The schema's version, or None before the first migration (or in an unrelated database)."""
+    try:
+        with conn.transaction():  # an error inside is rolled back to here, leaving the connection usable
+            row = conn.execute("SELECT version FROM orchestrate_schema").fetchone()
+    except psycopg.errors.UndefinedTable:
+        return None
+    return int(row[0]) if row else None
