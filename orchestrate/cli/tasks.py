@@ -3,8 +3,9 @@
 # No `from __future__ import annotations`: typer reads the annotations (see cli/app.py).
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -144,6 +145,9 @@ def logs(
             raise UsageError("--attempt prints a run that has ended, which does not grow: drop --follow or --attempt")
         _run_log(ctx, task, attempt)
         return
+    if session(ctx).config.features.get("postgres") is not None:  # its runs may have run on other machines
+        _shared_log(ctx, task, follow)
+        return
     found = session(ctx).task(task)
     path = api.log_path(session(ctx).config, found)
     if not path.exists() and not (follow and found.status in ACTIVE):
@@ -164,10 +168,65 @@ def logs(
         time.sleep(0.2)  # following a file: poll it, as tail -f does
 
 
+def _shared_log(ctx: typer.Context, ref: str, follow: bool) -> None:
+    """`logs` on a PostgreSQL queue: each run's part of the log from this machine's file, or from
+    what the database keeps of the file of the machine that ran it; `follow` polls while it runs."""
+    from orchestrate.postgres import logs as shared
+
+    cfg, write, offset = session(ctx).config, _writer(), 0
+    quiet_since: float | None = None  # since when the task has ended with no more of its log arriving
+    with session(ctx).queue(create=False) as conn:
+        task_id = api.parse_task_id(ref)
+        while True:
+            found = api.get_task(conn, task_id)
+            log = shared.Log(conn, cfg, found)
+            if not log.parts and not (follow and found.status in ACTIVE):
+                raise OrchestrateError(f"{found.name} has no log yet: it has not run")
+            if moved := _print_shared(log.read(offset), found, write):
+                offset, quiet_since = offset + moved, None
+            if not follow or (found.status not in ACTIVE and offset >= log.size and not log.waiting):
+                return
+            if found.status not in ACTIVE:
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since > shared.SHIP_WAIT_S:
+                    head = log.parts[-1].head
+                    typer.echo(
+                        f"note: {head} has not copied the last {log.waiting:,} bytes of {found.name}'s log to the"
+                        f" database; {head}'s {found.log_file} has them",
+                        err=True,
+                    )
+                    return
+            time.sleep(shared.FOLLOW_S)  # pieces arrive once a second
+
+
+def _print_shared(pieces: Iterator[Any], found: store.Task, write: Callable[[bytes], None]) -> int:
+    """Print a shared log's data, each gap in it as a note on stderr: how far it went."""
+    from orchestrate.postgres.logs import Gap
+
+    moved = 0
+    for piece in pieces:
+        if isinstance(piece, Gap):
+            typer.echo(f"note: {piece.said(found)}", err=True)
+            moved += piece.size
+        else:
+            write(piece)
+            moved += len(piece)
+    return moved
+
+
 def _run_log(ctx: typer.Context, task: str, n: int) -> None:
     """Print run `n`'s part of the task's log."""
+    cfg = session(ctx).config
     with session(ctx).queue(create=False) as conn:
-        path, start, end = api.log_part(conn, session(ctx).config, api.get_task(conn, api.parse_task_id(task)), n)
+        found = api.get_task(conn, api.parse_task_id(task))
+        if cfg.features.get("postgres") is not None:
+            from orchestrate.postgres import logs as shared
+
+            part = shared.run_part(conn, found, n)
+            if part is not None and part.head != cfg.features["postgres"].head:  # another machine ran it
+                _print_shared(shared.Log(conn, cfg, found, [part]).read(0), found, _writer())
+                return
+        path, start, end = api.log_part(conn, cfg, found, n)
     write = _writer()
     with path.open("rb") as log:
         log.seek(start)
