@@ -101,6 +101,27 @@ def log_chunk(path: Path, offset: int | None) -> dict[str, Any]:
     return {"exists": True, "offset": start, "next": start + used, "size": size, "text": text}
 
 
+def shared_log_chunk(conn: Any, cfg: Config, task: Task, offset: int | None) -> dict[str, Any]:
+    """log_chunk on a PostgreSQL queue: offsets count over the task's runs' parts, each read from
+    this machine's file or from what the database keeps of another's; what it left out is said
+    in the text, in brackets."""
+    from orchestrate.postgres import logs as shared
+
+    log = shared.Log(conn, cfg, task)
+    if not log.parts:
+        return {"exists": False, "offset": 0, "next": 0, "size": 0, "text": ""}
+    start = max(log.size - LOG_TAIL, 0) if offset is None else offset if offset <= log.size else 0
+    texts, data, used = [], b"", start
+    for piece in log.read(start, LOG_CHUNK):
+        if isinstance(piece, shared.Gap):  # what came before it is all there will be: decode it whole
+            texts += [data.decode(errors="replace"), f"[orchestrate: {piece.said(task)}]\n"]
+            data, used = b"", used + len(data) + piece.size
+        else:
+            data += piece
+    text, taken = _decode(data)
+    return {"exists": True, "offset": start, "next": used + taken, "size": log.size, "text": "".join(texts) + text}
+
+
 def _decode(data: bytes) -> tuple[str, int]:
     """The text in `data`, and how many bytes it used: a character the agent has only half
     written yet is left for the next read instead of becoming garbage."""

@@ -197,6 +197,9 @@ def output(req: Request) -> Reply:
 def log_tail(req: Request) -> Reply:
     with req.queue() as conn:
         found = _task(conn, req.args[0])
+        if req.cfg.features.get("postgres") is not None:  # its runs may have run on other machines
+            chunk = data.shared_log_chunk(conn, req.cfg, found, req.number("offset"))
+            return json_reply({"task": found.name, "status": found.status, **chunk})
     chunk = data.log_chunk(api.log_path(req.cfg, found), req.number("offset"))
     return json_reply({"task": found.name, "status": found.status, **chunk})
 
