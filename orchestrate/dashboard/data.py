@@ -172,7 +172,7 @@ def _durations(conn: sqlite3.Connection) -> list[str]:
     le = ", ".join(f"total(d <= {b})" for b in DURATION_BUCKETS)
     row = conn.execute(
         f"""SELECT {le}, count(*), total(d) FROM (SELECT finished_at - started_at AS d FROM tasks
-            WHERE status = '{Status.COMPLETED}' AND started_at IS NOT NULL AND finished_at IS NOT NULL)"""
+            WHERE status = '{Status.COMPLETED}' AND started_at IS NOT NULL AND finished_at IS NOT NULL) AS took"""
     ).fetchone()
     *cumulative, count, seconds = row
     buckets = [(f'_bucket{{le="{b}"}}', n) for b, n in zip(DURATION_BUCKETS, cumulative, strict=True)]
