@@ -1,4 +1,6 @@
-"""The head's claim logic: priority, aging, dependencies, backoff, affinity, atomicity; and slot order."""
+"""The head's claim logic: priority, aging, dependencies, backoff, affinity, atomicity; and slot order.
+
+The claim tests run on both backends: `db` is an SQLite file, or a PostgreSQL database of its own."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from collections.abc import AsyncIterator, Collection
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -25,13 +28,34 @@ ANY = {"claude", "codex", "gemini"}
 LOW, NORMAL, HIGH = api.PRIORITIES["low"], api.PRIORITIES["normal"], api.PRIORITIES["high"]
 
 
-def add(db: Path, *batch: api.NewTask, now: float = 0.0) -> list[int]:
-    with api.opened(db) as conn:
+Db = Any  # an SQLite file's Path, or the PostgreSQL backend's Settings
+
+
+def opened(db: Db) -> Any:
+    """A connection as the commands open one, on either backend."""
+    if isinstance(db, Path):
+        return api.opened(db)
+    from orchestrate import postgres
+
+    return api.opened(db.url, connect=lambda: postgres.Connection(db))
+
+
+def open_queue(db: Db) -> Queue:
+    """The head's queue on either backend; a PostgreSQL queue asks its head only what runs there."""
+    if isinstance(db, Path):
+        return Queue(db)
+    from orchestrate.postgres.queue import PostgresQueue
+
+    return PostgresQueue(db, SimpleNamespace(busy={}), Path("q.lock"))
+
+
+def add(db: Db, *batch: api.NewTask, now: float = 0.0) -> list[int]:
+    with opened(db) as conn:
         return api.add_tasks(conn, list(batch), now=now)
 
 
-def sql(db: Path, statement: str, *args: object) -> None:
-    with api.opened(db) as conn:
+def sql(db: Db, statement: str, *args: object) -> None:
+    with opened(db) as conn:
         conn.execute(statement, args)
 
 
@@ -41,8 +65,8 @@ def running(task_id: int) -> store.Task:
     return store.Task(**{**blank, "id": task_id, "description": "x", "status": "running"})
 
 
-def get(db: Path, task_id: int) -> store.Task:
-    with api.opened(db) as conn:
+def get(db: Db, task_id: int) -> store.Task:
+    with opened(db) as conn:
         return api.get_task(conn, task_id)
 
 
@@ -62,26 +86,30 @@ async def pending(q: Queue) -> int:
     return int((await q.read("SELECT n FROM task_counts WHERE status = 'pending'"))[0][0])
 
 
-@pytest.fixture
-def db(project: Path) -> Path:
-    return project / "q.db"
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, project: Path) -> Db:
+    if request.param == "sqlite":
+        return project / "q.db"
+    from orchestrate.postgres import Settings
+
+    return Settings(request.getfixturevalue("pg_url"), "test-head")
 
 
 @pytest.fixture
-async def q(db: Path) -> AsyncIterator[Queue]:
-    opened = Queue(db)
-    yield opened
-    await opened.close()
+async def q(db: Db) -> AsyncIterator[Queue]:
+    queue = open_queue(db)
+    yield queue
+    await queue.close()
 
 
-async def test_high_before_normal_before_low_and_fifo_within_a_level(q: Queue, db: Path) -> None:
+async def test_high_before_normal_before_low_and_fifo_within_a_level(q: Queue, db: Db) -> None:
     prios = [LOW, NORMAL, HIGH, LOW, HIGH, NORMAL]
     ids = add(db, *(api.NewTask(f"t{i}", priority=p) for i, p in enumerate(prios)))
     expected = sorted(ids, key=lambda i: (prios[ids.index(i)], i))
     assert await drain(q) == expected == [ids[2], ids[4], ids[1], ids[5], ids[0], ids[3]]
 
 
-async def test_an_old_low_task_is_promoted_to_normal_by_aging(q: Queue, db: Path) -> None:
+async def test_an_old_low_task_is_promoted_to_normal_by_aging(q: Queue, db: Db) -> None:
     [normal_before] = add(db, api.NewTask("normal before"), now=0)
     [old_low] = add(db, api.NewTask("old low", priority=LOW), now=100)
     [normal_after] = add(db, api.NewTask("normal after"), now=200)
@@ -94,13 +122,13 @@ async def test_an_old_low_task_is_promoted_to_normal_by_aging(q: Queue, db: Path
     assert get(db, old_low).priority == LOW  # the rank changes, the priority the user gave does not
 
 
-async def test_without_aging_a_low_task_keeps_its_rank(q: Queue, db: Path) -> None:
+async def test_without_aging_a_low_task_keeps_its_rank(q: Queue, db: Db) -> None:
     [old_low] = add(db, api.NewTask("old low", priority=LOW), now=0)
     [normal] = add(db, api.NewTask("normal"), now=10)
     assert await drain(q, now=AGING_S * 3) == [normal, old_low]
 
 
-async def test_a_task_waits_for_its_dependency_to_complete(q: Queue, db: Path) -> None:
+async def test_a_task_waits_for_its_dependency_to_complete(q: Queue, db: Db) -> None:
     dep, child = add(db, api.NewTask("dep"), api.NewTask("child", priority=HIGH, after_new=(0,)))
     assert get(db, child).blocked
     first = await q.claim("slot-1", ANY, ANY, 1.0)
@@ -110,7 +138,7 @@ async def test_a_task_waits_for_its_dependency_to_complete(q: Queue, db: Path) -
     assert await drain(q, now=4.0) == [child]
 
 
-async def test_a_dependency_completed_by_another_connection_unblocks(q: Queue, db: Path) -> None:
+async def test_a_dependency_completed_by_another_connection_unblocks(q: Queue, db: Db) -> None:
     [dep] = add(db, api.NewTask("dep"))
     sql(db, "UPDATE tasks SET status = 'running' WHERE id = ?", dep)
     [child] = add(db, api.NewTask("child", depends_on=(dep,)))
@@ -119,7 +147,7 @@ async def test_a_dependency_completed_by_another_connection_unblocks(q: Queue, d
     assert await drain(q) == [child]
 
 
-async def test_runnable_excludes_tasks_behind_a_failed_or_cancelled_dependency(q: Queue, db: Path) -> None:
+async def test_runnable_excludes_tasks_behind_a_failed_or_cancelled_dependency(q: Queue, db: Db) -> None:
     a, _b, _c, _d, _e, x, _y = add(
         db,
         api.NewTask("A"),
@@ -132,13 +160,13 @@ async def test_runnable_excludes_tasks_behind_a_failed_or_cancelled_dependency(q
     )
     assert await runnable(q) == await pending(q) == 7
     sql(db, "UPDATE tasks SET status = 'failed' WHERE id = ?", a)
-    with api.opened(db) as conn:
+    with opened(db) as conn:
         api.cancel(conn, x, now=1.0)
     assert await pending(q) == 5  # B, C, D, E, Y
     assert await runnable(q) == 2  # D and E
 
 
-async def test_a_task_in_retry_backoff_is_skipped_until_its_time(q: Queue, db: Path) -> None:
+async def test_a_task_in_retry_backoff_is_skipped_until_its_time(q: Queue, db: Db) -> None:
     waiting, ready = add(db, api.NewTask("backing off", priority=HIGH), api.NewTask("ready"))
     sql(db, "UPDATE tasks SET not_before = 100 WHERE id = ?", waiting)
     assert await drain(q, now=50) == [ready]
@@ -146,7 +174,7 @@ async def test_a_task_in_retry_backoff_is_skipped_until_its_time(q: Queue, db: P
     assert await drain(q, now=100.1) == [waiting]
 
 
-async def test_a_task_waits_for_its_preferred_agent_only_when_it_is_known(q: Queue, db: Path) -> None:
+async def test_a_task_waits_for_its_preferred_agent_only_when_it_is_known(q: Queue, db: Db) -> None:
     claude, codex, anyone, cursor = add(
         db,
         api.NewTask("for claude", agent_type="claude"),
@@ -159,7 +187,7 @@ async def test_a_task_waits_for_its_preferred_agent_only_when_it_is_known(q: Que
     assert await drain(q, takes={"claude"}, known=known) == [claude]
 
 
-async def test_a_slot_takes_tasks_for_its_entry_name_or_its_type(q: Queue, db: Path) -> None:
+async def test_a_slot_takes_tasks_for_its_entry_name_or_its_type(q: Queue, db: Db) -> None:
     dist = distributor(("claude", "claude", 1), ("fast", "codex", 1))
     claude_slot, fast_slot = dist.slots
     by_name, by_type, claude = add(
@@ -176,7 +204,7 @@ async def test_a_slot_takes_tasks_for_its_entry_name_or_its_type(q: Queue, db: P
     assert await drain(q, takes=fast_takes, known=dist.known()) == [claude]
 
 
-async def test_claim_marks_the_task_running_once_on_its_slot(q: Queue, db: Path) -> None:
+async def test_claim_marks_the_task_running_once_on_its_slot(q: Queue, db: Db) -> None:
     assert await q.claim("codex-2", ANY, ANY, 1.0) is None  # empty queue
     [tid] = add(db, api.NewTask("only"))
     q.logs = "logs"
@@ -189,11 +217,11 @@ async def test_claim_marks_the_task_running_once_on_its_slot(q: Queue, db: Path)
     assert await q.claim("codex-2", ANY, ANY, 43.0) is None  # not claimed twice
 
 
-def test_queues_in_four_threads_never_claim_the_same_task(db: Path) -> None:
+def test_queues_in_four_threads_never_claim_the_same_task(db: Db) -> None:
     ids = add(db, *(api.NewTask(f"t{i}", priority=i % 3) for i in range(200)))
 
     async def claim_all(slot: str) -> list[int]:
-        own = Queue(db)  # each thread its own connection and loop, as separate heads
+        own = open_queue(db)  # each thread its own connection and loop, as separate heads
         try:
             return [t.id for _ in range(80) if (t := await own.claim(slot, ANY, ANY, 1.0))]
         finally:
@@ -206,11 +234,11 @@ def test_queues_in_four_threads_never_claim_the_same_task(db: Path) -> None:
     assert {get(db, i).status for i in ids} == {"running"}
 
 
-async def test_a_record_is_refused_once_the_row_has_moved_on_from_its_claim(q: Queue, db: Path) -> None:
+async def test_a_record_is_refused_once_the_row_has_moved_on_from_its_claim(q: Queue, db: Db) -> None:
     keep, gone, again = add(db, api.NewTask("keep"), api.NewTask("gone"), api.NewTask("again"))
     claims = {t.id: t.claim for t in [await q.claim("slot-1", ANY, ANY, 1.0) for _ in range(3)] if t}
     assert sorted(claims) == [keep, gone, again] and set(claims.values()) == {1}
-    with api.opened(db) as conn:
+    with opened(db) as conn:
         api.cancel(conn, gone, now=5.0)
         api.cancel(conn, again, now=5.0)
         api.retry(conn, again)
@@ -225,7 +253,7 @@ async def test_a_record_is_refused_once_the_row_has_moved_on_from_its_claim(q: Q
     assert await q.positions({keep: 1, again: 2}) == {keep}
 
 
-async def test_busy_tasks_are_not_claimed_again(q: Queue, db: Path) -> None:
+async def test_busy_tasks_are_not_claimed_again(q: Queue, db: Db) -> None:
     [tid] = add(db, api.NewTask("winding down"))
     assert await q.claim("slot-1", ANY, ANY, 1.0, busy=[tid]) is None
     assert (await q.claim("slot-1", ANY, ANY, 1.0)) is not None
@@ -264,7 +292,9 @@ def test_cooling_and_unavailable_slots_are_not_free() -> None:
     assert dist.known() == {"claude", "codex"}
 
 
-async def test_a_claim_outwaits_another_process_holding_the_queue_locked(q: Queue, db: Path) -> None:
+async def test_a_claim_outwaits_another_process_holding_the_queue_locked(project: Path) -> None:
+    db = project / "q.db"  # SQLite's write lock: PostgreSQL's claims lock rows, and skip those locked
+    q = Queue(db)
     [tid] = add(db, api.NewTask("only"))
     other = sqlite3.connect(db, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # as a long `orchestrate add` or a stuck client would
@@ -290,3 +320,4 @@ async def test_a_claim_outwaits_another_process_holding_the_queue_locked(q: Queu
     finally:
         ticker.cancel()
         other.close()
+        await q.close()
