@@ -319,3 +319,26 @@ def test_an_unreachable_database_is_one_line_and_no_traceback(project: Path, pos
         result = orchestrate(*command, env={"ORCHESTRATE_DATABASE": gone})
         assert result.returncode != 0 and result.stderr.count("\n") == 1, result.stderr
         assert "no_such_database" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_head_cut_off_for_half_a_lease_stops_its_agents_and_their_tasks_run_again(
+    project: Path, machines: Any, postgres_server: Any
+) -> None:
+    record = project / "ledger"
+    agent = f'echo "start-$ORCHESTRATE_TASK" >> {record}; sleep 4; echo "done-$ORCHESTRATE_TASK" >> {record}'
+    a = machine(project, "a", agent, slots=1, lease=5)
+    assert run_in(a, "add", "long work", "--workspace", "shared").returncode == 0
+    machines(a)
+    wait_until(lambda: ledger(record) == ["start-task_001"], message="the agent starts")
+    postgres_server.stop("fast")
+    try:  # past half the lease: another head could take the task over soon, so this one stops its agent
+        wait_until(lambda: _agent_gone(a), timeout=20, message="the head stops its agent")
+    finally:
+        postgres_server.start()
+    wait_until(lambda: status(a)["counts"]["completed"] == 1, timeout=40, message="run again, and completed")
+    assert Counter(ledger(record)) == {"start-task_001": 2, "done-task_001": 1}  # the first was stopped
+    assert task(a, 1)["attempts"] == 1  # the stopped run spent nothing
+
+
+def _agent_gone(where: Path) -> bool:
+    return not live_pids(f"ORCHESTRATE_QUEUE={where}".encode())
