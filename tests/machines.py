@@ -4,10 +4,12 @@ head and agent slots, all on the database conftest's pg_url names."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from conftest import ORCHESTRATE
 
 
@@ -54,6 +56,13 @@ def status(where: Path) -> dict[str, Any]:
     result = run_in(where, "status", "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def counts() -> dict[str, int]:
+    """The queue's counts by status, read from the database itself: a poll that starts no process
+    (a command's start-up, psycopg's import included, would take a core from the heads it waits on)."""
+    with psycopg.connect(os.environ["ORCHESTRATE_DATABASE"]) as conn:
+        return dict(conn.execute("SELECT status, n FROM task_counts").fetchall())
 
 
 def task(where: Path, ref: int) -> dict[str, Any]:

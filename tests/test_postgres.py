@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import live_pids, orchestrate, wait_until
-from machines import git, head_pid, ledger, machine, run_in, status, task
+from machines import counts, git, head_pid, ledger, machine, run_in, status, task
 from test_dashboard import api, request, serve  # noqa: F401 - serve is a fixture
 
 from orchestrate.postgres import dialect
@@ -112,7 +112,7 @@ def test_eight_heads_share_2000_tasks_and_none_runs_twice(project: Path, machine
     assert run_in(where[0], "add", "--file", str(project / "tasks.yaml")).returncode == 0
     for each in where:
         machines(each)
-    wait_until(lambda: status(where[0])["counts"]["completed"] == 2000, timeout=240, message="2000 completed")
+    wait_until(lambda: counts()["completed"] == 2000, timeout=240, message="2000 completed")
     ran = Counter(ledger(record))
     assert len(ran) == 2000 and set(ran.values()) == {1}
     tasks = json.loads(run_in(where[3], "tasks", "--json").stdout)
@@ -128,12 +128,12 @@ def test_a_machine_killed_at_once_has_its_tasks_taken_over(project: Path, machin
     for text in ("one", "two"):
         assert run_in(a, "add", text, "--workspace", "shared").returncode == 0
     machines(a)
-    wait_until(lambda: status(a)["counts"]["running"] == 2, message="a runs both")
+    wait_until(lambda: counts()["running"] == 2, message="a runs both")
     os.kill(head_pid(a), signal.SIGKILL)  # the machine is gone: its head and its agents at once
     for pid in live_pids(f"ORCHESTRATE_QUEUE={a}".encode()):
         os.kill(pid, signal.SIGKILL)
     machines(b)
-    wait_until(lambda: status(b)["counts"]["completed"] == 2, timeout=60, message="b finishes them")
+    wait_until(lambda: counts()["completed"] == 2, timeout=60, message="b finishes them")
     for ref in (1, 2):
         shown = task(b, ref)
         assert shown["agent"].startswith("b-") and shown["attempts"] == 1  # the lost run spent nothing
@@ -147,13 +147,13 @@ def test_a_frozen_head_past_its_lease_records_nothing(project: Path, machines: A
     a, b = machine(project, "a", agent.replace("$0", "a")), machine(project, "b", agent.replace("$0", "b"))
     assert run_in(a, "add", "the contested task", "--workspace", "shared").returncode == 0
     machines(a)
-    wait_until(lambda: status(a)["counts"]["running"] == 1, message="a runs it")
+    wait_until(lambda: counts()["running"] == 1, message="a runs it")
     os.kill(head_pid(a), signal.SIGSTOP)
     machines(b)
     wait_until(lambda: (task(b, 1)["agent"] or "").startswith("b-"), timeout=30, message="b takes it over")
     wait_until(lambda: "task_001-by-a" in ledger(record), message="a's agent finishes, its head frozen")
     os.kill(head_pid(a), signal.SIGCONT)  # a wakes with a result for a claim it no longer holds
-    wait_until(lambda: status(b)["counts"]["completed"] == 1, timeout=30, message="b completes it")
+    wait_until(lambda: counts()["completed"] == 1, timeout=30, message="b completes it")
     shown = task(b, 1)
     assert shown["agent"].startswith("b-") and shown["attempts"] == 1
     output = (b / shown["output_file"]).read_text()
@@ -167,13 +167,13 @@ def test_the_database_stopped_mid_run_ends_every_task_once(project: Path, machin
     for i in range(5):
         assert run_in(a, "add", f"task {i}", "--workspace", "shared").returncode == 0
     machines(a)
-    wait_until(lambda: status(a)["counts"]["running"] == 3, message="three running")
+    wait_until(lambda: counts()["running"] == 3, message="three running")
     postgres_server.stop("fast")
     try:
         wait_until(lambda: len(ledger(record)) >= 3, message="the agents finish while the database is down")
     finally:
         postgres_server.start()
-    wait_until(lambda: status(a)["counts"]["completed"] == 5, timeout=60, message="every task completed")
+    wait_until(lambda: counts()["completed"] == 5, timeout=60, message="every task completed")
     assert Counter(ledger(record)) == Counter(f"task_{i:03d}" for i in range(1, 6))
     assert {task(a, i)["attempts"] for i in range(1, 6)} == {1}
     assert status(a)["head"]["running"]
@@ -197,7 +197,7 @@ def test_max_total_caps_an_agent_across_every_machine(project: Path, machines: A
     assert run_in(where[0], "add", "--file", str(project / "tasks.yaml")).returncode == 0
     for each in where:
         machines(each)
-    wait_until(lambda: status(where[0])["counts"]["completed"] == 16, timeout=60, message="16 completed")
+    wait_until(lambda: counts()["completed"] == 16, timeout=60, message="16 completed")
     assert _most_at_once(ledger(times)) == 2  # twelve slots, two at a time: the cap, and no more
 
 
@@ -227,7 +227,7 @@ def test_context_travels_between_machines(project: Path, machines: Any, pg_url: 
     wait_until(lambda: _has_met(pg_url, "a", "b"), message="a's head learns of b's agents")
     assert run_in(a, "add", "find the answer", "--agent", "a", "--workspace", "shared").returncode == 0
     assert run_in(a, "add", "use it", "--after", "1", "--agent", "b", "--workspace", "shared").returncode == 0
-    wait_until(lambda: status(a)["counts"]["completed"] == 2, timeout=30, message="both completed")
+    wait_until(lambda: counts()["completed"] == 2, timeout=30, message="both completed")
     assert "b saw it" in (b / task(b, 2)["output_file"]).read_text()  # a's output was in b's prompt
     for here in (a, b):
         _tells_of_both(here, said)
@@ -324,8 +324,9 @@ def test_an_unreachable_database_is_one_line_and_no_traceback(project: Path, pos
 def test_a_head_cut_off_for_half_a_lease_stops_its_agents_and_their_tasks_run_again(
     project: Path, machines: Any, postgres_server: Any
 ) -> None:
-    record = project / "ledger"
-    agent = f'echo "start-$ORCHESTRATE_TASK" >> {record}; sleep 4; echo "done-$ORCHESTRATE_TASK" >> {record}'
+    record, gate = project / "ledger", project / "gate"
+    wait = f"while [ ! -e {gate} ]; do sleep 0.1; done"  # the first run waits until it is stopped
+    agent = f'echo "start-$ORCHESTRATE_TASK" >> {record}; {wait}; echo "done-$ORCHESTRATE_TASK" >> {record}'
     a = machine(project, "a", agent, slots=1, lease=5)
     assert run_in(a, "add", "long work", "--workspace", "shared").returncode == 0
     machines(a)
@@ -335,7 +336,8 @@ def test_a_head_cut_off_for_half_a_lease_stops_its_agents_and_their_tasks_run_ag
         wait_until(lambda: _agent_gone(a), timeout=20, message="the head stops its agent")
     finally:
         postgres_server.start()
-    wait_until(lambda: status(a)["counts"]["completed"] == 1, timeout=40, message="run again, and completed")
+    gate.touch()
+    wait_until(lambda: counts()["completed"] == 1, timeout=40, message="run again, and completed")
     assert Counter(ledger(record)) == {"start-task_001": 2, "done-task_001": 1}  # the first was stopped
     assert task(a, 1)["attempts"] == 1  # the stopped run spent nothing
 

@@ -67,42 +67,56 @@ def pg001_initial() -> list[str]:
         "CREATE TABLE task_counts (status TEXT PRIMARY KEY, n BIGINT NOT NULL)",
         """INSERT INTO task_counts (status, n) VALUES
             ('pending', 0), ('running', 0), ('completed', 0), ('failed', 0), ('cancelled', 0)""",
-        # Per statement, from its transition tables: a trigger per row would update the same counts
-        # row once for each, and an insert of 100,000 tasks would take minutes instead of a second.
-        """CREATE FUNCTION task_counts_change() RETURNS trigger LANGUAGE plpgsql AS $$
+        # An insert or delete counts per statement, from its transition table: a trigger per row would
+        # update the same counts row once for each, and a batch of 100,000 tasks took minutes, not a
+        # second. A status change counts per row, and only when the status changed: most updates (a
+        # lease renewed, a pid) leave it, and would pay for a transition table each.
+        """CREATE FUNCTION task_counts_batch() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
             IF TG_OP = 'INSERT' THEN
                 UPDATE task_counts c SET n = c.n + d.k
                     FROM (SELECT status, count(*) AS k FROM new_rows GROUP BY status) d WHERE c.status = d.status;
-            ELSIF TG_OP = 'DELETE' THEN
+            ELSE
                 UPDATE task_counts c SET n = c.n - d.k
                     FROM (SELECT status, count(*) AS k FROM old_rows GROUP BY status) d WHERE c.status = d.status;
-            ELSE
-                UPDATE task_counts c SET n = c.n + d.k FROM (
-                    SELECT status, sum(k) AS k FROM (
-                        SELECT n.status, 1 AS k FROM new_rows n JOIN old_rows o ON o.id = n.id WHERE o.status <> n.status
-                        UNION ALL
-                        SELECT o.status, -1 FROM new_rows n JOIN old_rows o ON o.id = n.id WHERE o.status <> n.status
-                    ) moved GROUP BY status
-                ) d WHERE c.status = d.status;
             END IF;
             RETURN NULL;
         END $$""",
         """CREATE TRIGGER task_counts_insert AFTER INSERT ON tasks REFERENCING NEW TABLE AS new_rows
-            FOR EACH STATEMENT EXECUTE FUNCTION task_counts_change()""",
+            FOR EACH STATEMENT EXECUTE FUNCTION task_counts_batch()""",
         """CREATE TRIGGER task_counts_delete AFTER DELETE ON tasks REFERENCING OLD TABLE AS old_rows
-            FOR EACH STATEMENT EXECUTE FUNCTION task_counts_change()""",
-        """CREATE TRIGGER task_counts_update AFTER UPDATE ON tasks REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-            FOR EACH STATEMENT EXECUTE FUNCTION task_counts_change()""",
+            FOR EACH STATEMENT EXECUTE FUNCTION task_counts_batch()""",
+        """CREATE FUNCTION task_counts_move() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE task_counts SET n = n - 1 WHERE status = OLD.status;
+            UPDATE task_counts SET n = n + 1 WHERE status = NEW.status;
+            RETURN NULL;
+        END $$""",
+        """CREATE TRIGGER task_counts_update AFTER UPDATE OF status ON tasks
+            FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status) EXECUTE FUNCTION task_counts_move()""",
         # Every head listens: whoever adds, cancels or finishes a task wakes the others at commit.
         f"""CREATE FUNCTION tasks_changed() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
             PERFORM pg_notify('{CHANNEL}', pg_backend_pid()::text);
             RETURN NULL;
         END $$""",
+        f"""CREATE FUNCTION tasks_unblocked() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF EXISTS (SELECT 1 FROM deps WHERE depends_on = NEW.id) THEN
+                PERFORM pg_notify('{CHANNEL}', pg_backend_pid()::text);
+            END IF;
+            RETURN NULL;
+        END $$""",
         "CREATE TRIGGER tasks_added AFTER INSERT OR DELETE ON tasks EXECUTE FUNCTION tasks_changed()",
-        """CREATE TRIGGER tasks_moved AFTER UPDATE OF status ON tasks
-            FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status) EXECUTE FUNCTION tasks_changed()""",
+        # Only the moves another head acts on: work to claim (pending again, a dependency completed) or
+        # to stop (cancelled). A claim or a failure wakes no one: every status change woke every head,
+        # and eight heads spent more on waking than on their tasks.
+        """CREATE TRIGGER tasks_moved AFTER UPDATE OF status ON tasks FOR EACH ROW
+            WHEN (OLD.status IS DISTINCT FROM NEW.status AND NEW.status IN ('pending', 'cancelled'))
+            EXECUTE FUNCTION tasks_changed()""",
+        """CREATE TRIGGER tasks_unblocked AFTER UPDATE OF status ON tasks FOR EACH ROW
+            WHEN (OLD.status IS DISTINCT FROM NEW.status AND NEW.status = 'completed')
+            EXECUTE FUNCTION tasks_unblocked()""",
         # One row per head; `head` is this machine's, as SQLite's one-row table is the only head's.
         """CREATE TABLE heads (
             name TEXT PRIMARY KEY,
