@@ -344,3 +344,28 @@ def test_a_head_cut_off_for_half_a_lease_stops_its_agents_and_their_tasks_run_ag
 
 def _agent_gone(where: Path) -> bool:
     return not live_pids(f"ORCHESTRATE_QUEUE={where}".encode())
+
+
+async def test_a_task_whose_lease_runs_out_past_max_interruptions_fails(project: Path, pg_url: str) -> None:
+    from types import SimpleNamespace
+
+    from orchestrate import api, postgres
+    from orchestrate.postgres.queue import PostgresQueue
+
+    settings = postgres.Settings(pg_url, "a", lease_seconds=5, max_interruptions=2)
+    with api.opened(pg_url, connect=lambda: postgres.Connection(settings)) as conn:
+        [tid] = api.add_tasks(conn, [api.NewTask("brings its machine down")])
+    queue = PostgresQueue(settings, SimpleNamespace(busy={}), project / "q.lock")
+    try:
+        outcomes = []
+        for _ in range(3):  # claimed, its head gone quiet past the lease, taken back by another head
+            claimed = await queue.claim("a-1", ("a", "command"), ("a",), 1.0)
+            assert claimed is not None and claimed.id == tid
+            await queue.write(("UPDATE tasks SET lease_until = lease_until - 60 WHERE id = ?", (tid,)))
+            outcomes += [status for _, status, _ in await queue._take_back()]
+        assert outcomes == ["pending", "pending", "failed"]
+        failed = await queue.read("SELECT attempts, interruptions, error FROM tasks WHERE id = ?", tid)
+        assert failed[0][:2] == (0, 3)  # no attempt spent: none of it was the task's own doing
+        assert "stopped answering while it ran, 3 times (task_queue.max_interruptions)" in failed[0][2]
+    finally:
+        await queue.close()
