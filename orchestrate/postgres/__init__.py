@@ -25,8 +25,6 @@ except ImportError:  # pragma: no cover - the message is the point
 
 from orchestrate.postgres import dialect, schema
 
-URL = re.compile(r"^postgres(ql)?://")
-
 
 class Settings(NamedTuple):
     """The PostgreSQL queue's settings (task_queue's keys that only this backend reads)."""
@@ -37,10 +35,6 @@ class Settings(NamedTuple):
     max_interruptions: int = 3  # leases that may run out on one task before it fails
     max_total: Mapping[str, int] = {}  # by agent name: how many may run at once across every machine
     cooling_keys: Mapping[str, str] = {}  # by agent name: what a rate limit cools (an account); default the name
-
-
-def is_url(database: str) -> bool:
-    return bool(URL.match(database))
 
 
 def shown(url: str) -> str:
@@ -89,7 +83,7 @@ class Connection:
         self._guard(self.pg.execute, names, (settings.head, lock_file))
         self._guard(schema.migrate, self.pg, shown(settings.url))
 
-    def execute(self, sql: str, args: Sequence[Any] | dict[str, Any] = ()) -> Cursor:
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Cursor:
         *before, last = dialect.statements(sql)
         for statement in before:
             self._guard(self.pg.execute, statement)
