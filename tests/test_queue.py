@@ -321,3 +321,66 @@ async def test_a_claim_outwaits_another_process_holding_the_queue_locked(project
         ticker.cancel()
         other.close()
         await q.close()
+
+
+async def test_a_task_added_after_a_completed_dependency_is_ready_and_one_behind_a_retried_one_waits(
+    q: Queue, db: Db
+) -> None:
+    [dep] = add(db, api.NewTask("dep"))
+    sql(db, "UPDATE tasks SET status = 'completed' WHERE id = ?", dep)
+    [ready] = add(db, api.NewTask("after a completed one", depends_on=(dep,)))
+    [failed] = add(db, api.NewTask("fails"))
+    sql(db, "UPDATE tasks SET status = 'failed' WHERE id = ?", failed)
+    [behind] = add(db, api.NewTask("behind a failed one", depends_on=(failed,)))
+    assert await drain(q) == [ready]
+    with opened(db) as conn:
+        api.retry(conn, failed, now=1.0)  # pending again: its dependant still waits for it to complete
+    claimed = await drain(q)
+    assert claimed == [failed]
+    task = get(db, failed)
+    assert await q.record(failed, task.claim, Event.COMPLETE, finished_at=2.0)
+    assert await drain(q) == [behind]
+
+
+def test_a_queue_from_before_the_ready_index_counts_what_each_task_waits_for(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for number, migration in enumerate(store.MIGRATIONS[:5], start=1):
+        migration(conn)
+        conn.execute(f"PRAGMA user_version={number}")
+    row = "INSERT INTO tasks (description, status, priority, rank, max_retries, created_at) VALUES (?, ?, 1, 1, 3, 0)"
+    for name, status in (("done", "completed"), ("running", "running"), ("both", "pending"), ("one", "pending")):
+        conn.execute(row, (name, status))
+    conn.executemany("INSERT INTO deps VALUES (?, ?)", [(3, 1), (3, 2), (4, 1)])
+    conn.close()
+    with api.opened(path) as migrated:
+        waiting = dict(migrated.execute("SELECT description, waiting FROM tasks").fetchall())
+    assert waiting == {"done": 0, "running": 0, "both": 1, "one": 0}
+
+
+@pytest.mark.parametrize("waits_for", ["a dependency", "backoff", "another agent"])
+async def test_a_claim_reads_only_the_rows_it_may_take_through_indexes(project: Path, waits_for: str) -> None:
+    db = project / "q.db"
+    [blocker] = add(db, api.NewTask("blocker"))
+    sql(db, "UPDATE tasks SET status = 'running' WHERE id = ?", blocker)
+    many = [api.NewTask(f"t{i}", depends_on=(blocker,) if waits_for == "a dependency" else ()) for i in range(50)]
+    if waits_for == "another agent":
+        many = [task._replace(agent_type="codex") for task in many]
+    add(db, *many, api.NewTask("ready", agent_type="claude"))
+    if waits_for == "backoff":
+        sql(db, "UPDATE tasks SET not_before = 1e12 WHERE id > ? AND agent_type IS NULL", blocker)
+    queue = Queue(db)
+    statements: list[str] = []
+    queue.conn.set_trace_callback(statements.append)
+    try:
+        task = await queue.claim("claude-1", ("claude", "claude"), {"claude", "codex"}, 10.0, busy=(blocker,))
+        assert task is not None and task.description == "ready"
+        queue.conn.set_trace_callback(None)
+        claims = [s for s in dict.fromkeys(statements) if s.startswith("UPDATE")]  # traced again at each trigger
+        plans = [row[3] for s in claims for row in queue.conn.execute(f"EXPLAIN QUERY PLAN {s}")]
+    finally:
+        await queue.close()
+    on_tasks = [plan for plan in plans if plan.split()[1:2] in (["t"], ["tasks"])]  # SCAN kinds: the CTE's rows
+    assert on_tasks and all(plan.startswith("SEARCH") for plan in on_tasks), plans
+    # Only the few candidates (one per kind) are sorted: each index gives its rows in claim order.
+    assert sum("TEMP B-TREE" in plan for plan in plans) <= 1, plans

@@ -147,7 +147,35 @@ def m005_plans(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE paused (id INTEGER PRIMARY KEY CHECK (id = 1), since REAL NOT NULL)")
 
 
-MIGRATIONS = [m001_initial, m002_workspaces, m003_claims, m004_runs, m005_plans]
+def m006_ready(conn: sqlite3.Connection) -> None:
+    """Claims and lists that visit only the rows they return, however many others wait.
+
+    `waiting` counts a task's dependencies not completed, kept by triggers; a backoff that has run
+    out is cleared to 0 by the claim, through the index of the rows in backoff. So the rows a claim
+    may take are exactly those in `tasks_ready`, by the agent they prefer."""
+    for statement in (
+        "ALTER TABLE tasks ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0",
+        """UPDATE tasks SET waiting = (SELECT count(*) FROM deps d JOIN tasks p ON p.id = d.depends_on
+            WHERE d.task_id = tasks.id AND p.status <> 'completed')""",
+        f"CREATE INDEX tasks_ready ON tasks (agent_type, rank, id) WHERE {READY}",
+        "CREATE INDEX tasks_in_backoff ON tasks (not_before) WHERE status = 'pending' AND not_before > 0",
+        "CREATE INDEX tasks_aging ON tasks (created_at) WHERE status = 'pending' AND rank = 2",
+        "CREATE INDEX tasks_by_status_id ON tasks (status, id)",  # a status's newest, for the dashboard
+        """CREATE TRIGGER waiting_on_dependency AFTER INSERT ON deps BEGIN
+            UPDATE tasks SET waiting = waiting + 1
+            WHERE id = NEW.task_id AND (SELECT status FROM tasks WHERE id = NEW.depends_on) <> 'completed';
+        END""",
+        """CREATE TRIGGER waiting_on_completion AFTER UPDATE OF status ON tasks
+        WHEN (OLD.status = 'completed') <> (NEW.status = 'completed') BEGIN
+            UPDATE tasks SET waiting = waiting + CASE NEW.status WHEN 'completed' THEN -1 ELSE 1 END
+            WHERE id IN (SELECT task_id FROM deps WHERE depends_on = NEW.id);
+        END""",
+    ):
+        conn.execute(statement)
+
+
+READY = "status = 'pending' AND waiting = 0 AND not_before = 0"  # tasks_ready's rows: claimable now
+MIGRATIONS = [m001_initial, m002_workspaces, m003_claims, m004_runs, m005_plans, m006_ready]
 
 
 def task_name(task_id: int) -> str:

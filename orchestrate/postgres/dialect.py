@@ -13,13 +13,15 @@ WRITE_LOCK = 7_746_001  # pg_advisory_xact_lock key: the commands' transactions,
 MIGRATION_LOCK = 7_746_002  # pg_advisory_lock key: one process migrates at a time
 TOTAL_LOCK = 7_746_003  # with the agent's name hashed: claims of one agent with a max_total, one at a time
 EMPTY_IN = re.compile(r"[\w.]+ (NOT )?IN \(\s*\)")  # a column in an empty list
+INDEXED_BY = re.compile(r" INDEXED BY \w+")
 
 
 @functools.lru_cache(maxsize=512)
 def translate(sql: str) -> str:
     """`sql` as PostgreSQL reads it: `?` placeholders become `%s` (and a literal `%` doubles), and
-    `column IN ()`, which SQLite accepts for an empty list, becomes FALSE (and NOT IN, TRUE)."""
-    sql = sql.replace("%", "%%").replace("?", "%s")
+    `column IN ()`, which SQLite accepts for an empty list, becomes FALSE (and NOT IN, TRUE); the
+    indexes SQLite's planner is told to use, PostgreSQL's finds by its statistics."""
+    sql = INDEXED_BY.sub("", sql.replace("%", "%%").replace("?", "%s"))
     return EMPTY_IN.sub(lambda m: "TRUE" if m[1] else "FALSE", sql)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 
+from orchestrate.core.store import READY
 from orchestrate.postgres import dialect
 
 TASK_STATES = "('pending', 'running', 'completed', 'failed', 'cancelled')"
@@ -228,7 +229,36 @@ def pg001_initial() -> list[str]:
     ]
 
 
-MIGRATIONS = [pg001_initial]
+def pg002_ready() -> list[str]:
+    """As SQLite's m006 (core/store.py): claims and lists visit only the rows they return."""
+    return [
+        "ALTER TABLE tasks ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0",
+        """UPDATE tasks SET waiting = (SELECT count(*) FROM deps d JOIN tasks p ON p.id = d.depends_on
+            WHERE d.task_id = tasks.id AND p.status <> 'completed')""",
+        f"CREATE INDEX tasks_ready ON tasks (agent_type, rank, id) WHERE {READY}",
+        "CREATE INDEX tasks_in_backoff ON tasks (not_before) WHERE status = 'pending' AND not_before > 0",
+        "CREATE INDEX tasks_aging ON tasks (created_at) WHERE status = 'pending' AND rank = 2",
+        "CREATE INDEX tasks_by_status_id ON tasks (status, id)",
+        """CREATE FUNCTION waiting_on_dependency() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE tasks SET waiting = waiting + 1
+            WHERE id = NEW.task_id AND (SELECT status FROM tasks WHERE id = NEW.depends_on) <> 'completed';
+            RETURN NULL;
+        END $$""",
+        """CREATE TRIGGER waiting_on_dependency AFTER INSERT ON deps
+            FOR EACH ROW EXECUTE FUNCTION waiting_on_dependency()""",
+        """CREATE FUNCTION waiting_on_completion() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE tasks SET waiting = waiting + CASE NEW.status WHEN 'completed' THEN -1 ELSE 1 END
+            WHERE id IN (SELECT task_id FROM deps WHERE depends_on = NEW.id);
+            RETURN NULL;
+        END $$""",
+        """CREATE TRIGGER waiting_on_completion AFTER UPDATE OF status ON tasks FOR EACH ROW
+            WHEN ((OLD.status = 'completed') <> (NEW.status = 'completed')) EXECUTE FUNCTION waiting_on_completion()""",
+    ]
+
+
+MIGRATIONS = [pg001_initial, pg002_ready]
 
 
 def migrate(conn: Any, where: str) -> None:
