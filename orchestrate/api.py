@@ -366,8 +366,7 @@ LIST_FILTERS: dict[str, str] = {
     "all": "TRUE",
     **{s: f"t.status = '{s}'" for s in STATES},
     "active": f"t.status = '{Status.RUNNING}'",
-    "blocked": f"""t.status = '{Status.PENDING}' AND EXISTS (SELECT 1 FROM deps d JOIN tasks p ON p.id = d.depends_on
-        WHERE d.task_id = t.id AND p.status <> '{Status.COMPLETED}')""",  # as store.task_columns' blocked
+    "blocked": f"t.status = '{Status.PENDING}' AND t.waiting > 0",  # as store.task_columns' blocked
 }
 
 

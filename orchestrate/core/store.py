@@ -274,9 +274,7 @@ def task_columns(table: str) -> str:
     """The columns task_from_row reads, from `table` (an alias, or `tasks` in a RETURNING clause)."""
     return f"""{", ".join(f"{table}.{c}" for c in _TASK_COLUMNS)}, {table}.context_files, {table}.verify,
         (SELECT group_concat(d.depends_on) FROM deps d WHERE d.task_id = {table}.id) AS depends_on,
-        {table}.status = '{Status.PENDING}' AND EXISTS (
-            SELECT 1 FROM deps d JOIN tasks p ON p.id = d.depends_on
-            WHERE d.task_id = {table}.id AND p.status <> '{Status.COMPLETED}') AS blocked"""
+        {table}.status = '{Status.PENDING}' AND {table}.waiting > 0 AS blocked"""
 
 
 SELECT_TASKS = f"SELECT {task_columns('t')} FROM tasks t"
