@@ -55,11 +55,11 @@ def plan_section(limit: int, worktree: bool) -> str:
 
 class Plans(Extension):
     async def started(self, head: Head) -> None:
-        self.head = head
+        self.head, self.config = head, str(head.cfg.path.resolve())  # resolved once: a syscall per part
 
     async def workdir(self, attempt: Attempt) -> None:
         attempt.env[DB_VAR] = str(self.head.db)
-        attempt.env[CONFIG_VAR] = str(attempt.cfg.path.resolve())
+        attempt.env[CONFIG_VAR] = self.config
 
     async def before(self, attempt: Attempt) -> None:
         if attempt.task.plan:

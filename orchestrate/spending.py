@@ -41,8 +41,8 @@ class Spending(Extension):
             self.read_at = mtime
             self.cap = self.current_cap()
         was = self.head.held.get("spending")
-        try:
-            why = held((await self.head.queue.read(SPENT))[0][0], self.cap)
+        try:  # without a cap nothing is held: no need to read the total after every run
+            why = held((await self.head.queue.read(SPENT))[0][0], self.cap) if self.cap is not None else None
         except QueueBusy:  # another process holds the queue: as things were, until the next look
             return
         if why:

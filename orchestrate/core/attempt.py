@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -121,7 +120,7 @@ async def work(head: Head, slot: Slot, task: Task) -> None:
     """Take one claimed task through every step, to its record and beyond."""
     cfg, agent = head.cfg, slot.agent
     timeout = task.timeout_seconds or agent.timeout_seconds or cfg.task_queue.timeout_minutes * 60
-    env = {**os.environ, **agent.env, process.QUEUE_VAR: str(head.db), process.TASK_VAR: task.name}
+    env = {**head.environ, **agent.env, process.QUEUE_VAR: str(head.db), process.TASK_VAR: task.name}
     with contextlib.closing(process.Log(cfg.root / str(task.log_file), head.once)) as out:  # the claim set log_file
         attempt = Attempt(task, slot, cfg, out, env, lambda: head.current(task), timeout, cfg.root)
         attempt.limits = head.distributor.limits[agent.name]

@@ -43,6 +43,7 @@ class Head:
         self.hooks = {h: [getattr(x, h) for x in self.extensions if getattr(type(x), h) is not plain[h]] for h in HOOKS}
         self.adapters: dict[str, Any] = {"command": command, **adapters}  # each an Adapter (core/agent.py)
         self.db = cfg.task_queue.database.resolve()
+        self.environ = dict(os.environ)  # read once: os.environ decodes every item each time
         self.distributor = Distributor(cfg.agents)
         self.wake = asyncio.Event()
         self.stopping: str | None = None  # "now" or "drain"
