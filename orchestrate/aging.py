@@ -7,13 +7,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from orchestrate.core.extension import Extension
-from orchestrate.core.states import Status
 
 if TYPE_CHECKING:
     from orchestrate.core.head import Head
 
 AGING_S = 30 * 60
-PROMOTE = f"UPDATE tasks SET rank = 1 WHERE status = '{Status.PENDING}' AND rank = 2 AND created_at <= ?"
+# through the index of the low tasks waiting, however many others do (named: SQLite keeps no statistics)
+PROMOTE = "UPDATE tasks INDEXED BY tasks_aging SET rank = 1 WHERE status = 'pending' AND rank = 2 AND created_at <= ?"
 
 
 class Aging(Extension):

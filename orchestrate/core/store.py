@@ -160,7 +160,8 @@ def m006_ready(conn: sqlite3.Connection) -> None:
         f"CREATE INDEX tasks_ready ON tasks (agent_type, rank, id) WHERE {READY}",
         "CREATE INDEX tasks_in_backoff ON tasks (not_before) WHERE status = 'pending' AND not_before > 0",
         "CREATE INDEX tasks_aging ON tasks (created_at) WHERE status = 'pending' AND rank = 2",
-        "CREATE INDEX tasks_by_status_id ON tasks (status, id)",  # a status's newest, for the dashboard
+        "DROP INDEX tasks_by_status",  # claims have tasks_ready: every status change paid for it
+        "CREATE INDEX tasks_by_status_id ON tasks (status, id)",  # a status's tasks, newest first for the dashboard
         """CREATE TRIGGER waiting_on_dependency AFTER INSERT ON deps BEGIN
             UPDATE tasks SET waiting = waiting + 1
             WHERE id = NEW.task_id AND (SELECT status FROM tasks WHERE id = NEW.depends_on) <> 'completed';

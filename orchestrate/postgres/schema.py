@@ -238,6 +238,7 @@ def pg002_ready() -> list[str]:
         f"CREATE INDEX tasks_ready ON tasks (agent_type, rank, id) WHERE {READY}",
         "CREATE INDEX tasks_in_backoff ON tasks (not_before) WHERE status = 'pending' AND not_before > 0",
         "CREATE INDEX tasks_aging ON tasks (created_at) WHERE status = 'pending' AND rank = 2",
+        "DROP INDEX tasks_by_status",
         "CREATE INDEX tasks_by_status_id ON tasks (status, id)",
         """CREATE FUNCTION waiting_on_dependency() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
