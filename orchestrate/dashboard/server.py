@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import errno
 import hmac
+import io
 import logging
 import signal
 import socket
 import socketserver
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
@@ -110,15 +113,33 @@ class Handler(BaseHTTPRequestHandler):
         return body if length <= BODY_MAX else None
 
     def _send(self, reply: Reply) -> None:
-        self.send_response(reply.status)
-        self.send_header("Content-Type", reply.content_type)
-        self.send_header("Content-Length", str(len(reply.body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        for name, value in reply.headers:
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(reply.body)
+        with self._one_write():
+            self.send_response(reply.status)
+            self.send_header("Content-Type", reply.content_type)
+            self.send_header("Content-Length", str(len(reply.body)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            for name, value in reply.headers:
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(reply.body)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        with self._one_write():  # a request the standard library refuses: a malformed one, HEAD, PUT...
+            super().send_error(code, message, explain)
+
+    @contextmanager
+    def _one_write(self) -> Iterator[None]:
+        """Send what is written meanwhile in one write when done. Headers and body in two would stall
+        each reply on a kept-alive connection by 40 ms: Nagle's algorithm holds the body back until
+        the client acknowledges the headers, which it delays hoping to send the ack with data."""
+        sock, self.wfile = self.wfile, io.BytesIO()
+        try:
+            yield
+            data = self.wfile.getvalue()
+        finally:
+            self.wfile = sock
+        self.wfile.write(data)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("dashboard: " + format, *args)  # the page polls: one line per request would bury the rest
