@@ -14,6 +14,7 @@ import select
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -412,6 +413,122 @@ def test_the_quick_commands_never_import_the_server() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stderr
+
+
+def test_each_reply_goes_out_in_one_write(serve: Callable[..., Served]) -> None:
+    """Headers and body in one segment: in two, Nagle's algorithm holds the body of every reply
+    on a kept-alive connection until the client's delayed ack of the headers, 40 ms later."""
+    a_small_queue()
+    port = urlsplit(serve().url).port
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        for path in ["/api/status", "/metrics", "/api/tasks?status=pending&limit=500", "/api/tasks/9", "/"] * 3:
+            conn.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+            assert _one_read_is_whole(conn), path
+        conn.sendall(f"PUT / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())  # the standard library's 501
+        assert _one_read_is_whole(conn)
+
+
+def _one_read_is_whole(conn: socket.socket) -> bool:
+    """Whether the first read once the reply begins to arrive holds all of it."""
+    select.select([conn], [], [], 10)
+    data = conn.recv(1 << 20)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = re.search(rb"\r\nContent-Length: (\d+)", head)
+    return length is not None and len(body) == int(length[1])
+
+
+def durations(conn: Any) -> dict[str, float]:
+    """The run time histogram as /metrics had it before it was kept in memory: from every completed task."""
+    took = "finished_at - started_at FROM tasks WHERE status = 'completed' AND started_at IS NOT NULL"
+    found = {f'orchestrate_task_duration_seconds_bucket{{le="{le}"}}': 0.0 for le in (1, 5, 10, 30, 60, 120)}
+    found |= {f'orchestrate_task_duration_seconds_bucket{{le="{le}"}}': 0.0 for le in (300, 600, 1800, 3600)}
+    n = 0
+    for (d,) in conn.execute(f"SELECT {took}"):
+        n += 1
+        for key in found:
+            found[key] += d <= float(key.split('"')[1])
+    prefix = "orchestrate_task_duration_seconds"
+    return (
+        found
+        | {f'{prefix}_bucket{{le="+Inf"}}': n, f"{prefix}_count": n}
+        | {
+            f"{prefix}_sum": pytest.approx(
+                conn.execute(f"SELECT total({took.replace(' FROM', ') FROM', 1)}").fetchone()[0]
+            )
+        }
+    )
+
+
+def test_the_histogram_and_chart_follow_completions_deletions_and_retries(
+    project: Path, serve: Callable[..., Served]
+) -> None:
+    from orchestrate import api as queue
+
+    now = time.time()
+    with queue.opened(project / "tasks.db") as conn:
+        queue.add_tasks(conn, [queue.NewTask(f"t{i}") for i in range(40)])
+        url = serve().url
+        complete = "UPDATE tasks SET status = 'completed', started_at = ? - ?, finished_at = ? WHERE id = ?"
+
+        def check() -> None:
+            samples, _ = parse_prometheus(request(url, "/metrics").body.decode())
+            assert {k: v for k, v in samples.items() if k.startswith("orchestrate_task_duration")} == durations(conn)
+            chart = api(url, "/api/completions")
+            assert sum(chart["counts"]) == status()["counts"]["completed"]
+
+        check()  # none yet
+        for i in range(1, 21):  # in the order they finished, then one that committed after a later one
+            conn.execute(complete, (now - 100 + i, i * 7 % 400, now - 100 + i, i))
+        check()
+        conn.execute(complete, (now - 300, 2, now - 300, 30))  # long before the latest
+        conn.execute(complete, (now - 90, 0.5, now - 90, 31))  # a little before it
+        conn.execute("UPDATE tasks SET status = 'completed', started_at = NULL, finished_at = ? WHERE id = 32", (now,))
+        check()
+        conn.execute("DELETE FROM tasks WHERE id IN (5, 30)")
+        check()
+        conn.execute("DELETE FROM tasks WHERE id = 6")  # with one more completed: the count alone stays
+        conn.execute(complete, (now, 3, now, 33))
+        check()
+        conn.execute("UPDATE tasks SET status = 'failed', finished_at = ? WHERE id = 34", (now,))
+        queue.retry(conn, 34)
+        conn.execute(complete, (now + 1, 50, now + 1, 34))
+        check()
+    assert api(url, "/api/tasks?status=completed&limit=3")[-1]["id"] == "task_034"
+
+
+def test_every_filter_lists_as_the_command_does(serve: Callable[..., Served]) -> None:
+    a_small_queue()  # task_002 waits for task_001; task_003 is cancelled
+    ok("add", "Fourth", "--after", "3")  # blocked behind a cancelled task
+    ok("add", "Fifth", "--after", "2")  # behind a blocked one
+    ok("add", "Sixth")
+    url = serve().url
+    from orchestrate import api as queue
+
+    for wanted in queue.LIST_FILTERS:
+        listed = cli_json("tasks", "--status", wanted)
+        assert api(url, f"/api/tasks?status={wanted}") == listed, wanted
+        assert api(url, f"/api/tasks?status={wanted}&limit=2") == listed[-2:], wanted
+        found = api(url, f"/api/tasks?status={wanted}&q=h&limit=500")
+        assert found == [t for t in listed if "h" in t["description"].lower()], wanted
+    assert [t["id"] for t in api(url, "/api/tasks?status=blocked")] == ["task_002", "task_004", "task_005"]
+
+
+@pytest.mark.parametrize("search", ["task_", "TASK_1", "ask_0", "_1", "_01", "_001", "_0001", "1", "0", "00", "01"])
+def test_a_search_finds_the_names_printf_would(search: str) -> None:
+    from orchestrate.dashboard.data import _named
+
+    conn = sqlite3.connect(":memory:")
+    ids = [*range(1, 1200), 12345, 19990, 100000, 199999, 2**62, 2**63 - 1]
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    conn.executemany("INSERT INTO t VALUES (?)", [(i,) for i in ids])
+    for each in (search, search + "9", search + "99", search + "s", "s" + search, "x" + search):
+        escaped = each.replace("_", "\\_")
+        printed = "SELECT id FROM t WHERE printf('task_%03d', id) LIKE ? ESCAPE '\\'"
+        sql, args = _named(each, max(ids))
+        assert (
+            conn.execute(f"SELECT id FROM t WHERE {sql}", args).fetchall()
+            == conn.execute(printed, (f"%{escaped}%",)).fetchall()
+        ), each
 
 
 class Chromium:

@@ -16,6 +16,7 @@ from orchestrate.core.config import Config
 from orchestrate.core.errors import OrchestrateError
 from orchestrate.core.states import Status
 from orchestrate.core.store import SELECT_TASKS, Task, task_from_row
+from orchestrate.dashboard import completed
 
 AGENT_STATES = ("idle", "busy", "cooling", "unavailable")
 LOG_TAIL = 64 * 1024  # what a first look at a log shows: its end
@@ -24,7 +25,11 @@ OUTPUT_MAX = 1024 * 1024
 CHART_BARS = 30
 # Bar widths for the completions chart: the first that fits the history in CHART_BARS bars.
 BAR_SECONDS = (2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400, 7 * 86400)
-DURATION_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+# As the CLI's, but `blocked` found from the dependencies, not by looking at every pending task's.
+FILTERS = api.LIST_FILTERS | {
+    "blocked": f"""t.status = '{Status.PENDING}' AND t.id IN (SELECT d.task_id FROM deps d
+        JOIN tasks p ON p.id = d.depends_on WHERE p.status <> '{Status.COMPLETED}')"""
+}
 
 
 def status(conn: sqlite3.Connection, cfg: Config, now: float | None = None) -> dict[str, Any]:
@@ -46,38 +51,51 @@ def status(conn: sqlite3.Connection, cfg: Config, now: float | None = None) -> d
 def tasks(conn: sqlite3.Connection, status: str = "all", search: str = "", limit: int | None = None) -> list[Task]:
     """`tasks --status` (a key of LIST_FILTERS), narrowed to those whose id or description
     contains `search`, and to the newest `limit`; oldest first, as the CLI lists them."""
-    if not search and limit is None:
-        return api.list_tasks(conn, status)
-    where, args = api.LIST_FILTERS[status], []
+    where, args = FILTERS[status], []
     if search:
         escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        # the id as store.task_name writes it
-        where += " AND (t.description LIKE ? ESCAPE '\\' OR printf('task_%03d', t.id) LIKE ? ESCAPE '\\')"
-        args += [f"%{escaped}%"] * 2
+        named, named_args = _named(search, conn.execute("SELECT max(id) FROM tasks").fetchone()[0] or 0)
+        where += f" AND (t.description LIKE ? ESCAPE '\\' OR {named})"
+        args += [f"%{escaped}%", *named_args]
     newest = "" if limit is None else f" LIMIT {int(limit)}"
     rows = conn.execute(f"{SELECT_TASKS} WHERE {where} ORDER BY t.id DESC{newest}", args)
     return [task_from_row(r) for r in reversed(rows.fetchall())]
 
 
-def completions(conn: sqlite3.Connection, now: float | None = None) -> dict[str, Any]:
+def _named(search: str, last: int) -> tuple[str, list[Any]]:
+    """SQL true of the tasks up to id `last` whose name (store.task_name: task_ and at least three
+    digits) contains `search`, in any case, by comparing ids: printf'ing every name costs more than
+    the search."""
+    low = search.lower()
+    before = low.rstrip("0123456789")
+    number = low[len(before) :]
+    if not number or len(number) > len(str(api.MAX_ID)) or not "task_".endswith(before):
+        return ("TRUE" if not number and before in "task_" else "FALSE"), []
+    padded = [i for i in range(1, 100) if (f"{i:03d}".startswith(number) if before else number in f"{i:03d}")]
+    small = f"t.id IN ({', '.join(map(str, padded))})" if padded else "FALSE"
+    if not before:  # anywhere in the number
+        return f"({small} OR (t.id >= 100 AND CAST(t.id AS TEXT) LIKE ?))", [f"%{number}%"]
+    if number.startswith("0"):  # only the padded begin with 0
+        return small, []
+    starts = [int(number) * 10**k for k in range(20) if int(number) * 10**k <= last]
+    ranges = [(max(lo, 100), min(lo + 10 ** (len(str(lo)) - len(number)) - 1, last)) for lo in starts]
+    ranges = [(lo, hi) for lo, hi in ranges if lo <= hi]
+    return f"({' OR '.join([small, *('t.id BETWEEN ? AND ?' for _ in ranges)])})", [n for r in ranges for n in r]
+
+
+def completions(conn: sqlite3.Connection, cfg: Config, now: float | None = None) -> dict[str, Any]:
     """Tasks completed per interval, from the first completion to now, in at most CHART_BARS bars.
 
     Bars are aligned to multiples of their width, so they stay put from one poll to the next.
     """
     now = time.time() if now is None else now
-    first = conn.execute(f"SELECT min(finished_at) FROM tasks WHERE status = '{Status.COMPLETED}'").fetchone()[0]
-    history = now - first if first is not None else 0
-    width = next((w for w in BAR_SECONDS if w * (CHART_BARS - 1) >= history), BAR_SECONDS[-1])
-    end = (math.floor(now / width) + 1) * width
-    start = end - width * CHART_BARS
-    counts = [0] * CHART_BARS
-    rows = conn.execute(
-        f"""SELECT CAST((finished_at - ?) / ? AS INTEGER), count(*) FROM tasks
-           WHERE status = '{Status.COMPLETED}' AND finished_at >= ? GROUP BY 1""",
-        (start, width, start),
-    )
-    for bar, n in rows:
-        counts[min(bar, CHART_BARS - 1)] += n
+    with completed.read(conn, cfg) as done:
+        history = now - done.finished[0] if done.finished else 0
+        width = next((w for w in BAR_SECONDS if w * (CHART_BARS - 1) >= history), BAR_SECONDS[-1])
+        end = (math.floor(now / width) + 1) * width
+        start = end - width * CHART_BARS
+        counts = [done.between(start + i * width, start + (i + 1) * width) for i in range(CHART_BARS - 1)]
+        counts.append(done.between(end - width, math.inf))  # a clock set back: the last bar has the future
     return {"start": shapes.iso(start), "bar_seconds": width, "counts": counts}
 
 
@@ -151,7 +169,7 @@ def output_text(cfg: Config, task: Task) -> str | None:
     return text
 
 
-def metrics(conn: sqlite3.Connection, now: float | None = None) -> str:
+def metrics(conn: sqlite3.Connection, cfg: Config, now: float | None = None) -> str:
     """The queue in Prometheus' text exposition format (version 0.0.4)."""
     head = api.head(conn, now)
     counts = api.counts(conn)
@@ -161,22 +179,17 @@ def metrics(conn: sqlite3.Connection, now: float | None = None) -> str:
     lines += _family("orchestrate_tasks", "gauge", "Tasks in the queue by status.", tasks_by_status)
     agents_by_state = [(f'{{state="{s}"}}', sum(a.state == s for a in slots)) for s in AGENT_STATES]
     lines += _family("orchestrate_agents", "gauge", "The head's agent slots by state.", agents_by_state)
-    lines += _durations(conn)
+    with completed.read(conn, cfg) as done:
+        lines += _durations(done)
     cost = [("", api.spending(conn, None).cost_usd)]  # every run's, added as each ends: it never goes down
     lines += _family("orchestrate_cost_usd_total", "counter", "What every run of an agent has cost, in USD.", cost)
     return "\n".join(lines) + "\n"
 
 
-def _durations(conn: sqlite3.Connection) -> list[str]:
+def _durations(done: completed.Completed) -> list[str]:
     """A histogram of completed tasks' run time (finished_at - started_at of their last attempt)."""
-    le = ", ".join(f"total(d <= {b})" for b in DURATION_BUCKETS)
-    row = conn.execute(
-        f"""SELECT {le}, count(*), total(d) FROM (SELECT finished_at - started_at AS d FROM tasks
-            WHERE status = '{Status.COMPLETED}' AND started_at IS NOT NULL AND finished_at IS NOT NULL) AS took"""
-    ).fetchone()
-    *cumulative, count, seconds = row
-    buckets = [(f'_bucket{{le="{b}"}}', n) for b, n in zip(DURATION_BUCKETS, cumulative, strict=True)]
-    samples = [*buckets, ('_bucket{le="+Inf"}', count), ("_sum", seconds), ("_count", count)]
+    buckets = [(f'_bucket{{le="{b}"}}', n) for b, n in zip(completed.DURATION_BUCKETS, done.within, strict=True)]
+    samples = [*buckets, ('_bucket{le="+Inf"}', done.timed), ("_sum", done.seconds), ("_count", done.timed)]
     return _family("orchestrate_task_duration_seconds", "histogram", "Run time of completed tasks.", samples)
 
 

@@ -225,13 +225,13 @@ def hold(req: Request) -> Reply:
 @route("GET", "/api/completions")
 def completions(req: Request) -> Reply:
     with req.queue() as conn:
-        return json_reply(data.completions(conn))
+        return json_reply(data.completions(conn, req.cfg))
 
 
 @route("GET", "/metrics")
 def metrics(req: Request) -> Reply:
     with req.queue() as conn:
-        return Reply(200, data.metrics(conn).encode(), "text/plain; version=0.0.4; charset=utf-8")
+        return Reply(200, data.metrics(conn, req.cfg).encode(), "text/plain; version=0.0.4; charset=utf-8")
 
 
 def dispatch(cfg: Config, method: str, path: str, query: dict[str, list[str]], body: bytes | None = b"") -> Reply:
