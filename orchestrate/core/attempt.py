@@ -9,7 +9,6 @@ Extensions hook every step but `run` and `decide` (core/extension.py).
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from orchestrate.core import process
-from orchestrate.core.agent import Adapter, Output, Result, output_path, prompt
+from orchestrate.core.agent import Adapter, Result, output_path, prompt
 from orchestrate.core.config import Config
 from orchestrate.core.distributor import Slot
 from orchestrate.core.errors import AgentUnavailable, OrchestrateError
@@ -81,13 +80,6 @@ class Attempt:
         """Fail the attempt (the first reason given is the one kept)."""
         self.failure = self.failure or why
 
-    async def run(self, argv: list[str], stdin: str | None, reader: Output, limit: float) -> tuple[int, Stop | None]:
-        """Run a process as the agent runs: in `cwd`, logged, stopped with the attempt."""
-        assert self.slot.stop is not None
-        grace, started = self.cfg.task_queue.kill_grace_seconds, functools.partial(setattr, self.slot, "pid")
-        ctx = process.Context(str(self.cwd), self.env, self.log, grace, self.slot.stop, started)
-        return await process.run(argv, None if stdin is None else stdin.encode(), reader, limit, ctx)
-
 
 def backoff(delay: float, attempts: int) -> float:
     """The wait before retry number `attempts`: `delay` doubled each time, capped."""
@@ -149,7 +141,8 @@ async def _run_agent(head: Head, attempt: Attempt, adapter: Adapter) -> None:
         text = attempt.prompt or prompt(task, attempt.cwd, attempt.sections)
         argv, stdin = adapter.argv(agent.command, text, attempt.session, attempt.budget)
         try:
-            code, attempt.stopped = await attempt.run(argv, stdin, reader := adapter.Reader(agent), attempt.timeout)
+            reader = adapter.Reader(agent)
+            code, attempt.stopped = await process.run(argv, stdin, reader, attempt.timeout, attempt)
         except AgentUnavailable as exc:
             head.unavailable(agent.name, str(exc))
             attempt.unavailable, attempt.result = True, Result(False, "", str(exc))

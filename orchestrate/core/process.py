@@ -9,11 +9,14 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from orchestrate.core.agent import Output
 from orchestrate.core.errors import AgentUnavailable, OrchestrateError
 from orchestrate.core.states import Stop
+
+if TYPE_CHECKING:
+    from orchestrate.core.attempt import Attempt
 
 # Every agent and everything it starts inherit these variables: descendants that start a session
 # of their own escape the process group, not their environment. Those that also clear it are
@@ -58,35 +61,26 @@ class Log:
         self.file = None
 
 
-class Context(NamedTuple):
-    """Where and how an attempt's processes run."""
-
-    cwd: str
-    env: dict[str, str]
-    log: Log
-    grace: float  # between SIGTERM and SIGKILL
-    stop: asyncio.Future[Stop]  # resolved with a reason to stop the process early
-    started: Callable[[int], None]  # told each process's pid
-
-
 async def run(
-    argv: list[str], stdin: bytes | None, reader: Output, timeout: float, ctx: Context
+    argv: list[str], stdin: str | None, reader: Output, timeout: float, attempt: Attempt
 ) -> tuple[int, Stop | None]:
-    """Run a process to its end: (exit code, why it was stopped: timeout or `stop`'s reason, or None)."""
-    cwd, stop, loop = ctx.cwd, ctx.stop, asyncio.get_running_loop()
+    """Run a process as `attempt`'s agent runs: in its cwd, with its environment, logged, stopped
+    with it (`slot.stop`); (exit code, why it was stopped: timeout or the stop's reason, or None)."""
+    cwd, stop, loop = str(attempt.cwd), attempt.slot.stop, asyncio.get_running_loop()
+    assert stop is not None
     feed = PIPE if stdin is not None else asyncio.subprocess.DEVNULL
     # a session of its own: its whole process group can be signalled
-    spawn: dict[str, Any] = dict(cwd=cwd, env=ctx.env, stdin=feed, stdout=PIPE, stderr=PIPE, start_new_session=True)
+    spawn: dict[str, Any] = dict(cwd=cwd, env=attempt.env, stdin=feed, stdout=PIPE, stderr=PIPE, start_new_session=True)
     try:
-        transport, agent = await loop.subprocess_exec(lambda: _Agent(ctx.log, reader, loop), *argv, **spawn)
+        transport, agent = await loop.subprocess_exec(lambda: _Agent(attempt.log, reader, loop), *argv, **spawn)
     except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
         if exc.filename == cwd:  # the child could not enter it: the program may be fine
             raise OrchestrateError(f"cannot run the agent in {cwd}: {exc.strerror}") from None
         raise AgentUnavailable(f"cannot run {argv[0]!r}: {exc.strerror}") from None
-    ctx.started(pid := transport.get_pid())  # also its process group: it leads a session of its own
+    attempt.slot.pid = pid = transport.get_pid()  # also its process group: it leads a session of its own
     if stdin is not None:  # a program may exit without reading its prompt: that is its business
         pipe = cast(asyncio.WriteTransport, transport.get_pipe_transport(0))
-        pipe.write(stdin)
+        pipe.write(stdin.encode())
         pipe.close()
     either: set[asyncio.Future[Any]] = {agent.exited, stop}
     done, _ = await asyncio.wait(either, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -95,7 +89,8 @@ async def run(
         reason = stop.result() if stop.done() else Stop.TIMEOUT
         send_signal(pid, signal.SIGTERM)  # to the group: the CLIs stop their own children on it
         # a cancelled task must be gone within a second; others get the configured grace
-        await asyncio.wait({agent.exited}, timeout=min(ctx.grace, 0.5) if reason is Stop.CANCELLED else ctx.grace)
+        grace = attempt.cfg.task_queue.kill_grace_seconds
+        await asyncio.wait({agent.exited}, timeout=min(grace, 0.5) if reason is Stop.CANCELLED else grace)
     send_signal(pid, signal.SIGKILL)  # past the grace, or whatever it left behind in its group
     await asyncio.wait({agent.closed}, timeout=DRAIN_S)  # a stray outside the group may hold a pipe
     transport.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
+from orchestrate.core import process
 from orchestrate.core.agent import Result
 from orchestrate.core.attempt import Attempt
 from orchestrate.core.states import Stop
@@ -29,7 +30,7 @@ async def shell(attempt: Attempt, step: str, command: str) -> None:
     stop (cancel, head stopping) stops it."""
     attempt.log.write(f"=== orchestrate: {step}: {command} ===\n".encode())
     tail, limit = Tail(), settings(attempt.cfg).verify_timeout_seconds
-    code, why = await attempt.run(["/bin/sh", "-c", command], None, tail, limit)
+    code, why = await process.run(["/bin/sh", "-c", command], None, tail, limit, attempt)
     if why in (Stop.CANCELLED, Stop.STOPPED):
         attempt.stopped = why
     elif code or why:
