@@ -184,14 +184,13 @@ async def _settle(head: Head, attempt: Attempt) -> None:
 async def _record(head: Head, attempt: Attempt, verdict: Verdict) -> Task | None:
     """Write what became of the run, conditioned on its claim, with the extensions' statements;
     the row as written, or None."""
-    task, result, event, writes = attempt.task, attempt.result, verdict.event, attempt.writes
-    if event is None:  # cancelled: the row already says so
-        return await head.record(task, None, writes)
+    task, result, event = attempt.task, attempt.result, verdict.event
+    fields: dict[str, Any] = {"pid": None}  # and none when cancelled: the row already says so
     if event is Event.REQUEUE:
-        fields: dict[str, Any] = {"agent": None, "pid": None, "started_at": None, "error": verdict.error or task.error}
-        return await head.record(task, event, writes, **fields)
-    fields = {"agent": attempt.slot.id, "attempts": task.attempts + 1, "error": verdict.error, "result": result.message}
-    fields |= {"pid": None, "session_id": result.session_id or task.session_id, "not_before": verdict.not_before}
-    if event is not Event.RETRY_LATER:  # the context feature writes the output file once this is recorded
-        fields |= {"finished_at": head.now(), "output_file": head.relative(output_path(attempt.cfg, task.id))}
-    return await head.record(task, event, writes, **fields)
+        fields |= dict(agent=None, started_at=None, error=verdict.error or task.error)
+    elif event is not None:
+        fields |= dict(agent=attempt.slot.id, attempts=task.attempts + 1, error=verdict.error, result=result.message)
+        fields |= dict(session_id=result.session_id or task.session_id, not_before=verdict.not_before)
+        if event is not Event.RETRY_LATER:  # the context feature writes the output file once this is recorded
+            fields |= dict(finished_at=head.now(), output_file=head.relative(output_path(attempt.cfg, task.id)))
+    return await head.record(task, event, attempt.writes, **fields)

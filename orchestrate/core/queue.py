@@ -95,27 +95,25 @@ class Queue:
         an agent of this head's winding down (cancelled, then retried): never two at once.
         """
         # The first ready task of each kind this slot may take (untyped, its own, or preferring an
-        # agent no slot has): each an index seek, as is each step of `kinds` through the agent types.
-        # Named: without statistics (ANALYZE) SQLite's planner would walk tasks_by_status instead.
+        # agent no slot has): each an index seek, as is each step of `kinds` through the kinds ready.
+        # Named: without statistics (ANALYZE) SQLite's planner would walk tasks_by_status_id instead.
         ready = f"FROM tasks t INDEXED BY tasks_ready WHERE {store.READY} AND id NOT IN ({_marks(busy)})"
-        first = f"SELECT id {ready} AND agent_type {{}} ORDER BY rank, id LIMIT 1{self.lock_rows}"
+        kind = store.KIND
         sql = f"""UPDATE tasks SET status = ?, started_at = ?, finished_at = NULL, claim = claim + 1,
                 agent = ?, log_file = ? || '/' || printf('task_%03d.log', id){self.claim_sets}  -- as store.task_name
             WHERE id = (
                 WITH RECURSIVE kinds(a) AS (
-                    SELECT (SELECT agent_type {ready} AND agent_type IS NOT NULL ORDER BY agent_type LIMIT 1)
-                    UNION ALL SELECT (SELECT agent_type {ready} AND agent_type > a ORDER BY agent_type LIMIT 1)
+                    SELECT '' UNION ALL SELECT (SELECT {kind} {ready} AND {kind} > a ORDER BY {kind} LIMIT 1)
                     FROM kinds WHERE a IS NOT NULL)
                 SELECT t.id FROM tasks t WHERE t.id IN (
-                    SELECT id FROM ({first.format("IS NULL")}) AS untyped
-                    UNION ALL SELECT ({first.format("= a")}) FROM kinds
-                    WHERE a IN ({_marks(takes)}) OR a NOT IN ({_marks(known)})
-                ) AND NOT EXISTS (SELECT 1 FROM paused)  -- orchestrate pause
+                    SELECT (SELECT id {ready} AND {kind} = a ORDER BY rank, id LIMIT 1{self.lock_rows}) FROM kinds
+                    WHERE a IN ({_marks(takes)}) OR a NOT IN ({_marks(known)}))  -- '' (untyped) is no agent's
+                  AND NOT EXISTS (SELECT 1 FROM paused)  -- orchestrate pause
                 ORDER BY t.rank, t.id LIMIT 1{self.lock_rows})
             RETURNING {store.task_columns("tasks")}"""
         backoff = "status = 'pending' AND not_before > 0"  # tasks_in_backoff's rows: those run out are ready
         ready_again = f"UPDATE tasks INDEXED BY tasks_in_backoff SET not_before = 0 WHERE {backoff} AND not_before <= ?"
-        args = (Status.RUNNING, now, slot, self.logs, *busy, *busy, *busy, *busy, *takes, *known)
+        args = (Status.RUNNING, now, slot, self.logs, *busy, *busy, *takes, *known)
         rows = await self.write((ready_again, (now,)), (sql, args))
         return store.task_from_row(rows[0]) if rows else None
 

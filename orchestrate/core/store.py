@@ -157,7 +157,7 @@ def m006_ready(conn: sqlite3.Connection) -> None:
         "ALTER TABLE tasks ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0",
         """UPDATE tasks SET waiting = (SELECT count(*) FROM deps d JOIN tasks p ON p.id = d.depends_on
             WHERE d.task_id = tasks.id AND p.status <> 'completed')""",
-        f"CREATE INDEX tasks_ready ON tasks (agent_type, rank, id) WHERE {READY}",
+        f"CREATE INDEX tasks_ready ON tasks ({KIND}, rank, id) WHERE {READY}",
         "CREATE INDEX tasks_in_backoff ON tasks (not_before) WHERE status = 'pending' AND not_before > 0",
         "CREATE INDEX tasks_aging ON tasks (created_at) WHERE status = 'pending' AND rank = 2",
         "DROP INDEX tasks_by_status",  # claims have tasks_ready: every status change paid for it
@@ -176,6 +176,7 @@ def m006_ready(conn: sqlite3.Connection) -> None:
 
 
 READY = "status = 'pending' AND waiting = 0 AND not_before = 0"  # tasks_ready's rows: claimable now
+KIND = "coalesce(agent_type, '')"  # the agent a task prefers, '' for none: tasks_ready's order
 MIGRATIONS = [m001_initial, m002_workspaces, m003_claims, m004_runs, m005_plans, m006_ready]
 
 

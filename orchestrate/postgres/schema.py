@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from orchestrate.core.store import READY
+from orchestrate.core.store import KIND, READY
 from orchestrate.postgres import dialect
 
 TASK_STATES = "('pending', 'running', 'completed', 'failed', 'cancelled')"
@@ -235,7 +235,7 @@ def pg002_ready() -> list[str]:
         "ALTER TABLE tasks ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0",
         """UPDATE tasks SET waiting = (SELECT count(*) FROM deps d JOIN tasks p ON p.id = d.depends_on
             WHERE d.task_id = tasks.id AND p.status <> 'completed')""",
-        f"CREATE INDEX tasks_ready ON tasks (agent_type, rank, id) WHERE {READY}",
+        f"CREATE INDEX tasks_ready ON tasks ({KIND}, rank, id) WHERE {READY}",
         "CREATE INDEX tasks_in_backoff ON tasks (not_before) WHERE status = 'pending' AND not_before > 0",
         "CREATE INDEX tasks_aging ON tasks (created_at) WHERE status = 'pending' AND rank = 2",
         "DROP INDEX tasks_by_status",
