@@ -47,6 +47,10 @@ def extensions(cfg: Config, until_idle: bool = False) -> list[Extension]:
         from orchestrate.postgres.extensions import extensions as shared
 
         found += shared(cfg, pg)
+    else:
+        from orchestrate.checkpoints import Checkpoints
+
+        found.append(Checkpoints())
     if until_idle:
         from orchestrate.until_idle import UntilIdle
 
