@@ -65,7 +65,7 @@ def test_a_clean_run_completes() -> None:
 
 def test_a_failure_with_retries_left_is_retried_after_a_doubling_backoff() -> None:
     first = verdict(FAILED, attempts=0)
-    assert (first.event, first.error, first.spent) == (Event.RETRY_LATER, "exited 1: boom", True)
+    assert (first.event, first.error) == (Event.RETRY_LATER, "exited 1: boom")
     assert first.not_before == NOW + 10
     assert verdict(FAILED, attempts=1).not_before == NOW + 20
 
@@ -88,7 +88,7 @@ def test_a_failed_check_fails_an_agent_that_succeeded() -> None:
 
 def test_a_rate_limit_cools_the_agent_and_spends_nothing() -> None:
     named = verdict(FAILED._replace(limited_until=NOW + 300))
-    assert named == Verdict(Event.REQUEUE, "exited 1: boom", spent=False, cooling_until=NOW + 300)
+    assert named == Verdict(Event.REQUEUE, "exited 1: boom", cooling_until=NOW + 300)
     assert verdict(FAILED._replace(limited_until=0.0)).cooling_until == NOW + COOLING_S
     assert verdict(FAILED._replace(limited_until=NOW - 50)).cooling_until == NOW + 1  # a reset in the past
 
@@ -105,7 +105,7 @@ def test_a_limit_that_names_no_reset_cools_longer_each_time_in_a_row_up_to_an_ho
 def test_refused_credentials_requeue_unspent_with_what_the_cli_said() -> None:
     refused = Result(False, "", "Invalid API key: log in again", unauthorized=True)
     v = verdict(refused, unavailable=True)  # the pipeline marks the agent unavailable when the CLI says so
-    assert v == Verdict(Event.REQUEUE, "Invalid API key: log in again", spent=False)
+    assert v == Verdict(Event.REQUEUE, "Invalid API key: log in again")
 
 
 def test_a_limit_reported_by_a_run_that_was_also_stopped_or_failed_a_check_is_that_outcome() -> None:
@@ -130,21 +130,21 @@ def test_a_watchdog_stop_is_a_failed_attempt_that_says_why(stop: Stop) -> None:
 
 
 def test_a_stop_requeues_without_spending_an_attempt() -> None:
-    assert verdict(FAILED, stopped=Stop.STOPPED) == Verdict(Event.REQUEUE, spent=False)
+    assert verdict(FAILED, stopped=Stop.STOPPED) == Verdict(Event.REQUEUE)
 
 
 def test_a_cancel_records_nothing() -> None:
-    assert verdict(OK, stopped=Stop.CANCELLED) == Verdict(None, spent=False)
+    assert verdict(OK, stopped=Stop.CANCELLED) == Verdict(None)
 
 
 def test_an_agent_that_cannot_start_requeues_unspent() -> None:
     v = verdict(Result(False, "", "cannot run 'claude': No such file"), unavailable=True)
-    assert (v.event, v.error, v.spent) == (Event.REQUEUE, "cannot run 'claude': No such file", False)
+    assert (v.event, v.error) == (Event.REQUEUE, "cannot run 'claude': No such file")
 
 
 def test_orchestrate_failing_is_a_spent_attempt_marked_as_its_error() -> None:
     v = verdict(FAILED, max_retries=0, failure="orchestrate could not run it: OSError()")
-    assert (v.event, v.error, v.spent) == (Event.FAIL, "orchestrate could not run it: OSError()", True)
+    assert (v.event, v.error) == (Event.FAIL, "orchestrate could not run it: OSError()")
 
 
 @pytest.mark.parametrize(

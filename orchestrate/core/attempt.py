@@ -34,9 +34,8 @@ BACKOFF_MAX_S = 3600.0  # retry_delay_seconds doubles with each failure, up to t
 
 
 class Verdict(NamedTuple):
-    event: Event | None  # None: nothing to record (cancelled: the row already says so)
+    event: Event | None  # None: nothing to record (cancelled: the row already says so); REQUEUE spends no attempt
     error: str | None = None
-    spent: bool = True  # counts as one of the task's attempts
     not_before: float = 0.0  # when a retry may be claimed
     cooling_until: float | None = None  # the agent reported a limit: rest it until then
 
@@ -90,12 +89,12 @@ def decide(attempt: Attempt, now: float) -> Verdict:
     """What became of `attempt`: a pure function of the attempt (its task, how its agent ended) and the clock."""
     result, stopped, task = attempt.result, attempt.stopped, attempt.task
     if stopped is Stop.CANCELLED:
-        return Verdict(None, spent=False)
+        return Verdict(None)
     if stopped is Stop.STOPPED or attempt.unavailable:  # not the task's doing
-        return Verdict(Event.REQUEUE, result.error if attempt.unavailable else None, spent=False)
+        return Verdict(Event.REQUEUE, result.error if attempt.unavailable else None)
     if (until := result.limited_until) is not None and not attempt.over:
         reset = max(until, now + 1) if until else now + min(COOLING_S * 2**attempt.limits, BACKOFF_MAX_S)
-        return Verdict(Event.REQUEUE, result.error, spent=False, cooling_until=reset)
+        return Verdict(Event.REQUEUE, result.error, cooling_until=reset)
     if stopped is Stop.TIMEOUT:
         error: str | None = f"timed out after {attempt.timeout:g} s"
     elif attempt.failure is None and result.ok and not stopped:  # a watchdog's stop says why in `failure`
