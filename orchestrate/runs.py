@@ -115,6 +115,8 @@ class Runs(Extension):
             result.session_id, self.log_start.get(attempt.slot.id), log_size(attempt),
         )  # fmt: skip
         attempt.writes.append((ADD_RUN, (*row, task.id)))
-        attempt.writes.append(add_up(task.id, result.cost_usd, result.input_tokens, result.output_tokens))
+        figures = (result.cost_usd, result.input_tokens, result.output_tokens)
+        if any(figure is not None for figure in figures):  # a command reports none: its sums stay as they are
+            attempt.writes.append(add_up(task.id, *figures))
         if result.cost_usd:
             attempt.writes.append((SPEND, (result.cost_usd,)))
