@@ -20,7 +20,7 @@ from orchestrate.core.errors import (
     TaskNotFound,
     UsageError,
 )
-from orchestrate.core.states import Event, Status, change
+from orchestrate.core.states import TRANSITIONS, Event, Status
 from orchestrate.core.store import BUSY_TIMEOUT_S, SELECT_TASKS, Task, is_busy, task_from_row, task_name, transaction
 from orchestrate.core.store import connect as connect_file
 
@@ -413,6 +413,20 @@ def recent_failures(conn: sqlite3.Connection, limit: int = 5) -> list[Task]:
         f"{SELECT_TASKS} WHERE t.status = ? ORDER BY t.finished_at DESC LIMIT ?", (Status.FAILED, limit)
     )
     return [task_from_row(r) for r in rows]
+
+
+VERBS = {Event.CANCEL: "cancelled", Event.RETRY: "retried"}
+
+
+def change(status: str, event: Event, name: str = "the task") -> Status:
+    """The state a person's `event` leads to from `status` (core/states.py's TRANSITIONS);
+    InvalidTransition, in words, if it cannot happen there. The head's own moves are guarded in
+    their SQL (`status IN` the event's sources)."""
+    sources, target = TRANSITIONS[event]
+    if status not in sources:
+        verb = VERBS.get(event, event.value)
+        raise InvalidTransition(f"{name} is {status}; only {' or '.join(sources)} tasks can be {verb}")
+    return target
 
 
 def _transition(conn: sqlite3.Connection, task_id: int, event: Event, sql: str, args: tuple[Any, ...]) -> Task:

@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from orchestrate import configfile, runs
-from orchestrate.core import states
+from orchestrate import api, configfile, runs
 from orchestrate.core.agent import Result
 from orchestrate.core.attempt import BACKOFF_MAX_S, COOLING_S, Attempt, Verdict, backoff, decide
 from orchestrate.core.distributor import Slot
@@ -162,7 +161,7 @@ def test_orchestrate_failing_is_a_spent_attempt_marked_as_its_error() -> None:
     ],
 )
 def test_each_transition_leads_where_the_design_says(status: str, event: Event, target: Status) -> None:
-    assert states.change(status, event) is target
+    assert api.change(status, event) is target
 
 
 @pytest.mark.parametrize(
@@ -171,7 +170,7 @@ def test_each_transition_leads_where_the_design_says(status: str, event: Event, 
 )
 def test_a_transition_the_state_does_not_allow_is_refused_in_words(status: str, event: Event) -> None:
     with pytest.raises(InvalidTransition, match=f"task_007 is {status}; only .* tasks can be"):
-        states.change(status, event, "task_007")
+        api.change(status, event, "task_007")
 
 
 def outcome_of(result: Result = OK, **how: Any) -> str:

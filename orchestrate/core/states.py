@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from orchestrate.core.errors import InvalidTransition
-
 
 class Status(StrEnum):
     PENDING = "pending"
@@ -52,16 +50,6 @@ TRANSITIONS: dict[Event, tuple[tuple[Status, ...], Status]] = {  # event: (from,
     Event.CANCEL: (ACTIVE, Status.CANCELLED),
     Event.RETRY: (RETRYABLE, Status.PENDING),
 }
-VERBS = {Event.CANCEL: "cancelled", Event.RETRY: "retried"}
-
-
-def change(status: str, event: Event, name: str = "the task") -> Status:
-    """The state `event` leads to from `status`; InvalidTransition if it cannot happen there."""
-    sources, target = TRANSITIONS[event]
-    if status not in sources:
-        verb = VERBS.get(event, event.value)
-        raise InvalidTransition(f"{name} is {status}; only {' or '.join(sources)} tasks can be {verb}")
-    return target
 
 
 def sql_list(statuses: tuple[Status, ...]) -> str:
