@@ -43,7 +43,6 @@ class Reader:
             return Result(True, message)
         said = " | ".join(self.err) or message[-500:]
         pattern = self.agent.rate_limit_pattern
-        limited = exit_code == self.agent.rate_limit_exit_code or bool(pattern and re.search(pattern, said))
-        return Result(
-            False, message, f"exited {exit_code}: {said}", limited_until=reset_time(said) if limited else None
-        )
+        if exit_code == self.agent.rate_limit_exit_code or (pattern and re.search(pattern, said)):
+            return Result(False, message, f"exited {exit_code}: {said}", limited_until=reset_time(said))
+        return Result(False, message, f"exited {exit_code}: {said}")
