@@ -5,20 +5,23 @@ from what the queue records."""
 from __future__ import annotations
 
 import asyncio
-import json
+import functools
 import os
+import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
+from orchestrate import completed
 from orchestrate.configfile import SharedContext
+from orchestrate.core import store
 from orchestrate.core.agent import output_path
 from orchestrate.core.config import Config
 from orchestrate.core.errors import QueueBusy
 from orchestrate.core.extension import Extension
-from orchestrate.core.states import FINISHED, Status, sql_list
-from orchestrate.core.store import SELECT_TASKS, Task, task_from_row, task_name
+from orchestrate.core.states import FINISHED, Status
+from orchestrate.core.store import Task, task_name
 
 if TYPE_CHECKING:
     from orchestrate.core.attempt import Attempt
@@ -33,8 +36,7 @@ RETRY_S = 5.0  # after a failed rewrite (a full disk, say), when to try again
 
 def entry(task: Task) -> str:
     """The task's entry in completed_tasks.json."""
-    fields = ("description", "status", "agent", "output_file")
-    return json.dumps({"id": task.name, **{f: getattr(task, f) for f in fields}, "finished_at": iso(task.finished_at)})
+    return completed.entry(task.id, task.description, task.status, task.agent, task.output_file, task.finished_at)
 
 
 def settings(cfg: Config) -> SharedContext:
@@ -104,57 +106,87 @@ class Context(Extension):
 class Journal(Extension):
     """completed_tasks.json and orchestrate's block in current_state.md, as one head keeps them.
 
-    They are rewritten at most every PUBLISH_S: a burst of completions costs one rewrite, however
-    many tasks finished since the last, and a prompt built meanwhile gets the newest block.
+    They are written at most every PUBLISH_S: a burst of completions costs one write, however many
+    tasks finished since the last. The entries go to the file's end (completed.append) unless a
+    task finished again after `orchestrate retry`, whose old entry goes with a rebuild. Nothing
+    that grows with the queue runs on the loop or stays in memory: the file is checked against the
+    queue in a worker thread once the head is up, and rebuilt there if it differs. The block is
+    kept in memory and read again only once the queue changed (this head's attempts, or another
+    process's commit), at most every PUBLISH_S.
     """
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.entries: dict[int, str] = {}  # by task id, in the order the tasks finished
+        self.new: dict[int, str] = {}  # entries not yet in the file, by task id, in the order they finished
+        self.held: completed.Held | None = None  # what the file holds, once checked
         self.stale = asyncio.Event()
         self.keeper: asyncio.Future[None] | None = None
         self.replaced: tuple[TextIO, int] | None = None  # the current_state.md last rewritten over
+        self.work: asyncio.Future[bool] | None = None  # the last write of completed_tasks.json
+        # orchestrate's block: what it lists, as last read (when due, at most every PUBLISH_S), and as last written
+        self.shown: tuple[list[Line], dict[str, int]] | None = None
+        self.block = self.filed = ""
+        self.due, self.read_at = True, -PUBLISH_S
+        self.version: int | None = None  # the queue's data_version when the block was last due
 
     async def started(self, head: Head) -> None:
-        """Start from the queue's record: a head killed mid-way may have left the files behind."""
         self.queue, self.trouble = head.queue, head.once
-        rows = await self.queue.read(
-            f"{SELECT_TASKS} WHERE t.status IN {sql_list(FINISHED)} ORDER BY t.finished_at, t.id"
-        )
-        self.entries.update({t.id: entry(t) for t in map(task_from_row, rows)})
-        self.stale.set()
-        self.keeper = asyncio.ensure_future(self.keep())
+        # the whole queue's finished rows, in a worker thread (a shared queue's extension reads them its own way)
+        self.rows: Callable[[], Iterator[Sequence[Any]]] = functools.partial(finished_rows, head.db)
+        self.stale.set()  # a head killed mid-way may have left the files behind
 
-    async def fresh_block(self) -> str | None:
-        """The newest block while current_state.md lags behind it: a task that finished a moment
-        ago is in the next prompt before the file is rewritten."""
-        return await self.block() if self.stale.is_set() else None
+    async def beat(self) -> None:
+        if self.keeper is None:  # once every extension has started: the first check reads the whole queue
+            self.keeper = asyncio.ensure_future(self.keep())
+        if (version := await self.queue.data_version()) != self.version:  # another process changed the queue
+            self.version = version
+            self.changed()
+
+    async def before(self, attempt: Attempt) -> None:
+        self.changed()  # a task claimed: running now
 
     async def settled(self, attempt: Attempt) -> None:
         if (done := attempt.recorded) is not None and done.status in FINISHED:
             self.add(done)
+        self.changed()
 
     async def stopping(self) -> None:
         if self.keeper:
             self.keeper.cancel()
             await asyncio.gather(self.keeper, return_exceptions=True)
-            await self.publish()  # which brings over what was written into the file it last replaced
-            self.catch_up()
+        if self.work:
+            await asyncio.gather(self.work, return_exceptions=True)
+        self.changed()
+        self.read_at = -PUBLISH_S  # the last block is read whenever the one before was
+        await self.publish()  # which brings over what was written into the file it last replaced
+        self.catch_up()
 
     def add(self, task: Task) -> None:
-        self.entries.pop(task.id, None)  # a task retried by hand moves to the end
-        self.entries[task.id] = entry(task)
+        """Enter a finished task (this head's or, on a shared queue, another's) in completed_tasks.json."""
+        self.new.pop(task.id, None)  # a task retried by hand moves to the end
+        self.new[task.id] = entry(task)
         self.stale.set()
 
-    async def block(self) -> str:
-        recent = await self.queue.read(
-            """SELECT id, description, status, agent, output_file,
-                   substr(coalesce(nullif(trim(result), ''), error), 1, 300)
-               FROM tasks ORDER BY id DESC LIMIT ?""",
-            RECENT,
-        )
-        counts = dict(await self.queue.read("SELECT status, n FROM task_counts"))
-        return state_block([Line(*r) for r in recent], {s: counts.get(s, 0) for s in Status})
+    def changed(self) -> None:
+        self.due = True
+        self.stale.set()
+
+    async def fresh_block(self) -> str | None:
+        """The newest block, for a prompt: current_state.md may lag behind it by PUBLISH_S."""
+        if self.due and time.monotonic() - self.read_at >= PUBLISH_S:
+            self.due, self.read_at = False, time.monotonic()
+            recent = await self.queue.read(
+                """SELECT id, description, status, agent, output_file,
+                       substr(coalesce(nullif(trim(result), ''), error), 1, 300)
+                   FROM tasks ORDER BY id DESC LIMIT ?""",
+                RECENT,
+            )
+            counts = dict(await self.queue.read("SELECT status, n FROM task_counts"))
+            lines = [Line(*r) for r in recent]
+            counted: dict[str, int] = {s: counts.get(s, 0) for s in Status}
+            if (lines, counted) != self.shown:
+                self.shown, self.block = (lines, counted), state_block(lines, counted)
+        return self.block or None
 
     async def keep(self) -> None:
         while True:
@@ -171,23 +203,75 @@ class Journal(Extension):
                 self.trouble(f"cannot update {self.cfg.context.directory}: {exc.strerror}")
 
     async def publish(self) -> bool:
-        """Rewrite both files if anything changed; False if they could not be written (tried again later)."""
+        """Write what changed; False if it could not be written (tried again later)."""
         if not self.stale.is_set():
             return True
         self.stale.clear()
         try:
-            block = await self.block()
-            write_atomic(self.cfg.context.directory / COMPLETED, "[\n" + ",\n".join(self.entries.values()) + "\n]\n")
-            self.catch_up()
-            self.replaced = write_state(self.cfg, block)
+            await self.enter()
+            if (block := await self.fresh_block()) and block != self.filed:
+                self.catch_up()
+                self.replaced, self.filed = write_state(self.cfg, block), block
             return True
-        except (OSError, QueueBusy) as exc:
+        except (OSError, QueueBusy, sqlite3.Error) as exc:
             self.stale.set()
             self.trouble(f"cannot update {self.cfg.context.directory}: {getattr(exc, 'strerror', None) or exc}")
             return False
         except BaseException:  # stopped mid-way: the last publish writes it
             self.stale.set()
             raise
+
+    async def enter(self) -> None:
+        """Bring completed_tasks.json up to date, in a worker thread that runs on if the head stops
+        meanwhile (the last publish waits for it, and skips what it wrote)."""
+        batch, self.new = self.new, {}
+        self.work = asyncio.ensure_future(
+            asyncio.to_thread(self.entered, self.cfg.context.directory / COMPLETED, batch)
+        )
+        try:
+            if not await asyncio.shield(self.work):
+                self.new = {**batch, **self.new}
+                self.stale.set()
+        except BaseException:
+            self.new = {**batch, **self.new}  # tried again; those finished meanwhile are the newer
+            raise
+
+    def entered(self, path: Path, batch: dict[int, str]) -> bool:
+        """Enter `batch` at the file's end, or rebuild it from the whole queue when it is new to
+        this head, was changed by someone else, or holds an entry that is no more; False if it
+        changed under the append (tried again). In a worker thread, one at a time."""
+        if self.held is None or self.held.stamp != stamp(path):
+            self.held = self.checked(path)
+        marks = self.held.marks
+        lines = [(i, e) for i, e in batch.items() if completed.marked(marks, i) != completed.mark(e)]
+        if any(completed.marked(marks, i) for i, _ in lines):  # finished again (orchestrate retry)
+            self.held = completed.rebuild(path, self.rows())  # which holds `batch`: committed before it read
+        elif lines:
+            self.held = completed.append(path, lines, self.held)
+        return self.held is not None
+
+    def checked(self, path: Path) -> completed.Held:
+        """What the file holds, once it holds what the queue records."""
+        held = completed.holds(path)
+        return held if held and completed.matches(held.marks, self.rows()) else completed.rebuild(path, self.rows())
+
+
+def finished_rows(db: Path) -> Iterator[Sequence[Any]]:
+    """The queue's finished tasks as completed.ROWS reads them, on a connection of their own."""
+    conn = store.connect(db)
+    conn.row_factory = None  # plain tuples: a third faster to make
+    try:
+        yield from conn.execute(completed.ROWS)
+    finally:
+        conn.close()
+
+
+def stamp(path: Path) -> completed.Stamp | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return completed.Stamp(st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 class Line(NamedTuple):

@@ -7,15 +7,19 @@ prompt is built (the `workdir` step runs before any `before`)."""
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from orchestrate import context
+import psycopg
+
+from orchestrate import completed, context
 from orchestrate.core.agent import output_path
 from orchestrate.core.errors import QueueBusy
 from orchestrate.core.extension import Extension
 from orchestrate.core.states import FINISHED
 from orchestrate.core.store import SELECT_TASKS, task_from_row
-from orchestrate.postgres import Settings
+from orchestrate.postgres import Settings, shown
 
 if TYPE_CHECKING:
     from orchestrate.core.attempt import Attempt
@@ -34,6 +38,19 @@ class SharedOutputs(Extension):
     async def started(self, head: Head) -> None:
         self.head, self.cfg = head, head.cfg
         self.journal = next((x for x in head.extensions if isinstance(x, context.Journal)), None)
+        if self.journal:  # started before this, and reads the queue only from its first beat on
+            self.journal.rows = self.finished
+
+    def finished(self) -> Iterator[Any]:
+        """Every machine's finished tasks, for the journal's worker thread: on a connection of its
+        own, through a server-side cursor, so that they stream rather than all arrive at once."""
+        try:
+            with psycopg.connect(self.settings.url, connect_timeout=10) as pg, pg.cursor("journal") as rows:
+                rows.itersize = 2000
+                rows.execute(completed.ROWS)
+                yield from rows
+        except psycopg.Error as exc:  # as the queue's connection says it, which the journal catches
+            raise sqlite3.OperationalError(f"cannot read {shown(self.settings.url)}: {exc}") from None
 
     async def settled(self, attempt: Attempt) -> None:
         if (done := attempt.recorded) is None or done.status not in FINISHED or not done.output_file:
