@@ -118,15 +118,13 @@ async def work(head: Head, slot: Slot, task: Task) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         out.write(f"=== orchestrate: attempt {task.attempts + 1} on {slot.id} at {stamp} ===\n".encode())
         try:
-            for workdir in head.hooks["workdir"]:
-                await workdir(attempt)
+            await head.each("workdir", attempt)
             for before in head.hooks["before"]:
                 if not attempt.over:
                     await before(attempt)
             if not attempt.over:
                 await _run_agent(head, attempt, head.adapters[agent.type])
-            for after in head.hooks["after"]:
-                await after(attempt)
+            await head.each("after", attempt)
         except Exception as exc:  # a bug, or the machine: a failed attempt, so it cannot loop hot
             log.exception("%s: orchestrate could not run it", task.name)
             attempt.fail(f"orchestrate could not run it: {exc!r}; see the head's log")
@@ -161,8 +159,7 @@ async def _settle(head: Head, attempt: Attempt) -> None:
     task, slot = attempt.task, attempt.slot
     attempt.verdict = decide(attempt, head.now())
     if attempt.verdict.event is Event.COMPLETE:  # an extension that acts on it checks attempt.current()
-        for accept in head.hooks["accept"]:
-            await accept(attempt)
+        await head.each("accept", attempt)
     verdict = attempt.verdict
     if until := verdict.cooling_until:
         head.distributor.cooling[slot.agent.name] = until
@@ -170,14 +167,12 @@ async def _settle(head: Head, attempt: Attempt) -> None:
         log.warning("%s: %s hit a rate limit; cooling until %s", task.name, slot.agent.name, time.ctime(until))
     elif attempt.stopped is None and not attempt.unavailable:  # it reached the API: the next limit is a first
         head.distributor.limits.pop(slot.agent.name, None)
-    for record in head.hooks["record"]:
-        await record(attempt)
+    await head.each("record", attempt)
     attempt.recorded = await _record(head, attempt, verdict)
     head.failures += bool(attempt.recorded) and verdict.event is Event.FAIL
     shown = "cancelled" if verdict.event is None else verdict.event if attempt.recorded else "not recorded"
     log.info("%s: %s on %s%s", task.name, shown, slot.id, f": {verdict.error}" if verdict.error else "")
-    for settled in head.hooks["settled"]:
-        await settled(attempt)
+    await head.each("settled", attempt)
 
 
 async def _record(head: Head, attempt: Attempt, verdict: Verdict) -> Task | None:

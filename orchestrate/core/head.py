@@ -115,8 +115,8 @@ class Head:
                     log.warning("cannot claim: %s", exc)
                 except sqlite3.Error as exc:
                     self.broken("cannot claim a task", exc)
-                for idle in self.hooks["idle"] if not self.busy else ():
-                    await idle()
+                if not self.busy:
+                    await self.each("idle")
             deadline = time.monotonic() + 1.0  # also re-check backoffs, cooling and aging now and then
             while not self.wake.is_set() and time.monotonic() < deadline:
                 with contextlib.suppress(TimeoutError):
@@ -156,6 +156,11 @@ class Head:
         finally:
             slot.task = slot.pid = slot.rss_mb = slot.stop = slot.work = None
             self.wake.set()
+
+    async def each(self, hook: str, *args: Any) -> None:
+        """Call every extension's `hook` (one of HOOKS) in turn, awaiting each."""
+        for call in self.hooks[hook]:
+            await call(*args)
 
     async def current(self, task: Task) -> bool:
         """Whether `task`'s row still runs on the claim this head holds."""
@@ -211,8 +216,7 @@ class Head:
                     raise sqlite3.DatabaseError("the queue file was deleted, or another renamed over it")
                 await self.sweep()
                 await self.queue.heartbeat(self.now())
-                for beat in self.hooks["beat"]:
-                    await beat()
+                await self.each("beat")
             except QueueBusy as exc:
                 log.warning("heartbeat: %s", exc)
             except sqlite3.Error as exc:  # a full disk, or the file gone: as when a result cannot be recorded
