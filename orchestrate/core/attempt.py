@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from orchestrate.core import process
 from orchestrate.core.agent import Adapter, Result, output_path, prompt
 from orchestrate.core.config import Config
 from orchestrate.core.distributor import Slot
-from orchestrate.core.errors import AgentUnavailable, OrchestrateError
+from orchestrate.core.errors import AgentUnavailable, OrchestrateError, QueueBusy
 from orchestrate.core.queue import Write
 from orchestrate.core.states import Event, Stop
 from orchestrate.core.store import Task
@@ -187,4 +188,11 @@ async def _record(head: Head, attempt: Attempt, verdict: Verdict) -> Task | None
         fields |= dict(session_id=result.session_id or task.session_id, not_before=verdict.not_before)
         if event is not Event.RETRY_LATER:  # the context feature writes the output file once this is recorded
             fields |= dict(finished_at=head.now(), output_file=head.relative(output_path(attempt.cfg, task.id)))
-    return await head.record(task, event, attempt.writes, **fields)
+    while True:  # however long another process holds the queue: a result dropped would leave the task running
+        try:
+            return await head.queue.record(task.id, task.claim, event, attempt.writes, **fields)
+        except QueueBusy as exc:  # each try waits out the busy timeout: this never spins
+            head.once(f"cannot record results: {exc}; still trying")
+        except sqlite3.Error as exc:
+            head.broken(f"cannot record {task.name}'s result", exc)
+            return None

@@ -23,8 +23,8 @@ from orchestrate.core.config import Config
 from orchestrate.core.distributor import Distributor, Slot
 from orchestrate.core.errors import OrchestrateError, QueueBusy
 from orchestrate.core.extension import Extension
-from orchestrate.core.queue import Queue, Write
-from orchestrate.core.states import Event, Stop
+from orchestrate.core.queue import Queue
+from orchestrate.core.states import Stop
 from orchestrate.core.store import Task
 
 log = logging.getLogger(__name__)
@@ -165,18 +165,6 @@ class Head:
     async def current(self, task: Task) -> bool:
         """Whether `task`'s row still runs on the claim this head holds."""
         return not await self.queue.positions({task.id: task.claim})
-
-    async def record(self, task: Task, event: Event | None, writes: list[Write], **fields: Any) -> Task | None:
-        """Write what became of a run, however long another process holds the queue: a result
-        that was dropped would leave the task running, to be run again by the next head."""
-        while True:
-            try:
-                return await self.queue.record(task.id, task.claim, event, writes, **fields)
-            except QueueBusy as exc:  # each try waits out the busy timeout: this never spins
-                self.once(f"cannot record results: {exc}; still trying")
-            except sqlite3.Error as exc:
-                self.broken(f"cannot record {task.name}'s result", exc)
-                return None
 
     def broken(self, what: str, exc: object) -> None:
         """The queue cannot be written (a full disk, a damaged file, or gone): stop; the next head recovers its tasks."""
