@@ -55,8 +55,7 @@ def reset_time(text: str, now: float | None = None) -> float:
     """When a rate-limit message says the limit resets; 0.0 if it names no time."""
     now = time.time() if now is None else now
     if after := re.search(r"(?:in|after) (\d+(?:\.\d+)?) ?(s|sec|seconds?|m|min|minutes?|h|hours?)\b", text):
-        unit = {"s": 1, "m": 60, "h": 3600}[after.group(2)[0]]
-        return now + float(after.group(1)) * unit
+        return now + float(after.group(1)) * {"s": 1, "m": 60, "h": 3600}[after.group(2)[0]]
     return 0.0
 
 

@@ -58,14 +58,11 @@ class Queue:
                 await asyncio.sleep(BUSY_RETRY_S)  # another process holds the write lock: the loop stays free
 
     async def write(self, *statements: Write) -> list[Any]:
-        """Run statements in one BEGIN IMMEDIATE transaction; the rows of the last one."""
+        """Run one or more statements in one BEGIN IMMEDIATE transaction; the rows of the last one."""
 
         def write(conn: sqlite3.Connection) -> list[Any]:
-            rows: list[Any] = []
             with store.transaction(conn):
-                for sql, args in statements:
-                    rows = conn.execute(sql, tuple(args)).fetchall()
-            return rows
+                return [conn.execute(sql, tuple(args)).fetchall() for sql, args in statements][-1]
 
         return await self._run(write)
 

@@ -285,11 +285,10 @@ SELECT_TASKS = f"SELECT {task_columns('t')} FROM tasks t"
 def task_from_row(row: sqlite3.Row) -> Task:
     import json  # imported where used: `status` never needs it and must start fast
 
-    deps = tuple(sorted(int(d) for d in row["depends_on"].split(","))) if row["depends_on"] else ()
     return Task(
         **{c: row[c] for c in _TASK_COLUMNS},
         context_files=tuple(json.loads(row["context_files"])),
         verify=None if row["verify"] is None else tuple(json.loads(row["verify"])),
-        depends_on=deps,
+        depends_on=tuple(sorted(int(d) for d in row["depends_on"].split(","))) if row["depends_on"] else (),
         blocked=bool(row["blocked"]),
     )
