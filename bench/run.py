@@ -103,8 +103,10 @@ INSERT_PENDING = """INSERT INTO tasks (description, priority, rank, max_retries,
     SELECT 'task ' || i || ': refactor module ' || (i % 97), i % 3, i % 3, 3, '[]', ? FROM n"""
 # Every pending task waits on the task given (a running one): nothing is claimable.
 BLOCK_PENDING = "INSERT INTO deps (task_id, depends_on) SELECT id, ? FROM tasks WHERE status = 'pending'"
-# The first tasks done, as a head that ran them leaves them (INSERT_PENDING's ids count from 1).
-COMPLETE = """UPDATE tasks SET status = 'completed', agent = 't-1', attempts = 1, started_at = 1, finished_at = 2,
+# The first tasks done, as a head that ran them leaves them (INSERT_PENDING's ids count from 1): one
+# started every 3 s over the past days, each taking up to two minutes.
+COMPLETE = """UPDATE tasks SET status = 'completed', agent = 't-1', attempts = 1, started_at = 1.7e9 + 3 * id,
+    finished_at = 1.7e9 + 3 * id + id % 120,
     output_file = 'context/agent_outputs/task_' || id || '_output.md' WHERE id <= ?"""
 # Tasks a claim may take, behind every waiting one in its order: low priority, and the newest.
 INSERT_READY = """INSERT INTO tasks (description, priority, rank, max_retries, context_files, created_at)
