@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 from conftest import ORCHESTRATE, invoke, orchestrate, wait_until
+from typer.testing import CliRunner
 
+from orchestrate import cli
 from orchestrate.core import store
 
 TASK_KEYS = {
@@ -330,6 +332,64 @@ def test_help_lists_every_command() -> None:
     out = orchestrate("--help").stdout
     for command in ("init", "add", "status", "tasks", "agents", "show", "logs", "retry", "cancel", "merge", "clean"):
         assert command in out
+
+
+@pytest.mark.parametrize("name", list(cli.COMMANDS))
+def test_each_command_alone_is_the_command_in_the_whole_app(name: str) -> None:
+    alone = CliRunner().invoke(cli.with_commands([name]), [name, "--help"], prog_name="orchestrate")
+    whole = invoke(name, "--help")
+    assert alone.exit_code == whole.exit_code == 0
+    assert alone.stdout == whole.stdout and f"Usage: orchestrate {name} " in whole.stdout
+    bad = CliRunner().invoke(cli.with_commands([name]), [name, "--no-such-option"], prog_name="orchestrate")
+    assert bad.exit_code == 2 and bad.stderr == invoke(name, "--no-such-option").stderr
+
+
+def test_the_whole_app_lists_the_commands_in_order() -> None:
+    panel = invoke("--help").stdout.split("Commands")[1]
+    listed = [line.split()[1] for line in panel.splitlines() if line.startswith("│ ") and line[2] != " "]
+    assert listed == list(cli.COMMANDS)
+
+
+@pytest.mark.parametrize(
+    ("args", "name"),
+    [
+        (["status"], "status"),
+        (["status", "--help"], "status"),
+        (["--db", "q.db", "add", "x"], "add"),
+        (["--db=q.db", "--config", "c.yaml", "tasks", "--json"], "tasks"),
+        (["--db", "status", "show", "1"], "show"),  # the value of --db, however it reads
+        (["stauts"], "stauts"),  # not a command: the whole app says so
+        ([], ""),
+        (["--help", "status"], ""),
+        (["-h"], ""),
+        (["--version", "status"], ""),
+        (["--db"], ""),
+        (["--db", "--help"], ""),
+        (["--", "status"], ""),
+        (["--verbose", "status"], ""),
+    ],
+)
+def test_invoked_names_the_command_only_after_plain_global_options(args: list[str], name: str) -> None:
+    assert cli.invoked(args) == name
+
+
+def test_a_run_imports_only_its_command() -> None:
+    add("x")
+    code = (
+        "import sys; from orchestrate.cli import main\n"
+        "sys.argv = ['orchestrate', '--db', 'tasks.db', 'status']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('orchestrate.cli.')))"
+    )
+    out = subprocess.run([Path(ORCHESTRATE).with_name("python"), "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip().splitlines()[-1] == str(sorted(f"orchestrate.cli.{m}" for m in ("app", "head", "render")))
+
+
+def test_the_whole_app_answers_what_no_one_command_can() -> None:
+    assert "Usage: orchestrate [OPTIONS] COMMAND" in orchestrate("--db", "q.db", "--help").stdout
+    assert one_line_error(orchestrate("--db", "q.db", "stauts"), 2, "Did you mean 'status', 'start'?")
+    assert one_line_error(orchestrate("--db", "q.db"), 2, "Missing command")
+    assert orchestrate("--db", "q.db", "--version", "status").stdout.startswith("orchestrate ")
 
 
 def test_wait_until_reports_what_it_waited_for() -> None:

@@ -1,5 +1,5 @@
-"""The typer app the commands register on: its global options, the one error boundary, and the
-Session every command shares."""
+"""The typer app the commands register on (new_app): its global options, the one error boundary,
+and the Session every command shares."""
 
 # No `from __future__ import annotations` in the CLI: typer reads the commands' annotations on
 # every run, and real objects spare it evaluating strings (a few ms of the start-up budget).
@@ -57,14 +57,6 @@ class _Commands(TyperGroup):
 
 
 JSON_HELP = "Print JSON instead (the shapes are in docs/design.md)."
-app = typer.Typer(
-    cls=_Commands,
-    context_settings={"help_option_names": ["-h", "--help"]},
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    help="Run a backlog of coding tasks through coding-agent CLIs in parallel.",
-)
 
 
 class Session:
@@ -109,7 +101,20 @@ def _version(shown: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+def new_app() -> typer.Typer:
+    """The app with its global options and no commands yet."""
+    made = typer.Typer(
+        cls=_Commands,
+        context_settings={"help_option_names": ["-h", "--help"]},
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        help="Run a backlog of coding tasks through coding-agent CLIs in parallel.",
+    )
+    made.callback()(_options)
+    return made
+
+
 def _options(
     ctx: typer.Context,
     config: Path | None = typer.Option(
