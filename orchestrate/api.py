@@ -21,7 +21,16 @@ from orchestrate.core.errors import (
     UsageError,
 )
 from orchestrate.core.states import TRANSITIONS, Event, Status
-from orchestrate.core.store import BUSY_TIMEOUT_S, SELECT_TASKS, Task, is_busy, task_from_row, task_name, transaction
+from orchestrate.core.store import (
+    BUSY_TIMEOUT_S,
+    SELECT_TASKS,
+    Task,
+    is_busy,
+    task_columns,
+    task_from_row,
+    task_name,
+    transaction,
+)
 from orchestrate.core.store import connect as connect_file
 
 MAX_ID = 2**63 - 1  # SQLite's largest integer: a larger id names no task
@@ -476,9 +485,10 @@ def next_try(task: Task, now: float | None = None) -> float | None:
 def backing_off(conn: sqlite3.Connection, now: float | None = None, limit: int = 5) -> list[Task]:
     """Pending tasks waiting out a retry backoff, the soonest due first."""
     now = time.time() if now is None else now
-    rows = conn.execute(
-        f"{SELECT_TASKS} WHERE t.status = ? AND t.not_before > ? ORDER BY t.not_before LIMIT ?",
-        (Status.PENDING, now, limit),
+    rows = conn.execute(  # through the index of the tasks in backoff, however many others are pending
+        f"""SELECT {task_columns("t")} FROM tasks t INDEXED BY tasks_in_backoff
+            WHERE t.status = 'pending' AND t.not_before > 0 AND t.not_before > ? ORDER BY t.not_before LIMIT ?""",
+        (now, limit),
     )
     return [task_from_row(r) for r in rows]
 

@@ -286,7 +286,8 @@ def task_from_row(row: sqlite3.Row) -> Task:
     import json  # imported where used: `status` never needs it and must start fast
 
     return Task(
-        **dict(zip(_TASK_COLUMNS, row)),  # by position: sqlite3.Row finds a name by comparing each column's
+        # by position: sqlite3.Row finds a name by comparing it with each column's
+        **dict(zip(_TASK_COLUMNS, row, strict=False)),
         context_files=tuple(json.loads(row["context_files"])),
         verify=None if row["verify"] is None else tuple(json.loads(row["verify"])),
         depends_on=tuple(sorted(int(d) for d in row["depends_on"].split(","))) if row["depends_on"] else (),
