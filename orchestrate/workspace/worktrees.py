@@ -93,6 +93,9 @@ class Worktrees(Extension):
         self.project = project
         self.unmeasured = True  # the worktrees' disk changed since `status` last had it measured
         self.measuring: asyncio.Future[int] | None = None
+        # git's own record of the worktrees (.git/worktrees) takes one change at a time: a prune or
+        # an add that reads another's half-made entry fails ("failed to read .../commondir")
+        self.bookkeeping = asyncio.Lock()
 
     async def started(self, head: Head) -> None:
         self.repo, self.log, self.cfg = await self.project.repository(), head.once, head.cfg
@@ -124,7 +127,9 @@ class Worktrees(Extension):
             return
         if self.remote and (failed := await self.remote.bring(sources(attempt.task))):
             return attempt.fail(failed)  # what it would start from may be on another machine
-        if failed := await prepare(attempt.cfg, self.repo, attempt.task, attempt.worktree):
+        async with self.bookkeeping:
+            failed = await prepare(attempt.cfg, self.repo, attempt.task, attempt.worktree)
+        if failed:
             return attempt.fail(failed)
         if not attempt.cwd.is_dir():  # the project is a directory the branch does not have yet
             where = self.repo.prefix.rstrip("/")
@@ -150,5 +155,7 @@ class Worktrees(Extension):
             await self.tidy(attempt)
 
     async def tidy(self, attempt: Attempt) -> None:
-        if problem := await remove(attempt.cfg, attempt.task):
+        async with self.bookkeeping:
+            problem = await remove(attempt.cfg, attempt.task)
+        if problem:
             self.log(f"{attempt.task.name}: kept its worktree: {problem}")
