@@ -148,6 +148,7 @@ class Journal(Extension):
     async def settled(self, attempt: Attempt) -> None:
         if (done := attempt.recorded) is not None and done.status in FINISHED:
             self.add(done)
+            self.read_at = -PUBLISH_S  # the next prompt (a task after this one, say) lists it done
         self.changed()
 
     async def stopping(self) -> None:
