@@ -199,5 +199,13 @@ def _replacing(path: Path) -> Iterator[BinaryIO]:
         tmp.unlink(missing_ok=True)
 
 
+def stamp(path: Path) -> Stamp | None:
+    """The file as it is now; None if it is not there."""
+    try:
+        return _stamp(os.stat(path))
+    except OSError:
+        return None
+
+
 def _stamp(st: os.stat_result) -> Stamp:
     return Stamp(st.st_ino, st.st_size, st.st_mtime_ns)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 OVERVIEW, STATE, COMPLETED = "project_overview.md", "current_state.md", "completed_tasks.json"
 BEGIN, END = "<!-- orchestrate:begin -->", "<!-- orchestrate:end -->"
 RECENT = 20  # tasks listed in current_state.md's block; earlier ones are counted
-PUBLISH_S = 0.5  # completed_tasks.json and current_state.md are rewritten at most this often
+PUBLISH_S = 0.5  # completed_tasks.json and current_state.md are written at most this often
 RETRY_S = 5.0  # after a failed rewrite (a full disk, say), when to try again
 
 
@@ -241,7 +241,7 @@ class Journal(Extension):
         """Enter `batch` at the file's end, or rebuild it from the whole queue when it is new to
         this head, was changed by someone else, or holds an entry that is no more; False if it
         changed under the append (tried again). In a worker thread, one at a time."""
-        if self.held is None or self.held.stamp != stamp(path):
+        if self.held is None or self.held.stamp != completed.stamp(path):
             self.held = self.checked(path)
         marks = self.held.marks
         lines = [(i, e) for i, e in batch.items() if completed.marked(marks, i) != completed.mark(e)]
@@ -265,14 +265,6 @@ def finished_rows(db: Path) -> Iterator[Sequence[Any]]:
         yield from conn.execute(completed.ROWS)
     finally:
         conn.close()
-
-
-def stamp(path: Path) -> completed.Stamp | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return completed.Stamp(st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 class Line(NamedTuple):
