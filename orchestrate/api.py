@@ -375,7 +375,10 @@ LIST_FILTERS: dict[str, str] = {
     "all": "TRUE",
     **{s: f"t.status = '{s}'" for s in STATES},
     "active": f"t.status = '{Status.RUNNING}'",
-    "blocked": f"t.status = '{Status.PENDING}' AND t.waiting > 0",  # as store.task_columns' blocked
+    # as store.task_columns' blocked (waiting > 0), found from the dependencies not completed, not
+    # by looking at every pending task
+    "blocked": f"""t.status = '{Status.PENDING}' AND t.id IN (SELECT d.task_id FROM deps d
+        JOIN tasks p ON p.id = d.depends_on WHERE p.status <> '{Status.COMPLETED}')""",
 }
 
 

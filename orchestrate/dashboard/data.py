@@ -25,11 +25,6 @@ OUTPUT_MAX = 1024 * 1024
 CHART_BARS = 30
 # Bar widths for the completions chart: the first that fits the history in CHART_BARS bars.
 BAR_SECONDS = (2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400, 7 * 86400)
-# As the CLI's, but `blocked` found from the dependencies, not by looking at every pending task's.
-FILTERS = api.LIST_FILTERS | {
-    "blocked": f"""t.status = '{Status.PENDING}' AND t.id IN (SELECT d.task_id FROM deps d
-        JOIN tasks p ON p.id = d.depends_on WHERE p.status <> '{Status.COMPLETED}')"""
-}
 
 
 def status(conn: sqlite3.Connection, cfg: Config, now: float | None = None) -> dict[str, Any]:
@@ -51,7 +46,7 @@ def status(conn: sqlite3.Connection, cfg: Config, now: float | None = None) -> d
 def tasks(conn: sqlite3.Connection, status: str = "all", search: str = "", limit: int | None = None) -> list[Task]:
     """`tasks --status` (a key of LIST_FILTERS), narrowed to those whose id or description
     contains `search`, and to the newest `limit`; oldest first, as the CLI lists them."""
-    where, args = FILTERS[status], []
+    where, args = api.LIST_FILTERS[status], []
     if search:
         escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         named, named_args = _named(search, conn.execute("SELECT max(id) FROM tasks").fetchone()[0] or 0)
