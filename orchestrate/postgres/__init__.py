@@ -8,10 +8,12 @@ dialect.py holds the differences."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, ClassVar, NamedTuple
 
 try:
@@ -60,6 +62,11 @@ def _rows(cursor: Any) -> Any:
     return lambda values: row(values)
 
 
+# A pipeline whose block raised says so again on its way out ("error ignored terminating ...:
+# pipeline aborted"); the caller already has the error, so the second report is only noise.
+logging.getLogger("psycopg").addFilter(lambda record: not record.getMessage().startswith("error ignored terminating"))
+
+
 class Numeric(psycopg.adapt.Loader):
     """sum() of integers is `numeric` here: read it as SQLite gives it, an int or a float."""
 
@@ -95,19 +102,19 @@ class Connection:
             with self.pg.cursor() as cur:
                 self._guard(cur.executemany, dialect.translate(sql), rows)
 
+    @contextmanager
+    def pipeline(self) -> Iterator[None]:
+        """Statements executed inside are sent together, their results read at the end (where
+        an error in any of them is raised)."""
+        with _translated(), self.pg.pipeline():
+            yield
+
     def close(self) -> None:
         self.pg.close()
 
     def _guard(self, call: Any, *args: Any) -> Any:
-        """`call`, with psycopg's errors raised as sqlite3's classes of the same meaning."""
-        try:
+        with _translated():
             return call(*args)
-        except psycopg.errors.IntegrityError as exc:
-            raise sqlite3.IntegrityError(_line(exc)) from exc
-        except psycopg.OperationalError as exc:  # the server is gone or refused: the callers' "cannot use"
-            raise sqlite3.OperationalError(_line(exc)) from exc
-        except psycopg.Error as exc:
-            raise sqlite3.DatabaseError(_line(exc)) from exc
 
 
 class Cursor:
@@ -122,6 +129,19 @@ class Cursor:
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.fetchall())
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """psycopg's errors raised as sqlite3's classes of the same meaning."""
+    try:
+        yield
+    except psycopg.errors.IntegrityError as exc:
+        raise sqlite3.IntegrityError(_line(exc)) from exc
+    except psycopg.OperationalError as exc:  # the server is gone or refused: the callers' "cannot use"
+        raise sqlite3.OperationalError(_line(exc)) from exc
+    except psycopg.Error as exc:
+        raise sqlite3.DatabaseError(_line(exc)) from exc
 
 
 def _line(exc: BaseException) -> str:

@@ -92,21 +92,22 @@ class PostgresQueue(Queue):
 
     async def write(self, *statements: Write) -> list[Any]:
         """One transaction: a plain BEGIN, since the rows a claim or a record touches are locked
-        by the statements themselves (the commands' BEGIN IMMEDIATE takes the advisory lock)."""
+        by the statements themselves (the commands' BEGIN IMMEDIATE takes the advisory lock).
+        Sent as one pipeline: the whole transaction costs one round trip, not one a statement."""
 
         def write(conn: Any) -> list[Any]:
-            rows: list[Any] = []
-            conn.execute("BEGIN")
             try:
-                for sql, args in statements:
-                    rows = conn.execute(sql, tuple(args)).fetchall()
-                conn.execute("COMMIT")
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    last = [conn.execute(sql, tuple(args)) for sql, args in statements][-1]
+                    conn.execute("COMMIT")
+                rows: list[Any] = last.fetchall()
+                return rows
             except BaseException:
                 if not conn.pg.closed and not conn.pg.broken:
                     with contextlib.suppress(psycopg.Error):  # the error that brought us here is the one to tell
                         conn.pg.execute("ROLLBACK")
                 raise
-            return rows
 
         return await self._run(write)
 
