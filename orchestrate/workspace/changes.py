@@ -1,8 +1,9 @@
 """What an attempt changed in a shared project directory, read from git rather than from the agent.
 
-Before and after the agent runs, the project is snapshotted with `git add --all` into a private
-index and object store under .orchestrate/, so the user's staging area and .git stay exactly as
-they were. The objects are the attempt's own and go when it is settled."""
+Before the agent runs, the project is snapshotted with `git add --all` into a private index and
+object store under .orchestrate/, so the user's staging area and .git stay exactly as they were;
+after it, that index is brought up to date the same way and compared with the tree written
+before. The index and objects are the attempt's own and go when it is settled."""
 
 from __future__ import annotations
 
@@ -29,20 +30,33 @@ def private(repo: git.Repository, store: Path, index: Path | None = None) -> dic
     return own | ({"GIT_INDEX_FILE": str(index)} if index else {})
 
 
+def index(attempt: Attempt) -> Path:
+    """The attempt's private index: the project as its last snapshot added it."""
+    return objects(attempt).with_name(f"{attempt.task.name}.index")
+
+
 async def snapshot(attempt: Attempt, repo: git.Repository) -> str | None:
     """A git tree of the project as it is now, untracked files included."""
     store = objects(attempt)
     store.mkdir(parents=True, exist_ok=True)
-    scratch = store.with_name(f"{attempt.task.name}.index")
     with contextlib.suppress(OSError):  # starting from git's own index makes `add` read only what changed
-        await asyncio.to_thread(shutil.copyfile, repo.index_file, scratch)  # many MB in a big repository
-    own, root = private(repo, store, scratch), attempt.cfg.root
-    try:
-        added = await git.output(root, "add", "--all", "--", ".", *repo.excludes, own=own)
-        tree = await git.output(root, "write-tree", own=own) if added is not None else None
-    finally:
-        scratch.unlink(missing_ok=True)
+        await asyncio.to_thread(shutil.copyfile, repo.index_file, index(attempt))  # many MB in a big repository
+    own = private(repo, store, index(attempt))
+    if not await _add(attempt, repo, own):
+        return None
+    tree = await git.output(attempt.cfg.root, "write-tree", own=own)
     return tree.strip() if tree else None
+
+
+async def changed_since(attempt: Attempt, repo: git.Repository, tree: str) -> list[str] | None:
+    """The files changed since the snapshot `tree`: the project added again to the index that
+    snapshot left, which git compares with the tree as it is, with no tree of its own written."""
+    own = private(repo, objects(attempt), index(attempt))
+    return await diff(attempt.cfg.root, "--cached", tree, own=own) if await _add(attempt, repo, own) else None
+
+
+async def _add(attempt: Attempt, repo: git.Repository, own: dict[str, str]) -> bool:
+    return await git.output(attempt.cfg.root, "add", "--all", "--", ".", *repo.excludes, own=own) is not None
 
 
 async def diff(cwd: Path, *revisions: str, own: dict[str, str] | None = None) -> list[str] | None:
@@ -68,9 +82,10 @@ class Changes(Extension):
 
     async def after(self, attempt: Attempt) -> None:
         start = self.before_trees.pop(attempt.task.id, None)
-        if self.repo and start and (end := await snapshot(attempt, self.repo)):
-            attempt.changes = await diff(attempt.cfg.root, start, end, own=private(self.repo, objects(attempt)))
+        if self.repo and start:
+            attempt.changes = await changed_since(attempt, self.repo, start)
 
     async def settled(self, attempt: Attempt) -> None:
         if self.repo:  # in a thread: the objects of a big change can be many files
+            index(attempt).unlink(missing_ok=True)
             await asyncio.to_thread(shutil.rmtree, objects(attempt), True)
