@@ -8,6 +8,7 @@ dialect.py holds the differences."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -57,9 +58,15 @@ class Row(tuple[Any, ...]):
 
 
 def _rows(cursor: Any) -> Any:
-    names = {c.name: i for i, c in enumerate(cursor.description or ())}
-    row = type("Row", (Row,), {"names": names, "__slots__": ()})
-    return lambda values: row(values)
+    """The row class of the cursor's result, by its columns' names: read off the result itself,
+    since `description` builds a Column, with its type looked up, for every column of every result."""
+    result = cursor.pgresult
+    return _row_class(tuple((result.fname(i) or b"").decode() for i in range(result.nfields)) if result else ())
+
+
+@functools.lru_cache(maxsize=256)
+def _row_class(names: tuple[str, ...]) -> type[Row]:
+    return type("Row", (Row,), {"names": {name: i for i, name in enumerate(names)}, "__slots__": ()})
 
 
 # A pipeline whose block raised says so again on its way out ("error ignored terminating ...:
