@@ -1,7 +1,8 @@
 """The queue's synchronous API, shared by the commands, the dashboard and the benchmark: add, list,
 show, retry and cancel tasks; read the head's state."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: NamedTuple compiles each string annotation into
+# a ForwardRef, half the cost of the class, and every command imports this module.
 
 import os
 import sqlite3

@@ -1,6 +1,7 @@
 """Read config.yaml into a Config, validating every key on the way in: the commands' edge."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: NamedTuple compiles each string annotation into
+# a ForwardRef, half the cost of the class, and every command imports this module.
 
 import shlex
 from collections.abc import Callable, Mapping
@@ -133,6 +134,7 @@ def _compiles(pattern: str) -> bool:
 
 def _values(data: Any, where: str, spec: dict[str, tuple[str, Any]], sep: str = ".") -> dict[str, Any]:
     """Check `data` against `spec`, naming the key path of the first thing wrong."""
+
     data = {} if data is None else data
     if type(data) is not dict:
         raise ConfigError(f"{where}: expected a mapping, got {data!r}")

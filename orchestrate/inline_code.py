@@ -2,7 +2,8 @@
 -c script or an interpreter's inline code, past the wrappers (env, nice, timeout...) before it.
 configfile refuses such a command at load, with the safe form to use instead."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: NamedTuple compiles each string annotation into
+# a ForwardRef, half the cost of the class, and every command imports this module.
 
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple

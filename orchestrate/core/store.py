@@ -1,7 +1,8 @@
 """The queue on disk: its schema (ordered migrations, each applied once and never edited after
 release), connecting and migrating, and the task row that the head and the CLI share."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: NamedTuple compiles each string annotation into
+# a ForwardRef, half the cost of the class, and every command imports this module.
 
 import sqlite3
 from collections.abc import Iterator
