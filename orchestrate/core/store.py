@@ -270,12 +270,13 @@ class Task(NamedTuple):
         return task_name(self.id)
 
 
-_TASK_COLUMNS = [f for f in Task._fields if f not in ("depends_on", "blocked", "context_files", "verify")]
+_STORED = Task._fields[:-2]  # every field but the derived depends_on and blocked: the table's columns
+_CONTEXT, _VERIFY = _STORED.index("context_files"), _STORED.index("verify")
 
 
 def task_columns(table: str) -> str:
     """The columns task_from_row reads, from `table` (an alias, or `tasks` in a RETURNING clause)."""
-    return f"""{", ".join(f"{table}.{c}" for c in _TASK_COLUMNS)}, {table}.context_files, {table}.verify,
+    return f"""{", ".join(f"{table}.{c}" for c in _STORED)},
         (SELECT group_concat(d.depends_on) FROM deps d WHERE d.task_id = {table}.id) AS depends_on,
         {table}.status = '{Status.PENDING}' AND {table}.waiting > 0 AS blocked"""
 
@@ -284,13 +285,13 @@ SELECT_TASKS = f"SELECT {task_columns('t')} FROM tasks t"
 
 
 def task_from_row(row: sqlite3.Row) -> Task:
+    """By position, in Task's order: a column found by name is compared with every column's name."""
     import json  # imported where used: `status` never needs it and must start fast
 
-    return Task(
-        # by position: sqlite3.Row finds a name by comparing it with each column's
-        **dict(zip(_TASK_COLUMNS, row, strict=False)),
-        context_files=tuple(json.loads(row["context_files"])),
-        verify=None if row["verify"] is None else tuple(json.loads(row["verify"])),
-        depends_on=tuple(sorted(int(d) for d in row["depends_on"].split(","))) if row["depends_on"] else (),
-        blocked=bool(row["blocked"]),
-    )
+    values = list(row)
+    context, verify, depends = values[_CONTEXT], values[_VERIFY], values[-2]
+    values[_CONTEXT] = tuple(json.loads(context)) if context != "[]" else ()
+    values[_VERIFY] = None if verify is None else tuple(json.loads(verify))
+    values[-2] = tuple(sorted(int(d) for d in depends.split(","))) if depends else ()
+    values[-1] = bool(values[-1])
+    return Task._make(values)
