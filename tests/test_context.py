@@ -299,17 +299,17 @@ def test_a_person_editing_current_state_while_the_head_runs_keeps_their_edits(pr
     state.write_text("# Current state\n")
     ok("start")
     notes = []
-    for i in range(60):
+    for i in range(30):
         ok("add", f"task {i}")
         with open(state, "a") as f:  # as `echo >> current_state.md` would
             f.write(f"note {i}\n")
         notes.append(f"note {i}")
-    wait_until(lambda: task(60)["status"] == "completed", message="the last task")
+    wait_until(lambda: task(30)["status"] == "completed", message="the last task")
     ok("stop")
     text = state.read_text()
     assert [line for line in text.splitlines() if line.startswith("note ")] == notes
     assert text.count(context.BEGIN) == text.count(context.END) == 1
-    assert "task_060 task 59 (done" in text
+    assert "task_030 task 29 (done" in text
 
 
 @pytest.mark.parametrize("bad", ["not json", "{}"])
