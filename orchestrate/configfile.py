@@ -134,7 +134,6 @@ def _compiles(pattern: str) -> bool:
 
 def _values(data: Any, where: str, spec: dict[str, tuple[str, Any]], sep: str = ".") -> dict[str, Any]:
     """Check `data` against `spec`, naming the key path of the first thing wrong."""
-
     data = {} if data is None else data
     if type(data) is not dict:
         raise ConfigError(f"{where}: expected a mapping, got {data!r}")

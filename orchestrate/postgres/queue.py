@@ -99,9 +99,9 @@ class PostgresQueue(Queue):
             try:
                 with conn.pipeline():
                     conn.execute("BEGIN")
-                    last = [conn.execute(sql, tuple(args)) for sql, args in statements][-1]
+                    cursors = [conn.execute(sql, tuple(args)) for sql, args in statements]
                     conn.execute("COMMIT")
-                rows: list[Any] = last.fetchall()
+                rows: list[Any] = cursors[-1].fetchall() if cursors else []
                 return rows
             except BaseException:
                 if not conn.pg.closed and not conn.pg.broken:
