@@ -37,11 +37,11 @@ def index(attempt: Attempt) -> Path:
 
 async def snapshot(attempt: Attempt, repo: git.Repository) -> str | None:
     """A git tree of the project as it is now, untracked files included."""
-    store = objects(attempt)
+    store, scratch = objects(attempt), index(attempt)
     store.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(OSError):  # starting from git's own index makes `add` read only what changed
-        await asyncio.to_thread(shutil.copyfile, repo.index_file, index(attempt))  # many MB in a big repository
-    own = private(repo, store, index(attempt))
+        await asyncio.to_thread(shutil.copyfile, repo.index_file, scratch)  # many MB in a big repository
+    own = private(repo, store, scratch)
     if not await _add(attempt, repo, own):
         return None
     tree = await git.output(attempt.cfg.root, "write-tree", own=own)
