@@ -78,10 +78,16 @@ def add(
     with session(ctx).queue() as conn:
         ids = api.add(conn, cfg, batch)
         said = api.notes(conn, cfg, ids, batch)
+    names: list[str] = []  # printed together: a thousand echoes cost more than the inserts
     for task_id in ids:
-        typer.echo(store.task_name(task_id))
-        for note in said[task_id]:
-            typer.echo(f"note: {note}", err=True)
+        names.append(store.task_name(task_id))
+        if said[task_id]:  # after its id, as a person reads them
+            typer.echo("\n".join(names))
+            names = []
+            for note in said[task_id]:
+                typer.echo(f"note: {note}", err=True)
+    if names:
+        typer.echo("\n".join(names))
 
 
 def tasks(
