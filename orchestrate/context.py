@@ -5,6 +5,7 @@ from what the queue records."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import sqlite3
@@ -32,6 +33,7 @@ BEGIN, END = "<!-- orchestrate:begin -->", "<!-- orchestrate:end -->"
 RECENT = 20  # tasks listed in current_state.md's block; earlier ones are counted
 PUBLISH_S = 0.5  # completed_tasks.json and current_state.md are written at most this often
 RETRY_S = 5.0  # after a failed rewrite (a full disk, say), when to try again
+CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC  # a file written whole, as open(..., "wb")
 
 
 def entry(task: Task) -> str:
@@ -51,25 +53,33 @@ def sections(task: Task, cfg: Config, state: Callable[[str], str] | None = None)
     `state` rewrites current_state.md's text on its way in: the journal knows a newer block
     than the file holds until its next rewrite.
     """
-    where = cfg.context.directory
-    files = [(f"Project overview ({OVERVIEW})", where / OVERVIEW), (f"Current state ({STATE})", where / STATE)]
+    where = str(cfg.context.directory)  # strings, not Paths: this runs before every prompt
+    current = os.path.join(where, STATE)
+    files: list[tuple[str, str | Path]] = [(f"Project overview ({OVERVIEW})", os.path.join(where, OVERVIEW))]
+    files.append((f"Current state ({STATE})", current))
     files += [(f"Output of {task_name(d)}, which this task builds on", output_path(cfg, d)) for d in task.depends_on]
     files += [(f"Context file {name}", cfg.root / name) for name in task.context_files]
     shared = settings(cfg)
     found, notes, room = [], [], shared.prompt_max_kb * 1024
     for title, path in files:
         try:
-            size = path.stat().st_size
-            if size <= min(shared.inline_max_kb * 1024, room):
-                # a NUL cannot travel in an argv, and would fail every prompt that quotes it there
-                text = path.read_bytes()[:size].decode(errors="replace").replace("\0", "\ufffd")
-                text = (state(text) if state and path == where / STATE else text).strip()
-                found.append(f"## {title}\n\n{text}")
-                room -= size
-            else:  # bounded whatever accumulates: the agent can open the file itself
-                found.append(f"## {title}\n\n{path} ({size // 1024} KB) is too large to include: read it there.")
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO named there must not hold the head
+            try:
+                size = os.fstat(fd).st_size
+                data = os.read(fd, size) if size <= min(shared.inline_max_kb * 1024, room) else None
+            finally:
+                os.close(fd)
         except OSError as exc:
             notes.append(f"{path}: {exc.strerror}; left out of the prompt")
+            continue
+        if data is None:  # bounded whatever accumulates: the agent can open the file itself
+            found.append(f"## {title}\n\n{path} ({size // 1024} KB) is too large to include: read it there.")
+            continue
+        # a NUL cannot travel in an argv, and would fail every prompt that quotes it there
+        text = data.decode(errors="replace").replace("\0", "\ufffd")
+        text = (state(text) if state and str(path) == current else text).strip()
+        found.append(f"## {title}\n\n{text}")
+        room -= size
     return found, notes
 
 
@@ -280,25 +290,25 @@ class Line(NamedTuple):
 
 def state_block(recent: Sequence[Line], counts: dict[str, int]) -> str:
     """orchestrate's checklist of the most recent tasks, with counts for the earlier ones."""
-    lines = [BEGIN, f"## Tasks (kept by orchestrate, {iso(time.time())})", ""]
-    for t in sorted(recent):
-        done, what = t.status == Status.COMPLETED, " ".join(t.description.replace("\0", "\ufffd").split())[:100]
-        notes: dict[str, str] = {
-            Status.COMPLETED: "done",
-            Status.FAILED: "FAILED",
-            Status.RUNNING: f"running on {t.agent}",
-        }
-        note = notes.get(t.status, t.status)
-        summary = " ".join((t.summary or "").replace("\0", "\ufffd").split())[:160]
-        see = f"; output in {t.output_file}" if t.output_file else ""
-        lines.append(
-            f"- [{'x' if done else ' '}] {task_name(t.id)} {what} ({note}{see})" + (f": {summary}" if summary else "")
-        )
+    lines = [BEGIN, f"## Tasks (kept by orchestrate, {iso(time.time())})", "", *map(checklist_line, sorted(recent))]
     earlier = {s: n - sum(t.status == s for t in recent) for s, n in counts.items()}
     if sum(earlier.values()):
         listed = ", ".join(f"{n} {s}" for s, n in earlier.items() if n)
         lines += ["", f"Earlier tasks, not listed: {listed}. `orchestrate tasks` shows them all."]
     return "\n".join([*lines, END])
+
+
+@functools.lru_cache(
+    maxsize=4 * RECENT
+)  # the block is made again for each prompt after a change: most lines are as before
+def checklist_line(t: Line) -> str:
+    """`t`'s line in orchestrate's block."""
+    done, what = t.status == Status.COMPLETED, " ".join(t.description.replace("\0", "\ufffd").split())[:100]
+    notes: dict[str, str] = {Status.COMPLETED: "done", Status.FAILED: "FAILED", Status.RUNNING: f"running on {t.agent}"}
+    note = notes.get(t.status, t.status)
+    summary = " ".join((t.summary or "").replace("\0", "\ufffd").split())[:160]
+    see = f"; output in {t.output_file}" if t.output_file else ""
+    return f"- [{'x' if done else ' '}] {task_name(t.id)} {what} ({note}{see})" + (f": {summary}" if summary else "")
 
 
 def with_block(text: str, block: str) -> str:
@@ -350,15 +360,30 @@ def late_edits(cfg: Config, replaced: tuple[TextIO, int]) -> None:
                 f.write(extra)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same directory and a rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")  # the head is the only writer: a fixed name is safe
+def write_atomic(path: Path | str, text: str) -> None:
+    """Write via a temporary file in the same directory and a rename: readers never see half a file.
+
+    Every finished task's output file comes through here, so it makes the directory only when it
+    is missing and writes with plain descriptors: pathlib's parsing and open()'s buffering checks
+    took longer than the write itself."""
+    where, name = os.path.split(path)
+    tmp = os.path.join(where, f".{name}.tmp")  # the head is the only writer: a fixed name is safe
+    data = memoryview(text.encode("utf-8", errors="surrogateescape"))
     try:
-        tmp.write_bytes(text.encode("utf-8", errors="surrogateescape"))
+        try:
+            fd = os.open(tmp, CREATE, 0o666)
+        except FileNotFoundError:  # no directory yet, or a person removed it
+            os.makedirs(where, exist_ok=True)
+            fd = os.open(tmp, CREATE, 0o666)
+        try:
+            while data:
+                data = data[os.write(fd, data) :]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
 
 

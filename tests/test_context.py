@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 from pathlib import Path
@@ -107,6 +108,30 @@ def test_a_missing_context_file_is_skipped_with_a_note(project: Path) -> None:
     assert "Context file gone.md" not in text and "soon gone" not in text
     assert any("project_overview.md" in n for n in notes)
     assert any(n.startswith(f"{project / 'gone.md'}:") and "left out" in n for n in notes)
+
+
+def test_a_fifo_or_a_directory_named_as_context_never_holds_the_prompt(project: Path) -> None:
+    cfg = cfg_for(project)
+    os.mkfifo(project / "pipe")  # nobody writes to it: reading it the usual way would wait forever
+    (project / "notes").mkdir()
+    [t] = add(project, api.NewTask("t", context_files=("pipe", "notes")))
+    text, notes = prompt_of(t, cfg)
+    assert "## Context file pipe\n\n\n" in text  # empty for now: what a reader finds there
+    assert "Context file notes" not in text
+    assert any(n.startswith(f"{project / 'notes'}:") and "left out" in n for n in notes)
+
+
+def test_an_atomic_write_makes_its_directory_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    target = tmp_path / "context/agent_outputs/task_001_output.md"
+    context.write_atomic(target, "first\n")
+    context.write_atomic(target, "second, é\n")
+    assert target.read_text(encoding="utf-8") == "second, é\n"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["task_001_output.md"]
+    in_the_way = target.parent / "task_002_output.md"  # a directory where the file goes: the rename fails
+    (in_the_way / "inside").mkdir(parents=True)
+    with pytest.raises(IsADirectoryError):
+        context.write_atomic(in_the_way, "never\n")
+    assert sorted(p.name for p in target.parent.iterdir()) == ["task_001_output.md", "task_002_output.md"]
 
 
 def test_the_block_is_replaced_and_the_rest_kept_byte_for_byte(project: Path) -> None:
