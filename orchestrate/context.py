@@ -298,9 +298,8 @@ def state_block(recent: Sequence[Line], counts: dict[str, int]) -> str:
     return "\n".join([*lines, END])
 
 
-@functools.lru_cache(
-    maxsize=4 * RECENT
-)  # the block is made again for each prompt after a change: most lines are as before
+# The block is made again for each prompt after a change, and most of its lines are as before.
+@functools.lru_cache(maxsize=4 * RECENT)
 def checklist_line(t: Line) -> str:
     """`t`'s line in orchestrate's block."""
     done, what = t.status == Status.COMPLETED, " ".join(t.description.replace("\0", "\ufffd").split())[:100]
